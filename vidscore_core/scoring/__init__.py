@@ -1,0 +1,1 @@
+"""Scorers that plug into the engine, and the table rows they produce."""

@@ -1,0 +1,68 @@
+"""CLIP image embeddings of sampled frames: the one image-tower pass behind aesthetic and matching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidscore_core.clip_preprocess import clip_crop
+from vidscore_core.engine import Clip
+from vidscore_core.media.decode import read_frames
+from vidscore_core.models.clip import ClipModel
+
+# Frame points of the reference aesthetic script; 0.5 is also the matching script's frame.
+AESTHETIC_POINTS: tuple[float, ...] = (0.1, 0.5, 0.9)
+MATCHING_POINTS: tuple[float, ...] = (0.5,)
+
+
+@dataclass(frozen=True)
+class ClipFrameSampler:
+    """Worker side: decode the frames at `points` and crop them to the CLIP input size (uint8)."""
+
+    points: tuple[float, ...] = AESTHETIC_POINTS
+    image_size: int = 224
+    decode_timeout_s: float | None = 60.0
+
+    def prepare(self, clip: Clip) -> dict[str, Any]:
+        decoded = read_frames(clip.path, points=self.points, timeout_s=self.decode_timeout_s)
+        crops = np.stack([clip_crop(frame, self.image_size) for frame in decoded.frames])
+        points = [0.0] if decoded.is_image else list(self.points)
+        return {
+            "crops": crops,
+            "indices": list(decoded.indices),
+            "points": points,
+            "num_frames": decoded.num_frames,
+            "backend": decoded.backend,
+        }
+
+    def collate(self, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "crops": torch.from_numpy(np.concatenate([p["crops"] for p in payloads])),
+            "meta": [{k: v for k, v in p.items() if k != "crops"} for p in payloads],
+        }
+
+
+class ClipImageScorer:
+    """Main-process side: run the CLIP image tower once per sampled frame."""
+
+    name = "clip_embeddings"
+
+    def __init__(self, model: ClipModel, sampler: ClipFrameSampler | None = None) -> None:
+        self.model = model
+        self.sampler = sampler or ClipFrameSampler(image_size=model.image_size)
+        self.image_tower_frames = 0  # counted so tests can prove one pass per frame
+
+    def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
+        pixels = self.model.normalize_uint8(data["crops"])
+        embeddings = self.model.encode_images(pixels).float().cpu().numpy()
+        self.image_tower_frames += len(embeddings)
+        out: list[dict[str, Any]] = []
+        start = 0
+        for meta in data["meta"]:
+            count = len(meta["indices"])
+            out.append({**meta, "embeddings": embeddings[start : start + count]})
+            start += count
+        return out

@@ -1,0 +1,351 @@
+"""Score a list of clips and return table rows with lineage: the API the CLI and Dagster share."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import torch
+
+from vidscore_core import lineage, weights
+from vidscore_core.engine import Clip, ClipResult, EngineStats, ProgressFn, run_scorer
+from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler, ClipImageScorer
+from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
+from vidscore_core.settings import Settings, resolve_device
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+
+# The modules whose source determines each score: a change to any of them makes old rows stale.
+CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.clip_preprocess", "vidscore_core.media.decode")
+AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
+MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
+FLOW_CODE = ("vidscore_core.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
+
+
+@dataclass
+class JobOptions:
+    device: str = "auto"
+    batch_size: int = 16
+    num_workers: int = 2
+    decode_timeout_s: float = 60.0
+    precision: str = "auto"
+    run_id: str = field(default_factory=lineage.new_run_id)
+    progress: ProgressFn | None = None
+
+
+def clips_from_frame(df: pd.DataFrame) -> list[Clip]:
+    """Engine inputs from a table with `video_id`, `path` and optionally `text`."""
+    texts = df["text"] if "text" in df.columns else [None] * len(df)
+    return [
+        Clip(index=i, video_id=str(vid), path=str(path), text=text if isinstance(text, str) else None)
+        for i, (vid, path, text) in enumerate(zip(df["video_id"], df["path"], texts, strict=True))
+    ]
+
+
+def combined_sha(shas: dict[str, str]) -> str:
+    """One sha256 for a score made from several files (their hashes are also kept in `params`)."""
+    if len(shas) == 1:
+        return next(iter(shas.values()))
+    joined = ",".join(f"{k}={v}" for k, v in sorted(shas.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
+def with_lineage(
+    rows: list[dict],
+    *,
+    batch: str,
+    model: str,
+    shas: dict[str, str],
+    params: dict,
+    run_id: str,
+    code_version: str,
+) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    frame.insert(1, "batch", batch)
+    frame["model"] = model
+    frame["weights_sha256"] = combined_sha(shas) if shas else None
+    frame["params"] = lineage.params_json(**params, weights=shas)
+    frame["run_id"] = run_id
+    frame["code_version"] = code_version
+    frame["scored_at"] = pd.Timestamp(lineage.utc_now())
+    return frame
+
+
+@contextlib.contextmanager
+def _autocast(device: str, precision: str) -> Iterator[None]:
+    if device.startswith("cuda") and precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        with torch.autocast("cuda", dtype=dtype):
+            yield
+    else:
+        yield
+
+
+class ClipJob:
+    """CLIP image embeddings and the scores derived from them, with models loaded once, lazily."""
+
+    def __init__(self, settings: Settings, options: JobOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.device = resolve_device(options.device if options.device != "auto" else settings.device)
+        self.stats = EngineStats()
+
+    @cached_property
+    def clip_path(self):
+        return weights.require("clip", self.settings)
+
+    @cached_property
+    def clip(self):
+        from vidscore_core.models.clip import load_clip
+
+        # The reference keeps CLIP in float16 on CUDA (clip.load does not call .float() there).
+        precision = self.options.precision
+        dtype = torch.float32
+        if self.device.startswith("cuda") and precision in ("auto", "fp16"):
+            dtype = torch.float16
+        elif self.device.startswith("cuda") and precision == "bf16":
+            dtype = torch.bfloat16
+        return load_clip(self.clip_path, device=self.device, dtype=dtype)
+
+    @cached_property
+    def mlp(self):
+        from vidscore_core.models.aesthetic import load_aesthetic
+
+        path = weights.require("aesthetic", self.settings)
+        return load_aesthetic(path, device=self.device, expected_dim=self.clip.embed_dim), path
+
+    @cached_property
+    def scorer(self) -> ClipImageScorer:
+        return ClipImageScorer(self.clip)
+
+    def embed(
+        self, clips: Sequence[Clip], points: tuple[float, ...] = AESTHETIC_POINTS
+    ) -> list[FrameEmbeddings]:
+        """Decode each clip's frames at `points` and run the image tower once per frame."""
+        self.scorer.sampler = ClipFrameSampler(
+            points=points, image_size=self.clip.image_size, decode_timeout_s=self.options.decode_timeout_s
+        )
+        results = run_scorer(
+            self.scorer,
+            clips,
+            device=self.device,
+            batch_size=self.options.batch_size,
+            num_workers=self.options.num_workers,
+            progress=self.options.progress,
+            stats=self.stats,
+        )
+        return [to_frame_embeddings(r) for r in results]
+
+    def _shas(self, *names: str) -> dict[str, str]:
+        paths = {"clip": self.clip_path}
+        if "aesthetic" in names:
+            paths["aesthetic"] = self.mlp[1]
+        return {name: lineage.file_sha256(path) for name, path in paths.items() if name in names}
+
+    def _params(self, points: Sequence[float]) -> dict:
+        return {
+            "points": list(points),
+            "resolution": self.clip.image_size,
+            "preprocess": "pil-bicubic-centercrop",
+            "device": self.device,
+            "precision": str(self.clip.dtype).removeprefix("torch.") if hasattr(self.clip, "dtype") else None,
+        }
+
+    def embedding_rows(
+        self, items: Sequence[FrameEmbeddings], batch: str, points=AESTHETIC_POINTS
+    ) -> pd.DataFrame:
+        rows: list[dict] = []
+        for it in items:
+            if it.embeddings is None:
+                rows.append(
+                    {
+                        "video_id": it.video_id,
+                        "frame_index": None,
+                        "frame_point": None,
+                        "embedding": None,
+                        "num_frames": it.num_frames,
+                        "error": it.error,
+                    }
+                )
+                continue
+            for idx, point, emb in zip(it.frame_indices, it.frame_points, it.embeddings, strict=True):
+                rows.append(
+                    {
+                        "video_id": it.video_id,
+                        "frame_index": idx,
+                        "frame_point": point,
+                        "embedding": emb.astype(np.float32).tolist(),
+                        "num_frames": it.num_frames,
+                        "error": None,
+                    }
+                )
+        return with_lineage(
+            rows,
+            batch=batch,
+            model=f"clip:{self.clip_path.name}",
+            shas=self._shas("clip"),
+            params=self._params(points),
+            run_id=self.options.run_id,
+            code_version=lineage.code_version(*CLIP_CODE),
+        )
+
+    def aesthetic_rows(
+        self, items: Sequence[FrameEmbeddings], batch: str, points=AESTHETIC_POINTS
+    ) -> pd.DataFrame:
+        mlp, mlp_path = self.mlp
+        rows = aesthetic_values(items, mlp, device=self.device)
+        return with_lineage(
+            rows,
+            batch=batch,
+            model=f"clip:{self.clip_path.name}+aesthetic:{mlp_path.name}",
+            shas=self._shas("clip", "aesthetic"),
+            params=self._params(points),
+            run_id=self.options.run_id,
+            code_version=lineage.code_version(*AESTHETIC_CODE),
+        )
+
+    def matching_rows(
+        self, items: Sequence[FrameEmbeddings], texts: Sequence[str | None], batch: str
+    ) -> pd.DataFrame:
+        rows = matching_values(items, texts, self.clip)
+        params = {**self._params([0.5]), "logit_scale_exp": self.clip.logit_scale_exp, "context_length": 77}
+        return with_lineage(
+            rows,
+            batch=batch,
+            model=f"clip:{self.clip_path.name}",
+            shas=self._shas("clip"),
+            params=params,
+            run_id=self.options.run_id,
+            code_version=lineage.code_version(*MATCHING_CODE),
+        )
+
+
+def to_frame_embeddings(result: ClipResult) -> FrameEmbeddings:
+    if result.error:
+        return FrameEmbeddings(result.clip.video_id, None, error=result.error)
+    v = result.values
+    return FrameEmbeddings(
+        video_id=result.clip.video_id,
+        embeddings=v["embeddings"],
+        frame_indices=list(v["indices"]),
+        frame_points=list(v["points"]),
+        num_frames=v["num_frames"],
+    )
+
+
+def frame_embeddings_from_rows(rows: pd.DataFrame, video_ids: Sequence[str]) -> list[FrameEmbeddings]:
+    """Rebuild per-clip embeddings from `clip_embeddings` table rows, in the order of `video_ids`."""
+    by_video: dict[str, FrameEmbeddings] = {}
+    for vid, group in rows.groupby("video_id", sort=False):
+        group = group.sort_values("frame_point", na_position="first")
+        ok = group[group["embedding"].notna()]
+        if ok.empty:
+            errors = group["error"].dropna()
+            by_video[vid] = FrameEmbeddings(
+                vid, None, error=errors.iloc[0] if len(errors) else "no embedding"
+            )
+            continue
+        by_video[vid] = FrameEmbeddings(
+            video_id=vid,
+            embeddings=np.stack([np.asarray(e, dtype=np.float32) for e in ok["embedding"]]),
+            frame_indices=[int(i) for i in ok["frame_index"]],
+            frame_points=[float(p) for p in ok["frame_point"]],
+            num_frames=int(ok["num_frames"].iloc[0]) if pd.notna(ok["num_frames"].iloc[0]) else None,
+        )
+    return [
+        by_video.get(v) or FrameEmbeddings(v, None, error="no embedding row for this clip") for v in video_ids
+    ]
+
+
+class FlowJob:
+    """Flow scores with UniMatch (weights) or OpenCV DIS (no weights)."""
+
+    def __init__(self, settings: Settings, options: JobOptions, backend: str = "unimatch") -> None:
+        self.settings = settings
+        self.options = options
+        self.backend = backend
+        self.device = resolve_device(options.device if options.device != "auto" else settings.device)
+        self.stats = EngineStats()
+
+    @cached_property
+    def weights_path(self):
+        return weights.require("unimatch", self.settings) if self.backend == "unimatch" else None
+
+    def precision(self) -> str:
+        p = self.options.precision
+        if not self.device.startswith("cuda"):
+            return "fp32"
+        return "tf32" if p in ("auto", "fp16") else p
+
+    @cached_property
+    def scorer(self):
+        from vidscore_core.scoring.flow_frames import FlowScorer
+
+        model = None
+        if self.backend == "unimatch":
+            from vidscore_core.flow import UniMatchFlow
+            from vidscore_core.models.unimatch import load_unimatch
+
+            torch.backends.cuda.matmul.allow_tf32 = self.precision() == "tf32"
+            torch.backends.cudnn.allow_tf32 = self.precision() == "tf32"
+            model = UniMatchFlow(load_unimatch(self.weights_path, device=self.device))
+        return FlowScorer(self.backend, model, decode_timeout_s=self.options.decode_timeout_s)
+
+    def score(self, clips: Sequence[Clip]) -> list[ClipResult]:
+        with _autocast(self.device, self.precision()):
+            return run_scorer(
+                self.scorer,
+                clips,
+                device=self.device,
+                batch_size=self.options.batch_size,
+                num_workers=self.options.num_workers,
+                progress=self.options.progress,
+                stats=self.stats,
+            )
+
+    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+        rows = []
+        for r in results:
+            v = r.values
+            rows.append(
+                {
+                    "video_id": r.clip.video_id,
+                    "flow": None if r.error else float(v["flow"]),
+                    "flow_pairs": None if r.error else [float(x) for x in v["flow_pairs"]],
+                    "frame_indices": None if r.error else list(v["indices"]),
+                    "num_frames": None if r.error else v["num_frames"],
+                    "backend": self.backend,
+                    "error": r.error,
+                }
+            )
+        shas = {"unimatch": lineage.file_sha256(self.weights_path)} if self.weights_path else {}
+        model = f"unimatch:{self.weights_path.name}" if self.weights_path else "opencv-dis:medium"
+        params = {
+            "frame_indices": [0, 10, 20, 30],
+            "resolution": [320, 576],
+            "backend": self.backend,
+            "device": self.device,
+            "precision": self.precision(),
+        }
+        if self.backend == "unimatch":
+            params.update(
+                attn_type="swin",
+                attn_splits=[2, 8],
+                corr_radius=[-1, 4],
+                prop_radius=[-1, 1],
+                num_reg_refine=6,
+            )
+        return with_lineage(
+            rows,
+            batch=batch,
+            model=model,
+            shas=shas,
+            params=params,
+            run_id=self.options.run_id,
+            code_version=lineage.code_version(*FLOW_CODE),
+        )

@@ -1,0 +1,15 @@
+"""The vidscore code location: every domain's assets, checks, sensors, schedules and resources."""
+
+import dagster as dg
+
+from vidscore_dagster.defs.ingest.assets import videos
+from vidscore_dagster.defs.ingest.checks import videos_checks
+from vidscore_dagster.defs.resources import default_resources
+from vidscore_dagster.defs.scores.assets import score_assets
+from vidscore_dagster.defs.scores.checks import score_checks
+
+defs = dg.Definitions(
+    assets=[videos, *score_assets],
+    asset_checks=[*videos_checks, *score_checks],
+    resources=default_resources(),
+)

@@ -1,0 +1,84 @@
+"""Run the code location's assets from the CLI: one Dagster instance shared with `dagster dev`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import dagster as dg
+
+from vidscore_core.settings import Settings
+
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """Point DAGSTER_HOME at `$VIDSCORE_HOME/dagster` when unset, and give it vidscore's dagster.yaml."""
+    home = settings.dagster_home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    target = home / "dagster.yaml"
+    if not target.exists() and INSTANCE_TEMPLATE.exists():
+        shutil.copyfile(INSTANCE_TEMPLATE, target)
+    return home
+
+
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    ensure_dagster_home(settings)
+    return dg.DagsterInstance.get()
+
+
+def register_batches(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:
+    """Add the keys to the `batches` dynamic partitions; returns the ones that were new."""
+    from vidscore_dagster.defs.partitions import BATCHES
+
+    existing = set(instance.get_dynamic_partitions(BATCHES))
+    new = [k for k in keys if k not in existing]
+    if new:
+        instance.add_dynamic_partitions(BATCHES, new)
+    return new
+
+
+def materialize_batches(
+    instance: dg.DagsterInstance,
+    keys: Sequence[str],
+    asset_names: Sequence[str],
+    *,
+    resources: dict | None = None,
+    on_batch: Callable[[str, bool], None] | None = None,
+) -> dict[str, bool]:
+    """Materialize `asset_names` (with their checks) for each batch, in-process; returns success per batch."""
+    from vidscore_dagster.definitions import defs
+
+    repo = defs.get_repository_def()
+    wanted = {dg.AssetKey(n) for n in asset_names}
+    assets = [a for a in repo.assets_defs_by_key.values() if set(a.keys) & wanted]
+    assets = list({id(a): a for a in assets}.values())
+    checks = [c for c in defs.asset_checks or [] if {k.asset_key for k in c.check_keys} & wanted]
+    outcome: dict[str, bool] = {}
+    for key in keys:
+        result = dg.materialize(
+            [*assets, *checks],
+            partition_key=key,
+            instance=instance,
+            resources=resources or dict(defs.resources or {}),
+            raise_on_error=False,
+            tags={"vidscore/launched_by": "cli"},
+        )
+        outcome[key] = result.success
+        if on_batch:
+            on_batch(key, result.success)
+    return outcome
+
+
+def set_pool_limits(instance: dg.DagsterInstance | None = None) -> dict[str, int]:
+    """`gpu` = the number of visible GPUs (at least 1), `duckdb` = 1 (one writer)."""
+    import torch
+
+    instance = instance or dg.DagsterInstance.get()
+    limits = {"gpu": max(1, torch.cuda.device_count()), "duckdb": 1}
+    for pool, limit in limits.items():
+        instance.event_log_storage.set_concurrency_slots(pool, limit)
+    return limits
