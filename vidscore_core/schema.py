@@ -1,0 +1,203 @@
+"""DuckDB table definitions, in one place.
+
+Everything the store generates (CREATE TABLE, migrations, the `video_scores` view, identifier
+quoting) is derived from the data below, so a new column is added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+# Bump when a change needs more than "add the missing columns" (the store records it in vidscore_meta).
+SCHEMA_VERSION = 1
+
+META_TABLE = "vidscore_meta"
+META_COLUMNS: list[tuple[str, str]] = [
+    ("key", "VARCHAR"),
+    ("value", "VARCHAR"),
+    ("updated_at", "TIMESTAMPTZ"),
+]
+
+# Shared by every score table: which model/weights/params produced the row, and in which run.
+LINEAGE_COLUMNS: list[tuple[str, str]] = [
+    ("model", "VARCHAR"),
+    ("weights_sha256", "VARCHAR"),
+    ("params", "JSON"),
+    ("run_id", "VARCHAR"),
+    ("code_version", "VARCHAR"),
+    ("scored_at", "TIMESTAMPTZ"),
+]
+
+_KEY_COLUMNS: list[tuple[str, str]] = [("video_id", "VARCHAR"), ("batch", "VARCHAR")]
+
+TABLES: dict[str, list[tuple[str, str]]] = {
+    "videos": [
+        *_KEY_COLUMNS,
+        ("path", "VARCHAR"),
+        ("path_original", "VARCHAR"),
+        ("text", "VARCHAR"),
+        ("meta_file", "VARCHAR"),
+        ("meta_row", "INTEGER"),
+        ("extra", "JSON"),  # the meta file's other columns, kept so exports can reproduce the input rows
+        ("exists", "BOOLEAN"),
+        ("size_bytes", "BIGINT"),
+        ("media_type", "VARCHAR"),
+        ("num_frames", "INTEGER"),
+        ("fps", "DOUBLE"),
+        ("width", "INTEGER"),
+        ("height", "INTEGER"),
+        ("duration_s", "DOUBLE"),
+        ("codec", "VARCHAR"),
+        ("error", "VARCHAR"),
+        ("run_id", "VARCHAR"),
+        ("code_version", "VARCHAR"),
+        ("ingested_at", "TIMESTAMPTZ"),
+    ],
+    # One row per sampled frame; a clip that failed to decode gets one row with a NULL embedding.
+    "clip_embeddings": [
+        *_KEY_COLUMNS,
+        ("frame_index", "INTEGER"),
+        ("frame_point", "DOUBLE"),
+        ("embedding", "FLOAT[]"),  # L2-normalised CLIP image embedding
+        ("num_frames", "INTEGER"),
+        ("error", "VARCHAR"),
+        *LINEAGE_COLUMNS,
+    ],
+    "aesthetic_scores": [
+        *_KEY_COLUMNS,
+        ("aes", "DOUBLE"),
+        ("aes_frames", "DOUBLE[]"),
+        ("frame_indices", "INTEGER[]"),
+        ("num_frames", "INTEGER"),
+        ("error", "VARCHAR"),
+        *LINEAGE_COLUMNS,
+    ],
+    "flow_scores": [
+        *_KEY_COLUMNS,
+        ("flow", "DOUBLE"),
+        ("flow_pairs", "DOUBLE[]"),
+        ("frame_indices", "INTEGER[]"),
+        ("num_frames", "INTEGER"),
+        ("backend", "VARCHAR"),
+        ("error", "VARCHAR"),
+        *LINEAGE_COLUMNS,
+    ],
+    # `match` is an unreserved keyword in DuckDB: `SELECT match FROM matching_scores` works as is.
+    "matching_scores": [
+        *_KEY_COLUMNS,
+        ("match", "DOUBLE"),
+        ("frame_index", "INTEGER"),
+        ("num_frames", "INTEGER"),
+        ("error", "VARCHAR"),
+        *LINEAGE_COLUMNS,
+    ],
+    # Partitioned by filter preset, not by batch: one preset's output spans all batches.
+    "filtered_videos": [
+        ("preset", "VARCHAR"),
+        *_KEY_COLUMNS,
+        ("path", "VARCHAR"),
+        ("text", "VARCHAR"),
+        ("aes", "DOUBLE"),
+        ("flow", "DOUBLE"),
+        ("match", "DOUBLE"),
+        ("extra", "JSON"),
+        ("filter_spec", "JSON"),
+        ("run_id", "VARCHAR"),
+        ("code_version", "VARCHAR"),
+        ("filtered_at", "TIMESTAMPTZ"),
+    ],
+}
+
+# The column whose value names a table's partition (what commit_partition replaces).
+PARTITION_KEYS: dict[str, str] = {
+    "videos": "batch",
+    "clip_embeddings": "batch",
+    "aesthetic_scores": "batch",
+    "flow_scores": "batch",
+    "matching_scores": "batch",
+    "filtered_videos": "preset",
+}
+PARTITIONED_TABLES: frozenset[str] = frozenset(t for t, key in PARTITION_KEYS.items() if key == "batch")
+
+# Score tables joined into `video_scores`: table -> (alias, score column, name of its error column there).
+SCORE_TABLES: dict[str, tuple[str, str, str]] = {
+    "aesthetic_scores": ("a", "aes", "aes_error"),
+    "flow_scores": ("f", "flow", "flow_error"),
+    "matching_scores": ("m", "match", "match_error"),
+}
+
+# videos columns left out of the view (lineage of the ingest, not of interest per video).
+_VIEW_SKIP = {"run_id", "code_version", "ingested_at"}
+
+VIEW_COLUMNS: list[str] = [
+    *("video_error" if c == "error" else c for c, _ in TABLES["videos"] if c not in _VIEW_SKIP),
+    *(name for _, score, err in SCORE_TABLES.values() for name in (score, err)),
+]
+
+_IDENTIFIERS: frozenset[str] = frozenset(
+    {META_TABLE, "video_scores", *TABLES, *(c for c, _ in META_COLUMNS), *VIEW_COLUMNS}
+    | {c for cols in TABLES.values() for c, _ in cols}
+)
+
+
+def quote_ident(name: str) -> str:
+    """Quote a table/column name for SQL; only names defined in this module are accepted.
+
+    Why: identifiers cannot be bound as parameters, so they must never come from user input.
+    """
+    if name not in _IDENTIFIERS:
+        raise ValueError(f"unknown identifier {name!r}: not a vidscore table or column")
+    return '"' + name + '"'
+
+
+def columns(table: str) -> list[tuple[str, str]]:
+    """(name, DuckDB type) pairs of a vidscore table; ValueError for unknown tables."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; known tables: {', '.join(sorted(TABLES))}")
+    return TABLES[table]
+
+
+def partition_key(table: str) -> str:
+    """The column holding a table's partition key (`batch`, or `preset` for filtered_videos)."""
+    columns(table)
+    return PARTITION_KEYS[table]
+
+
+def create_table_sql(table: str) -> str:
+    cols = ", ".join(f"{quote_ident(c)} {t}" for c, t in columns(table))
+    return f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} ({cols})"
+
+
+def create_meta_sql() -> str:
+    cols = ", ".join(f"{quote_ident(c)} {t}" for c, t in META_COLUMNS)
+    return f"CREATE TABLE IF NOT EXISTS {quote_ident(META_TABLE)} ({cols})"
+
+
+def video_scores_sql() -> str:
+    """`video_scores`: one row per `videos` row, with each score LEFT JOINed (NULL when not scored)."""
+    q = quote_ident
+    select = [
+        f"v.{q(c)} AS {q('video_error')}" if c == "error" else f"v.{q(c)}"
+        for c, _ in TABLES["videos"]
+        if c not in _VIEW_SKIP
+    ]
+    joins = []
+    for table, (alias, score, err) in SCORE_TABLES.items():
+        select += [f"{alias}.{q(score)}", f"{alias}.{q('error')} AS {q(err)}"]
+        joins.append(
+            f"LEFT JOIN {q(table)} AS {alias} "
+            f"ON {alias}.{q('video_id')} = v.{q('video_id')} AND {alias}.{q('batch')} = v.{q('batch')}"
+        )
+    return (
+        f"CREATE OR REPLACE VIEW {q('video_scores')} AS SELECT "
+        + ", ".join(select)
+        + f" FROM {q('videos')} AS v "
+        + " ".join(joins)
+    )
+
+
+def fingerprint() -> str:
+    """A hash of the whole definition: when it changes, the store re-creates the view."""
+    blob = json.dumps([SCHEMA_VERSION, TABLES, PARTITION_KEYS, video_scores_sql()], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
