@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from vidscore_dagster.defs.filtering.assets import filtered_videos
+from vidscore_dagster.defs.filtering.checks import filtering_checks
 from vidscore_dagster.defs.ingest.assets import videos
 from vidscore_dagster.defs.ingest.checks import videos_checks
 from vidscore_dagster.defs.resources import default_resources
@@ -9,7 +11,7 @@ from vidscore_dagster.defs.scores.assets import score_assets
 from vidscore_dagster.defs.scores.checks import score_checks
 
 defs = dg.Definitions(
-    assets=[videos, *score_assets],
-    asset_checks=[*videos_checks, *score_checks],
+    assets=[videos, *score_assets, filtered_videos],
+    asset_checks=[*videos_checks, *score_checks, *filtering_checks],
     resources=default_resources(),
 )

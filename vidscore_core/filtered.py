@@ -1,0 +1,60 @@
+"""The filtered dataset over the DuckDB score tables, and its Open-Sora style export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from vidscore_core.filtering import FilterSpec
+from vidscore_core.store import Store
+
+# Named presets users can pick without typing thresholds (Open-Sora's usual aesthetic cut-offs).
+PRESETS: dict[str, FilterSpec] = {
+    "fair": FilterSpec(aesmin=5.5),
+    "good": FilterSpec(aesmin=6.5),
+}
+
+CANDIDATES_SQL = """
+SELECT v.video_id, v.batch, v.path, v.text, a.aes, f.flow, m."match", v.extra
+FROM videos v
+LEFT JOIN aesthetic_scores a USING (video_id, batch)
+LEFT JOIN flow_scores f USING (video_id, batch)
+LEFT JOIN matching_scores m USING (video_id, batch)
+WHERE v.error IS NULL AND ({predicate})
+QUALIFY row_number() OVER (PARTITION BY v.video_id ORDER BY v.batch) = 1
+ORDER BY v.batch, v.meta_row
+"""
+
+
+def select_rows(store: Store, spec: FilterSpec) -> pd.DataFrame:
+    """Readable clips that pass `spec` (one row per clip, even if it was ingested in two batches)."""
+    predicate, params = spec.sql()
+    return store.query_df(CANDIDATES_SQL.format(predicate=predicate), params)
+
+
+def source_counts(store: Store) -> dict[str, int]:
+    counts = store.query_df(
+        "SELECT (SELECT count(*) FROM videos) AS videos, (SELECT count(aes) FROM aesthetic_scores) AS aes, "
+        '(SELECT count(flow) FROM flow_scores) AS flow, (SELECT count("match") FROM matching_scores) AS "match"'
+    ).iloc[0]
+    return {k: int(v) for k, v in counts.items()}
+
+
+def export_frame(rows: pd.DataFrame) -> pd.DataFrame:
+    """Open-Sora's meta format: path, text, aes, flow, match, then the input's other columns."""
+    out = rows[["path", "text", "aes", "flow", "match"]].reset_index(drop=True)
+    extras = pd.DataFrame([json.loads(e) if isinstance(e, str) else {} for e in rows["extra"]])
+    extras = extras[[c for c in extras.columns if c not in out.columns]]
+    return pd.concat([out, extras], axis=1)
+
+
+def write_exports(rows: pd.DataFrame, exports_dir: Path, preset: str) -> dict[str, Path]:
+    from vidscore_core.csv_scoring import write_table
+
+    frame = export_frame(rows)
+    paths = {fmt: exports_dir / f"filtered_{preset}.{fmt}" for fmt in ("csv", "parquet")}
+    for path in paths.values():
+        write_table(frame, path)
+    return paths

@@ -1,0 +1,77 @@
+"""`filtered_videos`: the clips that pass a preset's thresholds, as a table and as exports."""
+
+import json
+import re
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from vidscore_core import lineage
+from vidscore_core.filtered import PRESETS, select_rows, source_counts, write_exports
+from vidscore_core.filtering import FilterSpec
+from vidscore_dagster.defs.metadata import score_metadata, table_schema
+
+FILTER_CODE = ("vidscore_core.filtered", "vidscore_core.filtering")
+
+
+class FilterConfig(dg.Config):
+    """Thresholds; a named preset ("fair": aes >= 5.5, "good": aes >= 6.5) fills those left empty."""
+
+    preset: str = Field(default="default", description="Name the result is stored under; presets coexist.")
+    aesmin: float | None = None
+    flowmin: float | None = None
+    flowmax: float | None = None
+    matchmin: float | None = None
+    keep_unscored: bool = Field(default=False, description="Keep clips whose bounded score is missing.")
+
+    def spec(self) -> FilterSpec:
+        base = PRESETS.get(self.preset, FilterSpec())
+        values = {k: getattr(self, k) if getattr(self, k) is not None else getattr(base, k)
+                  for k in ("aesmin", "flowmin", "flowmax", "matchmin")}  # fmt: skip
+        return FilterSpec(**values, keep_unscored=self.keep_unscored)
+
+
+@dg.asset(
+    deps=["videos", "aesthetic_scores", "flow_scores", "matching_scores"],
+    pool="duckdb",
+    group_name="datasets",
+    kinds={"duckdb", "parquet", "csv"},
+    required_resource_keys={"duckdb", "vidscore"},
+    description="Clips passing the preset's thresholds over every batch, in Open-Sora's meta format "
+    "(table filtered_videos, exports under $VIDSCORE_HOME/exports/).",
+)
+def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig) -> dg.MaterializeResult:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", config.preset):
+        raise ValueError(f"preset name {config.preset!r}: use letters, digits, '_' or '-'")
+    spec = config.spec()
+    settings = context.resources.vidscore.settings()
+    store = context.resources.duckdb.store()
+    sources = source_counts(store)
+    rows = select_rows(store, spec)
+    exports = write_exports(rows, settings.exports_dir, config.preset)
+    table = rows.assign(
+        preset=config.preset,
+        filter_spec=spec.to_json(),
+        run_id=context.run_id,
+        code_version=lineage.code_version(*FILTER_CODE),
+        filtered_at=pd.Timestamp(lineage.utc_now()),
+    )
+    staged = store.stage(table, "filtered_videos", config.preset, settings.staging_dir)
+    kept = store.commit_partition("filtered_videos", config.preset, staged)
+    staged.unlink(missing_ok=True)
+    context.log.info(f"preset {config.preset}: kept {kept} of {sources['videos']} clips ({spec.to_json()})")
+    meta = score_metadata(rows.assign(error=None), "aes", "aesthetic score of kept clips") if kept else {}
+    return dg.MaterializeResult(
+        metadata={
+            **meta,
+            "dagster/row_count": kept,
+            "dagster/column_schema": table_schema("filtered_videos"),
+            "preset": config.preset,
+            "filter_spec": dg.MetadataValue.json(json.loads(spec.to_json())),
+            "source_rows": dg.MetadataValue.json(sources),
+            "kept": kept,
+            "export_csv": dg.MetadataValue.path(str(exports["csv"])),
+            "export_parquet": dg.MetadataValue.path(str(exports["parquet"])),
+        }
+    )
