@@ -1,0 +1,215 @@
+"""Decoding and probing: the reference's frame indices, verified counts, and errors instead of guesses."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from vidscore_core.media import (
+    DecodeError,
+    clamp_indices,
+    frame_indices_at,
+    is_image_path,
+    probe,
+    read_frames,
+)
+from vidscore_core.media import decode as decode_module
+
+AES_POINTS = (0.1, 0.5, 0.9)
+FLOW_INDICES = [0, 10, 20, 30]
+
+
+@pytest.fixture(scope="session")
+def media(fixtures: Path) -> Path:
+    return fixtures / "media"
+
+
+@pytest.fixture(scope="session")
+def frames_table(fixtures: Path) -> pd.DataFrame:
+    return pd.read_csv(fixtures / "reference" / "frames.csv")
+
+
+def clip_rows(frames_table: pd.DataFrame, fixtures: Path):
+    for row in frames_table.itertuples():
+        yield fixtures / row.path, row
+
+
+def test_frame_index_semantics_match_the_reference() -> None:
+    assert frame_indices_at(48, AES_POINTS) == [4, 24, 43]
+    assert frame_indices_at(25, AES_POINTS) == [2, 12, 22]
+    assert frame_indices_at(25, (0.5,)) == [12]
+    assert frame_indices_at(10, (1.0,)) == [9]  # int(p * n) clamped to n - 1
+    assert clamp_indices(25, FLOW_INDICES) == [0, 10, 20, 24]
+    assert clamp_indices(48, FLOW_INDICES) == FLOW_INDICES
+    with pytest.raises(ValueError):
+        frame_indices_at(0, AES_POINTS)
+    with pytest.raises(ValueError):
+        clamp_indices(10, [-1])
+
+
+def test_image_extensions() -> None:
+    assert is_image_path("a/B.JPG") and is_image_path("x.webp") and is_image_path("x.tiff")
+    assert not is_image_path("x.mp4") and not is_image_path("jpg")
+
+
+def test_reference_indices_and_verified_counts(fixtures: Path, frames_table: pd.DataFrame) -> None:
+    for path, row in clip_rows(frames_table, fixtures):
+        aes = read_frames(path, points=AES_POINTS)
+        assert aes.num_frames == row.decoded_frames, path
+        assert aes.indices == ast.literal_eval(row.aes_frame_inds)
+        assert read_frames(path, points=(0.5,)).indices == [row.match_frame_ind]
+        flow = read_frames(path, indices=FLOW_INDICES)
+        assert flow.indices == ast.literal_eval(row.flow_frame_inds)
+        assert len(flow.frames) == 4 and not flow.is_image
+        assert probe(path)["num_frames"] == row.decoded_frames
+
+
+def test_matroska_count_is_verified_not_taken_from_the_header(media: Path) -> None:
+    mkv = media / "pan_ihc_diag_25frames.mkv"
+    with av.open(str(mkv)) as container:
+        assert container.streams.video[0].frames == 0  # Matroska stores no frame count
+    for backend in ("decord", "pyav"):
+        decoded = read_frames(mkv, indices=FLOW_INDICES, backends=(backend,))
+        assert (decoded.num_frames, decoded.indices) == (25, [0, 10, 20, 24])
+
+
+def test_decord_and_pyav_give_identical_pixels(fixtures: Path, frames_table: pd.DataFrame) -> None:
+    for path, row in clip_rows(frames_table, fixtures):
+        wanted = sorted(
+            set(ast.literal_eval(row.aes_frame_inds))
+            | {row.match_frame_ind}
+            | set(ast.literal_eval(row.flow_frame_inds))
+        )
+        by_decord = read_frames(path, indices=wanted, backends=("decord",))
+        by_pyav = read_frames(path, indices=wanted, backends=("pyav",))
+        assert (by_decord.backend, by_pyav.backend) == ("decord", "pyav")
+        assert by_decord.indices == by_pyav.indices == wanted
+        for a, b in zip(by_decord.frames, by_pyav.frames, strict=True):
+            assert a.dtype == np.uint8 and a.shape == (row_height(path), row_width(path), 3)
+            assert np.array_equal(a, b), f"{path.name}: decord and PyAV frames differ"
+
+
+def row_width(path: Path) -> int:
+    return {"pan_retina_portrait_down_3px.mp4": 360, "pan_ihc_diag_25frames.mkv": 480}.get(path.name, 640)
+
+
+def row_height(path: Path) -> int:
+    return {"pan_retina_portrait_down_3px.mp4": 640, "pan_ihc_diag_25frames.mkv": 270}.get(path.name, 360)
+
+
+def test_frames_come_back_in_request_order_with_duplicates(media: Path) -> None:
+    mkv = media / "pan_ihc_diag_25frames.mkv"
+    every = read_frames(mkv)
+    assert every.indices == list(range(25))
+    for backend in ("decord", "pyav"):
+        got = read_frames(mkv, indices=[20, 0, 10, 24, 24, 30], backends=(backend,))
+        assert got.indices == [20, 0, 10, 24, 24, 24]
+        for index, frame in zip(got.indices, got.frames, strict=True):
+            assert np.array_equal(frame, every.frames[index])
+        got.frames[3][:] = 0  # duplicates are separate arrays
+        assert not np.array_equal(got.frames[3], got.frames[4])
+
+
+def test_image_is_one_pil_frame(media: Path) -> None:
+    jpg = media / "image_colorwheel.jpg"
+    decoded = read_frames(jpg, points=AES_POINTS)
+    assert (decoded.is_image, decoded.backend, decoded.num_frames, decoded.indices) == (True, "pil", 1, [0])
+    assert (decoded.width, decoded.height) == (371, 370)
+    with Image.open(jpg) as img:
+        assert np.array_equal(decoded.frames[0], np.asarray(img.convert("RGB")))
+    info = probe(jpg)
+    assert info["media_type"] == "image" and info["num_frames"] == 1 and info["error"] is None
+    assert (info["width"], info["height"]) == (371, 370)
+
+
+def test_probe_good_clip(media: Path) -> None:
+    info = probe(media / "pan_retina_portrait_down_3px.mp4")
+    assert info["error"] is None and info["exists"] and info["media_type"] == "video"
+    assert (info["num_frames"], info["width"], info["height"]) == (48, 360, 640)
+    assert info["fps"] == pytest.approx(24.0) and info["duration_s"] == pytest.approx(2.0)
+    assert info["codec"] == "h264" and info["size_bytes"] == 47555
+
+
+@pytest.mark.parametrize("request_kw", [{"points": AES_POINTS}, {"indices": FLOW_INDICES}, {}])
+def test_truncated_fixture_is_an_error_not_frames(media: Path, request_kw: dict) -> None:
+    bad = media / "bad_truncated.mp4"
+    with pytest.raises(DecodeError, match="truncated: container declares 48 frames"):
+        read_frames(bad, **request_kw)
+    info = probe(bad)
+    assert info["error"].startswith("truncated") and info["num_frames"] is None
+
+
+def test_cut_file_whose_first_frames_decode_is_still_refused(media: Path, tmp_path: Path) -> None:
+    # 90% of the bytes: frames 0..26 decode, the container still declares 48. Scoring it as a 30-frame
+    # clip would move every sampled index, so even frames that exist are not returned.
+    data = (media / "pan_hubble_right_5px.mp4").read_bytes()
+    cut = tmp_path / "cut90.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.9)])
+    for kw in ({"points": AES_POINTS}, {"indices": [0, 4]}, {"indices": FLOW_INDICES}):
+        with pytest.raises(DecodeError, match="truncated"):
+            read_frames(cut, **kw)
+    assert probe(cut)["error"].startswith("truncated")
+
+
+def test_bad_files_give_clear_reasons(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("just some text, not a video\n")
+    cases = {
+        empty: "empty file (0 bytes)",
+        text: "cannot decode",
+        tmp_path / "missing.mp4": "file not found",
+        tmp_path: "not a file (is a directory)",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(DecodeError) as caught:
+            read_frames(path, points=AES_POINTS)
+        assert caught.value.reason.startswith(reason), caught.value.reason
+        info = probe(path)
+        assert info["error"].startswith(reason) and info["num_frames"] is None
+    assert probe(tmp_path / "missing.mp4")["exists"] is False
+    assert probe(empty)["size_bytes"] == 0 and probe(text)["media_type"] is None
+
+
+def test_odd_characters_in_file_names(media: Path, tmp_path: Path) -> None:
+    weird = tmp_path / "clip \"ä'β 漢, x.mp4"
+    shutil.copyfile(media / "pan_hubble_right_5px.mp4", weird)
+    assert probe(weird)["num_frames"] == 48
+    ours = read_frames(weird, points=(0.5,))
+    original = read_frames(media / "pan_hubble_right_5px.mp4", points=(0.5,))
+    assert np.array_equal(ours.frames[0], original.frames[0])
+
+
+def test_a_hung_decoder_is_abandoned_and_the_next_clip_decodes(
+    media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real decord hang cannot be produced on demand; a backend that sleeps stands in for it.
+    def stuck(*args, **kwargs):
+        time.sleep(3)
+        raise DecodeError("woke up too late")
+
+    monkeypatch.setattr(decode_module, "_decode_with_decord", stuck)
+    started = time.monotonic()
+    with pytest.raises(DecodeError, match=r"decoder timed out after 0\.5 s"):
+        read_frames(media / "pan_hubble_right_5px.mp4", points=AES_POINTS, timeout_s=0.5)
+    assert time.monotonic() - started < 2.5
+    monkeypatch.undo()
+    nxt = read_frames(media / "pan_ihc_diag_25frames.mkv", points=AES_POINTS, timeout_s=30)
+    assert nxt.indices == [2, 12, 22] and nxt.backend == "decord"
+
+
+def test_arguments_are_checked(media: Path) -> None:
+    clip = media / "pan_hubble_right_5px.mp4"
+    with pytest.raises(ValueError):
+        read_frames(clip, points=(0.5,), indices=[1])
+    with pytest.raises(ValueError):
+        read_frames(clip, indices=[1], backends=("opencv",))

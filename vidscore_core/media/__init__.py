@@ -1,0 +1,23 @@
+"""Reading clips and images: verified frame counts, reference frame indices, probing."""
+
+from vidscore_core.media.decode import (
+    IMAGE_EXTENSIONS,
+    DecodedFrames,
+    DecodeError,
+    clamp_indices,
+    frame_indices_at,
+    is_image_path,
+    read_frames,
+)
+from vidscore_core.media.probe import probe
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DecodeError",
+    "DecodedFrames",
+    "clamp_indices",
+    "frame_indices_at",
+    "is_image_path",
+    "probe",
+    "read_frames",
+]

@@ -1,0 +1,407 @@
+"""Frame extraction with the reference's index semantics, and nothing silently invented.
+
+The Open-Sora scores read frames with decord: ``index = int(p * n)`` (or a given index), clamped to
+``n - 1``, where n is the reader's frame count. Here n is a *verified* count: a container that declares
+more frames than it holds is an error, never a shorter clip. decord is tried first (it seeks, and its
+pixels are the reference's); PyAV decodes sequentially when decord cannot. A frame that fails to
+decode raises `DecodeError`: no black, repeated or "nearest" frame is ever substituted.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+# Extensions that go straight to the video decoders; anything unknown is sniffed by PIL first, because
+# FFmpeg happily opens a JPEG as a one-frame MJPEG "video" with slightly different pixels than PIL's.
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv"}
+)
+BACKENDS = ("decord", "pyav")
+
+# decord fills frames it cannot decode with the last good one; a tiny *relative* fault tolerance makes
+# its limit round down to 0, so the first such substitution raises instead.
+_DECORD_NO_SUBSTITUTION = "1e-12"
+
+# (n) -> indices in request order; the indices depend on the verified count.
+Want = Callable[[int], list[int]]
+T = TypeVar("T")
+
+
+class DecodeError(Exception):
+    """A file that yields no trustworthy frames. `reason` is short and meant for an `error` column."""
+
+    def __init__(self, reason: str, details: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        # Per-backend messages, for debugging; `reason` is what users see.
+        self.details = dict(details or {})
+
+    def __reduce__(self) -> tuple[type[DecodeError], tuple[str, dict[str, str]]]:
+        # Survives the trip back from a DataLoader worker process with its details.
+        return (type(self), (self.reason, self.details))
+
+
+@dataclass
+class DecodedFrames:
+    frames: list[np.ndarray]  # uint8 HxWx3 RGB, one per requested index, in request order
+    indices: list[int]  # the frame index each entry of `frames` came from (after clamping)
+    num_frames: int  # verified frame count (1 for images)
+    is_image: bool
+    backend: str  # "decord" | "pyav" | "pil"
+    width: int
+    height: int
+
+
+@dataclass
+class VideoHeader:
+    """What the container claims (PyAV); `declared_frames` is 0 when it does not say (Matroska)."""
+
+    declared_frames: int = 0
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    codec: str | None = None
+
+
+@dataclass
+class VideoResult:
+    header: VideoHeader
+    num_frames: int
+    indices: list[int]
+    frames: list[np.ndarray]
+    backend: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def frame_indices_at(n: int, points: Sequence[float]) -> list[int]:
+    """decord semantics of the reference: int(p * n), clamped to n - 1."""
+    if n < 1:
+        raise ValueError(f"frame count must be >= 1, got {n}")
+    out = []
+    for p in points:
+        if not p >= 0:  # also rejects NaN
+            raise ValueError(f"sampling points must be >= 0, got {p}")
+        out.append(min(int(p * n), n - 1))
+    return out
+
+
+def clamp_indices(n: int, indices: Sequence[int]) -> list[int]:
+    """Indices >= n become n - 1 (the reference's rule for clips shorter than the flow's frame 30)."""
+    if n < 1:
+        raise ValueError(f"frame count must be >= 1, got {n}")
+    out = []
+    for i in indices:
+        if int(i) != i or i < 0:
+            raise ValueError(f"frame indices must be non-negative integers, got {i!r}")
+        out.append(min(int(i), n - 1))
+    return out
+
+
+def read_frames(
+    path: str | os.PathLike[str],
+    *,
+    points: Sequence[float] | None = None,
+    indices: Sequence[int] | None = None,
+    timeout_s: float | None = 60.0,
+    backends: Sequence[str] = BACKENDS,
+) -> DecodedFrames:
+    """Frames of a clip at sampling `points` or at `indices` (clamped); all frames when neither is given.
+
+    Images give their one frame whatever is asked. Raises `DecodeError` for anything that cannot be
+    decoded faithfully, including a decode slower than `timeout_s` (None: no limit). `backends` picks and
+    orders the video decoders (default decord, then PyAV).
+    """
+    if points is not None and indices is not None:
+        raise ValueError("give points or indices, not both")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise ValueError(f"backends must be a non-empty subset of {BACKENDS}, got {list(backends)}")
+    if points is not None:
+        points = list(points)
+        frame_indices_at(1, points)  # validate before any decoding
+        want: Want = lambda n: frame_indices_at(n, points)  # noqa: E731
+    elif indices is not None:
+        indices = list(indices)
+        clamp_indices(1, indices)
+        want = lambda n: clamp_indices(n, indices)  # noqa: E731
+    else:
+        want = lambda n: list(range(n))  # noqa: E731
+    return run_with_timeout(_read_frames, timeout_s, os.fspath(path), want, tuple(backends))
+
+
+def run_with_timeout(fn: Callable[..., T], timeout_s: float | None, *args: object) -> T:
+    """Run fn(*args), abandoning it after timeout_s with DecodeError.
+
+    decord is known to hang on some broken files, inside C code that Python cannot interrupt. The work
+    runs in a daemon thread (the decoders release the GIL), so the caller gets control back and moves
+    on to the next clip; the stuck thread is left behind and dies with the process.
+    """
+    if timeout_s is None:
+        return fn(*args)
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="vidscore-decode", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise DecodeError(f"decoder timed out after {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def check_file(path: str) -> int:
+    """Size of a readable regular file, else DecodeError with the plain reason."""
+    if not os.path.lexists(path):
+        raise DecodeError("file not found")
+    if not os.path.exists(path):
+        raise DecodeError("file not found (broken symlink)")
+    if os.path.isdir(path):
+        raise DecodeError("not a file (is a directory)")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise DecodeError("permission denied")
+    return size
+
+
+def sniff_image(path: str) -> bool:
+    """True when PIL recognises the file as an image (reads the header only)."""
+    try:
+        with Image.open(path):
+            return True
+    except (UnidentifiedImageError, OSError, ValueError):
+        return False
+
+
+def treat_as_image(path: str) -> bool:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in IMAGE_EXTENSIONS:
+        return True
+    if ext in VIDEO_EXTENSIONS:
+        return False
+    return sniff_image(path)
+
+
+def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFrames:
+    check_file(path)
+    if treat_as_image(path):
+        frame = read_image(path)
+        h, w = frame.shape[:2]
+        return DecodedFrames([frame], [0], 1, True, "pil", w, h)
+    result = decode_video(path, want, backends=backends)
+    h, w = (result.frames[0].shape[:2]) if result.frames else (result.header.height, result.header.width)
+    return DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h)
+
+
+def read_image(path: str) -> np.ndarray:
+    """One RGB frame exactly as the reference's pil_loader sees it (`Image.convert("RGB")`)."""
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"))
+    except UnidentifiedImageError:
+        raise DecodeError("cannot decode image: not a recognised image format") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's ways to fail
+        raise DecodeError(f"cannot decode image: {exc}") from None
+
+
+def decode_video(
+    path: str,
+    want: Want,
+    *,
+    backends: Sequence[str] = BACKENDS,
+    verify_last: bool = False,
+    header: VideoHeader | None = None,
+) -> VideoResult:
+    """Decode the wanted frames with the first backend that can do it faithfully.
+
+    `verify_last` also decodes the last frame (probe's check that the count is real).
+    """
+    header = header if header is not None else read_header(path)
+    details: dict[str, str] = {}
+    failure: DecodeError | None = None
+    for name in backends:
+        try:
+            if name == "decord":
+                result = _decode_with_decord(path, header, want, verify_last)
+            else:
+                result = _decode_with_pyav(path, header, want)
+        except DecodeError as exc:
+            details[name] = exc.reason
+            # A structural verdict (truncated, no video stream) is more useful than a decord crash text.
+            if failure is None or name == "pyav":
+                failure = exc
+            continue
+        result.details = details
+        return result
+    assert failure is not None
+    raise DecodeError(failure.reason, details)
+
+
+def read_header(path: str) -> VideoHeader:
+    """The container's claims, via PyAV; an empty header when PyAV cannot open the file."""
+    import av
+
+    _enable_ffmpeg_error_log()
+    try:
+        with av.logging.Capture(), av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                return VideoHeader()
+            rate = stream.average_rate or stream.guessed_rate
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1_000_000  # AV_TIME_BASE
+            else:
+                duration = None
+            return VideoHeader(
+                declared_frames=max(int(stream.frames or 0), 0),
+                fps=float(rate) if rate else None,
+                width=stream.codec_context.width or None,
+                height=stream.codec_context.height or None,
+                duration_s=duration,
+                codec=stream.codec_context.name,
+            )
+    except (av.FFmpegError, OSError, ValueError):
+        return VideoHeader()
+
+
+def _check_declared(header: VideoHeader, n: int, what: str) -> None:
+    # A header count above what the file holds means data is missing (a cut download or copy). Using
+    # the smaller count would move every int(p * n) frame, so the clip is refused instead.
+    if header.declared_frames and n < header.declared_frames:
+        raise DecodeError(f"truncated: container declares {header.declared_frames} frames, only {n} {what}")
+
+
+def _decode_with_decord(path: str, header: VideoHeader, want: Want, verify_last: bool) -> VideoResult:
+    try:
+        import decord
+    except ImportError:
+        raise DecodeError("decord is not installed") from None
+    try:
+        reader = decord.VideoReader(path, num_threads=1, fault_tol=_DECORD_NO_SUBSTITUTION)
+        # decord's len() counts the stream's packets, demuxed when the reader opens.
+        n = len(reader)
+        _check_declared(header, n, "present")
+        wanted = want(n)
+        # Without a declared count (Matroska) nothing else vouches for n: decode the last frame too.
+        extra = {n - 1} if verify_last or not header.declared_frames else set()
+        needed = sorted(set(wanted) | extra)
+        batch = reader.get_batch(needed).asnumpy() if needed else np.empty((0, 1, 1, 3), np.uint8)
+    except DecodeError:
+        raise
+    except Exception as exc:  # DECORDError, RuntimeError, AssertionError: decord's own ways of failing
+        raise DecodeError(f"cannot decode: {_short_decord_message(exc)}") from None
+    if batch.ndim != 4 or batch.shape[0] != len(needed) or batch.shape[-1] != 3:
+        raise DecodeError(f"cannot decode: decord returned frames of shape {batch.shape}")
+    row = {index: k for k, index in enumerate(needed)}
+    frames = [np.array(batch[row[i]]) for i in wanted]  # copies: duplicates must not share memory
+    return VideoResult(header, n, wanted, frames, "decord")
+
+
+def _short_decord_message(exc: Exception) -> str:
+    # decord messages carry a timestamp, a source location and a check expression; keep the tail.
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    for marker in ("Thread worker: ", ") "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[-1]
+    return text.strip() or type(exc).__name__
+
+
+def _decode_with_pyav(path: str, header: VideoHeader, want: Want) -> VideoResult:
+    """Sequential decode of the whole stream: it counts the frames that really decode (the verified n)
+    and converts only the wanted ones. A second pass happens only when the provisional count was wrong."""
+    _enable_ffmpeg_error_log()
+    guess = header.declared_frames or count_packets(path)
+    wanted = set(want(guess)) if guess else set()
+    n, got = _pyav_pass(path, header, wanted)
+    indices = want(n)
+    missing = set(indices) - got.keys()
+    if missing:
+        _, more = _pyav_pass(path, header, missing)
+        got.update(more)
+    frames = [got[i].copy() if indices.count(i) > 1 else got[i] for i in indices]
+    return VideoResult(header, n, indices, frames, "pyav")
+
+
+def _pyav_pass(path: str, header: VideoHeader, wanted: set[int]) -> tuple[int, dict[int, np.ndarray]]:
+    import av
+
+    got: dict[int, np.ndarray] = {}
+    count = 0
+    try:
+        with av.logging.Capture(), av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                raise DecodeError("no video stream")
+            for frame in container.decode(stream):
+                if count in wanted:
+                    got[count] = frame.to_ndarray(format="rgb24")
+                count += 1
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        reason = _ffmpeg_reason(exc)
+        if count == 0 and not header.declared_frames:
+            raise DecodeError(f"cannot decode: {reason}") from None
+        _check_declared(header, count, "decodable")
+        raise DecodeError(f"cannot decode frame {count}: {reason}") from None
+    _check_declared(header, count, "decodable")
+    if count == 0:
+        raise DecodeError("no decodable video frames")
+    return count, got
+
+
+def count_packets(path: str) -> int:
+    """Packets of the best video stream, demuxed without decoding (Matroska declares no frame count)."""
+    import av
+
+    try:
+        with av.logging.Capture(), av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                return 0
+            return sum(1 for packet in container.demux(stream) if packet.size)
+    except av.FFmpegError:
+        return 0
+
+
+def _ffmpeg_reason(exc: Exception) -> str:
+    # With FFmpeg's error log enabled, PyAV attaches the decoder's own line ("moov atom not found"),
+    # which says more than the generic errno text.
+    log = getattr(exc, "log", None)
+    if log and len(log) == 3 and str(log[2]).strip():
+        return str(log[2]).strip()
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+_log_lock = threading.Lock()
+
+
+def _enable_ffmpeg_error_log() -> None:
+    # PyAV leaves FFmpeg's log off by default, and then errors carry no FFmpeg detail. ERROR level is
+    # enough; our calls wrap decoding in av.logging.Capture so nothing reaches stderr from them.
+    import av.logging
+
+    with _log_lock:
+        if av.logging.get_level() is None:
+            av.logging.set_level(av.logging.ERROR)

@@ -1,0 +1,80 @@
+"""One dict of facts per file, for the `videos` table; a bad file gives `error`, never an exception."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from PIL import Image
+
+from vidscore_core.media.decode import (
+    BACKENDS,
+    DecodeError,
+    check_file,
+    decode_video,
+    read_header,
+    read_image,
+    run_with_timeout,
+    treat_as_image,
+)
+
+PROBE_KEYS = (
+    "exists", "size_bytes", "media_type", "num_frames", "fps", "width", "height", "duration_s", "codec", "error",
+)  # fmt: skip
+
+
+def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> dict[str, Any]:
+    """Facts about a clip or image. `num_frames` is the verified count that `read_frames` uses.
+
+    Videos: PyAV reads the header; decord's count (packets demuxed) is checked against the declared
+    count and its last frame is decoded, so a cut file is reported, not shortened. When decord cannot,
+    PyAV decodes the stream once to count. Images: PIL's size, one frame.
+    """
+    path = os.fspath(path)
+    info: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
+    info["exists"] = os.path.exists(path)
+    if info["exists"] and os.path.isfile(path):
+        info["size_bytes"] = os.path.getsize(path)
+    try:
+        check_file(path)
+        if treat_as_image(path):
+            info["media_type"] = "image"
+            run_with_timeout(_probe_image, timeout_s, path, info)
+        else:
+            run_with_timeout(_probe_video, timeout_s, path, info)
+    except DecodeError as exc:
+        info["error"] = exc.reason
+        info["num_frames"] = None  # an unverified count must not be used for sampling
+    except Exception as exc:  # probing a corpus must not stop at one odd file: record it instead
+        info["error"] = f"probe failed: {type(exc).__name__}: {exc}"
+        info["num_frames"] = None
+    return info
+
+
+def _probe_image(path: str, info: dict[str, Any]) -> None:
+    try:
+        with Image.open(path) as img:
+            info["width"], info["height"] = img.size
+            info["codec"] = (img.format or "").lower() or None
+    except (OSError, ValueError, SyntaxError):
+        pass  # read_image below gives the reason
+    read_image(path)  # the whole image must decode, not just its header
+    info["num_frames"] = 1
+
+
+def _probe_video(path: str, info: dict[str, Any]) -> None:
+    header = read_header(path)
+    if header.codec is not None:
+        info["media_type"] = "video"
+    info.update(
+        fps=header.fps,
+        width=header.width,
+        height=header.height,
+        duration_s=header.duration_s,
+        codec=header.codec,
+    )
+    result = decode_video(path, lambda n: [n - 1], backends=BACKENDS, verify_last=True, header=header)
+    info["media_type"] = "video"
+    info["num_frames"] = result.num_frames
+    if result.frames:  # the decoded size is the truth (the header may describe a different stream)
+        info["height"], info["width"] = (int(v) for v in result.frames[0].shape[:2])

@@ -1,0 +1,221 @@
+"""Meta files (Open-Sora's CSV of `path`, `text`, ...): reading, video ids and batches.
+
+A meta row names a clip by path. Rows are never dropped silently: a row that cannot name a clip makes
+the whole file an error the user must fix, and only exact duplicates of a clip collapse to one row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+PARQUET_SUFFIXES = (".parquet", ".pq")
+DEFAULT_BATCH_SIZE = 5000
+ADDED_COLUMNS = ("path_original", "video_id", "meta_row")
+
+# pandas' default missing-value markers (read_csv docs). They stay in force for the user's own columns;
+# `path` and `text` only treat an empty cell as missing, so a caption such as "None" or "NA" survives.
+_PANDAS_NA = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+    "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # fmt: skip
+_RAW_COLUMNS = ("path", "text")
+_BASE_SAMPLE = 32  # relative paths looked at when choosing the folder they are relative to
+_KEY_STEM_MAX = 40
+
+
+class MetaError(ValueError):
+    """A meta file that cannot be used as it is; the message says what to fix."""
+
+
+def video_id_for(resolved_path: str) -> str:
+    """Stable id of a clip: the first 16 hex digits of sha256 of its absolute path string (UTF-8).
+
+    The same path gives the same id in every process and on every machine.
+    """
+    # surrogateescape: Linux paths that are not valid UTF-8 still get an id instead of an exception.
+    return hashlib.sha256(resolved_path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def read_meta(
+    path: str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    drop_duplicates: bool = True,
+) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet meta file into one row per clip.
+
+    Columns: every column of the file as it was, with `path` made absolute; `path_original` (the cell
+    as written), `video_id` and `meta_row` (0-based data row in the file) are added (and replace any
+    same-named input column). `text`, when present, holds str or None.
+
+    Relative paths are joined to `base_dir` when given. Otherwise to the first of: the meta file's
+    folder, its parent folders (nearest first), the current directory, under which the most of the
+    first relative paths exist; the meta file's folder when none do. That keeps the common layouts
+    working: paths relative to the meta file, a meta file kept inside the dataset it lists (the
+    parity fixtures' media/meta.csv lists "media/..."), and Open-Sora's paths relative to where the
+    command runs.
+    """
+    meta_path = os.path.abspath(os.fspath(path))
+    df = _load_table(meta_path)
+    if "path" not in df.columns:
+        found = ", ".join(repr(str(c)) for c in df.columns)
+        raise MetaError(f"{meta_path}: no 'path' column; columns found: {found}")
+
+    originals = [_as_text(v) for v in df["path"].tolist()]
+    bad = [row for row, value in enumerate(originals) if value is None or not value.strip()]
+    if bad:
+        shown = ", ".join(str(r) for r in bad[:20]) + (", ..." if len(bad) > 20 else "")
+        raise MetaError(
+            f"{meta_path}: {len(bad)} row(s) have an empty path (0-based data rows, header not counted): {shown}"
+        )
+
+    base = (
+        os.path.abspath(os.fspath(base_dir))
+        if base_dir is not None
+        else _choose_base(os.path.dirname(meta_path), originals)
+    )
+    resolved = [os.path.abspath(os.path.join(base, p)) for p in originals]  # join keeps absolute paths
+
+    out = df.drop(columns=[c for c in ADDED_COLUMNS if c in df.columns])
+    out["path"] = pd.Series(resolved, index=out.index, dtype=object)
+    if "text" in out.columns:
+        out["text"] = pd.Series([_as_text(v) for v in out["text"].tolist()], index=out.index, dtype=object)
+    out["path_original"] = pd.Series(originals, index=out.index, dtype=object)
+    out["video_id"] = pd.Series([video_id_for(p) for p in resolved], index=out.index, dtype=object)
+    out["meta_row"] = range(len(out))
+    if drop_duplicates:
+        # One clip, one row: the first listing wins, later ones are the same video.
+        out = out.drop_duplicates(subset="path", keep="first")
+    return out.reset_index(drop=True)
+
+
+def _load_table(meta_path: str) -> pd.DataFrame:
+    if not os.path.exists(meta_path):
+        raise MetaError(f"meta file not found: {meta_path}")
+    if os.path.isdir(meta_path):
+        raise MetaError(f"meta file is a directory: {meta_path}")
+    if os.path.getsize(meta_path) == 0:
+        raise MetaError(f"meta file is empty (0 bytes): {meta_path}")
+    suffix = Path(meta_path).suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        df = _read_csv(meta_path, CSV_SUFFIXES[suffix])
+    elif suffix in PARQUET_SUFFIXES:
+        try:
+            df = pd.read_parquet(meta_path)
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise MetaError(f"{meta_path}: cannot read as Parquet: {exc}") from None
+    else:
+        raise MetaError(
+            f"{meta_path}: unsupported meta file type {suffix or '(no extension)'!r}; "
+            "expected .csv, .tsv, .parquet or .pq"
+        )
+    if len(df) == 0:
+        raise MetaError(f"meta file has no rows: {meta_path}")
+    return df
+
+
+def _read_csv(meta_path: str, sep: str) -> pd.DataFrame:
+    # utf-8-sig reads plain UTF-8 as well and drops the byte-order mark Excel writes.
+    options = dict(sep=sep, encoding="utf-8-sig")
+    try:
+        columns = pd.read_csv(meta_path, nrows=0, **options).columns
+        na_values = {c: ([""] if c in _RAW_COLUMNS else list(_PANDAS_NA)) for c in columns}
+        return pd.read_csv(
+            meta_path,
+            dtype={c: str for c in _RAW_COLUMNS if c in columns},
+            keep_default_na=False,
+            na_values=na_values,
+            **options,
+        )
+    except UnicodeDecodeError as exc:
+        raise MetaError(
+            f"{meta_path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "meta files must be UTF-8: re-save it as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise MetaError(f"meta file is empty (no header, no rows): {meta_path}") from None
+    except pd.errors.ParserError as exc:
+        raise MetaError(f"{meta_path}: cannot parse as CSV: {exc}") from None
+
+
+def _as_text(value: object) -> str | None:
+    """A cell as str, with missing (None/NaN/NA) as None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _choose_base(meta_dir: str, originals: Sequence[str]) -> str:
+    relative = [p for p in originals if not os.path.isabs(p)][:_BASE_SAMPLE]
+    if not relative:
+        return meta_dir
+    candidates = [meta_dir]
+    folder = meta_dir
+    while os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+        candidates.append(folder)
+    try:
+        candidates.append(os.getcwd())
+    except OSError:  # the working directory was removed
+        pass
+    best, best_hits = meta_dir, 0
+    for candidate in candidates:  # strictly more hits needed to move away from the nearer folder
+        hits = sum(os.path.exists(os.path.join(candidate, p)) for p in relative)
+        if hits > best_hits:
+            best, best_hits = candidate, hits
+            if hits == len(relative):
+                break
+    return best
+
+
+def sanitize_key_part(name: str) -> str:
+    """Lowercase [a-z0-9_] only, runs of anything else as one "_", at most 40 chars; "meta" if empty."""
+    cleaned = re.sub(r"[^a-z0-9_]+", "_", name.lower())
+    cleaned = re.sub(r"_+", "_", cleaned).strip("_")
+    cleaned = cleaned[:_KEY_STEM_MAX].strip("_")
+    return cleaned or "meta"
+
+
+def batch_keys(meta_path: str | os.PathLike[str], n_rows: int, batch_size: int) -> list[str]:
+    """Partition keys for a meta file of n_rows rows: `<stem>-<8 hex of its absolute path>-<00000>`.
+
+    The same file (by absolute path) gets the same keys in every run; two files with the same name in
+    different folders do not collide. Keys hold only [a-z0-9_-], safe for Dagster and file names.
+    """
+    _check_batch_size(batch_size)
+    if n_rows < 0:
+        raise ValueError(f"n_rows must be >= 0, got {n_rows}")
+    absolute = os.path.abspath(os.fspath(meta_path))
+    stem = sanitize_key_part(Path(absolute).stem)
+    digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return [f"{stem}-{digest}-{i:05d}" for i in range(math.ceil(n_rows / batch_size))]
+
+
+def split_batches(
+    df: pd.DataFrame, meta_path: str | os.PathLike[str], batch_size: int = DEFAULT_BATCH_SIZE
+) -> list[tuple[str, pd.DataFrame]]:
+    """Consecutive slices of at most batch_size rows, in file order, with their `batch_keys`."""
+    keys = batch_keys(meta_path, len(df), batch_size)
+    return [(key, df.iloc[i * batch_size : (i + 1) * batch_size].copy()) for i, key in enumerate(keys)]
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
