@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vidscore_core.meta import read_meta, read_table, video_id_for
+from vidscore_core.meta import read_meta
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, MATCHING_POINTS
 from vidscore_core.scoring.jobs import ClipJob, FlowJob, JobOptions, clips_from_frame
 from vidscore_core.settings import Settings
@@ -19,6 +19,14 @@ def default_output(meta: Path, column: str) -> Path:
     """META.csv → META_aes.csv (Open-Sora's naming); Parquet input keeps its format."""
     suffix = meta.suffix if meta.suffix.lower() in (".parquet", ".pq") else ".csv"
     return meta.with_name(f"{meta.stem}_{column}{suffix}")
+
+
+def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """Every row and column of the meta file as written (duplicates too), and each row's video_id."""
+    df = read_meta(meta_path, drop_duplicates=False)
+    ids = list(df["video_id"])
+    raw = df.drop(columns=["path_original", "video_id", "meta_row"]).assign(path=df["path_original"])
+    return raw, ids
 
 
 def write_table(df: pd.DataFrame, path: Path) -> None:
@@ -62,10 +70,7 @@ def score_meta_file(
     column = SCORE_COLUMN[task]
     meta = read_meta(meta_path)
     scores = score_rows(task, meta, settings, options, flow_backend).set_index("video_id")
-    raw = read_table(meta_path)  # every input row, duplicates included, columns untouched
-    base = meta_path.resolve().parent
-    ids = [video_id_for(os.path.abspath(os.path.join(base, str(p)))) for p in raw["path"]]
-    out = raw.copy()
+    out, ids = input_rows(meta_path)
     out[column] = [scores[column].get(i) for i in ids]
     out[f"{column}_error"] = [scores["error"].get(i) for i in ids]
     target = Path(output) if output else default_output(meta_path, column)

@@ -76,13 +76,12 @@ def filter_meta_file(
     meta: str | Path, spec: FilterSpec, output: str | Path | None = None
 ) -> tuple[Path, int, int]:
     """Filter a scored CSV/Parquet meta file; returns (output path, rows kept, rows read)."""
-    from vidscore_core.csv_scoring import write_table
-    from vidscore_core.meta import read_table
+    from vidscore_core.csv_scoring import input_rows, write_table
 
     meta = Path(meta)
     if not spec.active():
         raise ValueError("give at least one of --aesmin, --flowmin, --flowmax, --matchmin")
-    df = read_table(meta)
+    df, _ = input_rows(meta)
     kept = df[spec.mask(df)]
     target = Path(output) if output else meta.with_name(f"{meta.stem}{spec.suffix()}{meta.suffix or '.csv'}")
     write_table(kept, target)

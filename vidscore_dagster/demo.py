@@ -51,11 +51,10 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
         click.echo("   CLIP weights absent: aesthetic and matching scores are skipped.")
     names = available_assets(settings, flow_backend)
 
-    resources = default_resources()
-    resources["scoring"] = resources["scoring"].model_copy(update={"flow_backend": flow_backend})
+    resources = default_resources(flow_backend=flow_backend)
     click.secho(f"4. materializing {', '.join(names)} through Dagster", bold=True)
     started = time.perf_counter()
-    outcome = materialize_batches(instance, keys, names, resources=resources)
+    outcome = materialize_batches(instance, keys, names, resources=resources, log_level="WARNING")
     ok = all(outcome.values())
     click.echo(f"   {'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s")
 

@@ -48,14 +48,13 @@ def materialize_batches(
     *,
     resources: dict | None = None,
     on_batch: Callable[[str, bool], None] | None = None,
+    log_level: str = "INFO",
 ) -> dict[str, bool]:
     """Materialize `asset_names` (with their checks) for each batch, in-process; returns success per batch."""
     from vidscore_dagster.definitions import defs
 
-    repo = defs.get_repository_def()
     wanted = {dg.AssetKey(n) for n in asset_names}
-    assets = [a for a in repo.assets_defs_by_key.values() if set(a.keys) & wanted]
-    assets = list({id(a): a for a in assets}.values())
+    assets = [a for a in defs.assets or [] if set(a.keys) & wanted]
     checks = [c for c in defs.asset_checks or [] if {k.asset_key for k in c.check_keys} & wanted]
     outcome: dict[str, bool] = {}
     for key in keys:
@@ -66,6 +65,7 @@ def materialize_batches(
             resources=resources or dict(defs.resources or {}),
             raise_on_error=False,
             tags={"vidscore/launched_by": "cli"},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         outcome[key] = result.success
         if on_batch:

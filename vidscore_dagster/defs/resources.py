@@ -73,7 +73,8 @@ class ScoringOptions(dg.ConfigurableResource):
         )
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
+def default_resources(flow_backend: str | None = None) -> dict[str, dg.ConfigurableResource]:
+    """Resources from the environment; `flow_backend` overrides VIDSCORE_FLOW_BACKEND (the demo uses it)."""
     home = os.environ.get("VIDSCORE_HOME") or "./.vidscore"
     return {
         "vidscore": VidscoreSettings(
@@ -88,6 +89,6 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
             device=env_or("VIDSCORE_DEVICE", "auto"),
             batch_size=int(os.environ.get("VIDSCORE_BATCH_SIZE") or 16),
             num_workers=int(os.environ.get("VIDSCORE_NUM_WORKERS") or 2),
-            flow_backend=env_or("VIDSCORE_FLOW_BACKEND", "unimatch"),
+            flow_backend=flow_backend or env_or("VIDSCORE_FLOW_BACKEND", "unimatch"),
         ),
     }

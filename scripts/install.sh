@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install vidscore into ./.venv. With --dev: test tools too, plus the system packages the
+# end-to-end tests start for real (PostgreSQL, Chromium) when this user may apt-get install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [[ $dev == 1 ]]; then
+  .venv/bin/python -m pip install -q -e '.[dev]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+
+if [[ $dev == 1 ]]; then
+  need=()
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  if ((${#need[@]})); then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      echo "installing system packages for the end-to-end tests: ${need[*]}"
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    else
+      echo "note: ${need[*]} not installed (needs root + apt-get); the tests that use them will be skipped"
+    fi
+  fi
+fi
+echo "vidscore installed in $(pwd)/.venv"
