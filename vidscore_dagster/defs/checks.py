@@ -21,13 +21,13 @@ def _where(batch: str | None, alias: str = "") -> tuple[str, list]:
     return (f"WHERE {col} = ?", [batch]) if batch is not None else ("", [])
 
 
-def _expected_ids(context: dg.AssetCheckExecutionContext, table: str, batch: str | None) -> set[str] | None:
+def _expected_ids(context: dg.AssetCheckExecutionContext, table: str, batch: str | None) -> set[str]:
     """The clips a table must cover: the batch's manifest for `videos`, else the batch's `videos` rows."""
     store = context.resources.duckdb.store()
     if table == "videos":
-        if batch is None:
-            return None
-        return set(read_manifest(context.resources.vidscore.settings(), batch)["video_id"])
+        settings = context.resources.vidscore.settings()
+        keys = [batch] if batch is not None else sorted(store.partitions("videos"))
+        return {vid for key in keys for vid in read_manifest(settings, key)["video_id"]}
     where, params = _where(batch)
     return set(store.query_df(f"SELECT video_id FROM videos {where}", params)["video_id"])
 
