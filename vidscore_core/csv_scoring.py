@@ -49,7 +49,7 @@ def score_rows(task: str, meta: pd.DataFrame, settings: Settings, options: JobOp
         return rows[["video_id", "flow", "error"]]
     job = ClipJob(settings, options)
     if task == "aesthetic":
-        _ = job.mlp  # fail on a missing/mismatched MLP before decoding anything
+        _ = job.clip_path, job.mlp  # fail on missing/mismatched weights before decoding anything
         items = job.embed(clips, AESTHETIC_POINTS)
         return job.aesthetic_rows(items, batch="cli")[["video_id", "aes", "error"]]
     items = job.embed(clips, MATCHING_POINTS)
