@@ -1,0 +1,1 @@
+"""Model definitions and checkpoint loaders (CLIP, LAION aesthetic MLP, UniMatch)."""

@@ -1,0 +1,355 @@
+"""OpenAI-format CLIP checkpoints run through open_clip, with the numbers of ``clip.load``.
+
+Any OpenAI CLIP file loads: the TorchScript archive OpenAI distributes (``ViT-L-14.pt``) or a
+plain state dict with the same key names. The architecture is read from the weights, as
+OpenAI's ``build_model`` does. What makes the numbers match the reference:
+
+* QuickGELU activations (OpenAI trained with them) and the text tower's causal mask
+  (open_clip's ``CLIP`` class, the same module names as OpenAI's, so the keys load strictly);
+* the weights OpenAI keeps in float16 are rounded through float16 even when we run in float32,
+  exactly as ``build_model`` (``convert_weights`` before ``load_state_dict``) then ``.float()``;
+* OpenAI's BPE tokenizer with ``truncate=True`` semantics (the last kept token becomes EOT).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import zipfile
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import regex
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_weights_to_lp
+from open_clip.tokenizer import SimpleTokenizer
+from torch import Tensor
+
+__all__ = [
+    "OPENAI_MEAN",
+    "OPENAI_STD",
+    "ClipArch",
+    "ClipModel",
+    "build_clip",
+    "infer_clip_arch",
+    "load_clip",
+    "normalize_uint8",
+    "read_clip_state_dict",
+    "tokenize",
+]
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+CONTEXT_LENGTH = 77
+
+# Tensors in archived state dicts that are not model parameters: OpenAI's TorchScript file
+# has three 0-dim scalars; a traced open_clip model also lists its (fixed, causal) text mask.
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
+_TEXT_KEYS = (
+    "token_embedding.weight",
+    "positional_embedding",
+    "ln_final.weight",
+    "text_projection",
+    "logit_scale",
+)
+_HEAD_WIDTH = 64  # OpenAI: heads = width // 64
+
+
+@dataclass(frozen=True)
+class ClipArch:
+    """The CLIP configuration that OpenAI's ``build_model`` infers from a state dict."""
+
+    embed_dim: int
+    image_size: int
+    vision_layers: int | tuple[int, int, int, int]  # a tuple for the ModifiedResNet towers (RN50...)
+    vision_width: int
+    vision_patch_size: int | None  # None for ResNet towers
+    context_length: int
+    vocab_size: int
+    text_width: int
+    text_heads: int
+    text_layers: int
+    vision_mlp_ratio: float = 4.0
+    text_mlp_ratio: float = 4.0
+
+    @property
+    def is_vit(self) -> bool:
+        return self.vision_patch_size is not None
+
+
+def infer_clip_arch(state_dict: Mapping[str, Tensor]) -> ClipArch:
+    """Read the architecture from OpenAI-format weights; ValueError when they are not CLIP's."""
+    missing = [k for k in _TEXT_KEYS if k not in state_dict]
+    if missing or not ("visual.proj" in state_dict or "visual.layer1.0.conv1.weight" in state_dict):
+        raise ValueError(
+            "not an OpenAI-format CLIP state dict: missing "
+            + ", ".join(missing or ["visual.proj / visual.layer1.0.conv1.weight"])
+        )
+    if "visual.proj" in state_dict:
+        conv1 = state_dict["visual.conv1.weight"]
+        vision_width, patch = int(conv1.shape[0]), int(conv1.shape[-1])
+        vision_layers: int | tuple[int, int, int, int] = _count_blocks(
+            state_dict, "visual.transformer.resblocks."
+        )
+        positions = int(state_dict["visual.positional_embedding"].shape[0])
+        grid = round(math.sqrt(positions - 1))
+        if grid * grid + 1 != positions:
+            raise ValueError(f"visual.positional_embedding has {positions} rows, not a square grid plus one")
+        image_size = patch * grid
+        c_fc = state_dict.get("visual.transformer.resblocks.0.mlp.c_fc.weight")
+        vision_mlp_ratio = c_fc.shape[0] / vision_width if c_fc is not None else 4.0
+    else:
+        counts = tuple(
+            len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}.")})
+            for b in (1, 2, 3, 4)
+        )
+        vision_layers = counts  # type: ignore[assignment]
+        vision_width = int(state_dict["visual.layer1.0.conv1.weight"].shape[0])
+        positions = int(state_dict["visual.attnpool.positional_embedding"].shape[0])
+        grid = round(math.sqrt(positions - 1))
+        if grid * grid + 1 != positions:
+            raise ValueError(
+                f"visual.attnpool.positional_embedding has {positions} rows, not a square grid plus one"
+            )
+        patch, image_size, vision_mlp_ratio = None, grid * 32, 4.0
+    text_width = int(state_dict["ln_final.weight"].shape[0])
+    t_fc = state_dict.get("transformer.resblocks.0.mlp.c_fc.weight")
+    return ClipArch(
+        embed_dim=int(state_dict["text_projection"].shape[1]),
+        image_size=image_size,
+        vision_layers=vision_layers,
+        vision_width=vision_width,
+        vision_patch_size=patch,
+        context_length=int(state_dict["positional_embedding"].shape[0]),
+        vocab_size=int(state_dict["token_embedding.weight"].shape[0]),
+        text_width=text_width,
+        text_heads=text_width // _HEAD_WIDTH,
+        text_layers=_count_blocks(state_dict, "transformer.resblocks."),
+        vision_mlp_ratio=vision_mlp_ratio,
+        text_mlp_ratio=t_fc.shape[0] / text_width if t_fc is not None else 4.0,
+    )
+
+
+def _count_blocks(state_dict: Mapping[str, Tensor], prefix: str) -> int:
+    return len({k[len(prefix) :].split(".")[0] for k in state_dict if k.startswith(prefix)})
+
+
+def build_clip(arch: ClipArch, device: str | torch.device | None = None) -> CLIP:
+    """An open_clip ``CLIP`` with OpenAI's layout, its OpenAI-float16 weights already float16.
+
+    ``device="meta"`` builds it without memory (to check key sets and shapes).
+    """
+    vision_cfg = CLIPVisionCfg(
+        layers=arch.vision_layers,
+        width=arch.vision_width,
+        patch_size=arch.vision_patch_size or 16,  # unused by ResNet towers
+        image_size=arch.image_size,
+        mlp_ratio=arch.vision_mlp_ratio,
+    )
+    text_cfg = CLIPTextCfg(
+        context_length=arch.context_length,
+        vocab_size=arch.vocab_size,
+        width=arch.text_width,
+        heads=arch.text_heads,
+        layers=arch.text_layers,
+        mlp_ratio=arch.text_mlp_ratio,
+    )
+    with torch.device(device) if device is not None else nullcontext():
+        # cast_dtype=float16 selects LayerNormFp32 (OpenAI's LayerNorm computes in float32).
+        model = CLIP(arch.embed_dim, vision_cfg, text_cfg, quick_gelu=True, cast_dtype=torch.float16)
+    # The same tensors OpenAI's convert_weights turns float16: loading then rounds through float16.
+    convert_weights_to_lp(model, dtype=torch.float16)
+    return model.eval()
+
+
+def read_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a CLIP checkpoint file on CPU, from a TorchScript archive or a pickled dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CLIP weights not found: {path}")
+    loaded: object = None
+    if _looks_like_torchscript(path):
+        try:
+            # A path, not a file object: torch.jit.load consumes a handle (openai/CLIP#396).
+            # torch.jit warns that it is deprecated; it is still the format OpenAI distributes.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                loaded = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception:
+            loaded = None  # not loadable as TorchScript after all: try a plain pickle below
+    if loaded is None:
+        try:
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle/zip/EOF errors come in many types; report them uniformly
+            raise ValueError(
+                f"{path} is not a CLIP checkpoint (neither TorchScript nor a state dict): {exc}"
+            ) from exc
+    if isinstance(loaded, Mapping) and "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise ValueError(f"{path} is not a CLIP checkpoint: expected a state dict of tensors")
+    return {str(k): v for k, v in loaded.items()}
+
+
+def _looks_like_torchscript(path: Path) -> bool:
+    # torch.save also writes zip archives; only TorchScript ones carry constants.pkl and code/.
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+class _OpenAITokenizer(SimpleTokenizer):
+    """open_clip's copy of OpenAI's BPE, with OpenAI's spelling of the two special tokens.
+
+    open_clip names them ``<start_of_text>``/``<end_of_text>``; OpenAI's tokenizer turns a
+    literal ``<|endoftext|>`` in a caption into the special token, so we do the same.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(context_length=CONTEXT_LENGTH)
+        specials = {"<|startoftext|>": self.sot_token_id, "<|endoftext|>": self.eot_token_id}
+        self.encoder.update(specials)
+        self.cache = {t: t for t in specials}
+        self.pat = regex.compile(
+            r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+            regex.IGNORECASE,
+        )
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> _OpenAITokenizer:
+    return _OpenAITokenizer()  # reading the BPE merges takes a moment: do it once per process
+
+
+def tokenize(texts: list[str], context_length: int = CONTEXT_LENGTH) -> Tensor:
+    """``clip.tokenize(texts, truncate=True)`` as int64 [N, context_length]; EOT kept when cut."""
+    tok = _tokenizer()
+    out = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [tok.sot_token_id, *tok.encode(text), tok.eot_token_id]
+        if len(ids) > context_length:
+            ids = ids[:context_length]
+            ids[-1] = tok.eot_token_id
+        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
+
+
+def normalize_uint8(frames: Tensor) -> Tensor:
+    """uint8 [N, S, S, 3] → float32 [N, 3, S, S]: ToTensor (/255) then CLIP's Normalize, bit for bit."""
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames [N, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    # contiguous CHW like ToTensor, so convolutions see the same memory layout as the reference.
+    x = frames.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
+    mean = torch.tensor(OPENAI_MEAN, dtype=torch.float32, device=frames.device).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD, dtype=torch.float32, device=frames.device).view(1, 3, 1, 1)
+    return x.sub(mean).div(std)
+
+
+@dataclass
+class ClipModel:
+    """A loaded CLIP model: embeddings and exp(logit_scale)-scaled cosine scores."""
+
+    model: CLIP
+    arch: ClipArch
+    logit_scale: float  # the raw checkpoint value (ln of the temperature)
+    logit_scale_exp: float  # exp of the float32 parameter, as the reference's .exp().item()
+    device: torch.device
+    dtype: torch.dtype
+    path: Path | None = field(default=None)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.arch.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.arch.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.arch.context_length
+
+    normalize_uint8 = staticmethod(normalize_uint8)
+
+    def encode_images(self, pixels: Tensor) -> Tensor:
+        """Normalized pixels [N, 3, S, S] → L2-normalized float32 embeddings [N, embed_dim]."""
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"expected pixels [N, 3, H, W], got {tuple(pixels.shape)}")
+        with torch.inference_mode():
+            # Inputs take the stem's dtype, as OpenAI's encode_image does (float16 weights on CUDA).
+            feats = self.model.encode_image(pixels.to(self.device, self.model.visual.conv1.weight.dtype))
+            return F.normalize(feats.float(), p=2, dim=-1)
+
+    def encode_tokens(self, tokens: Tensor) -> Tensor:
+        """Token ids [N, context_length] (from ``tokenize``) → L2-normalized float32 [N, embed_dim]."""
+        with torch.inference_mode():
+            feats = self.model.encode_text(tokens.to(self.device, torch.long))
+            return F.normalize(feats.float(), p=2, dim=-1)
+
+    def encode_texts(self, texts: list[str]) -> Tensor:
+        """Captions → L2-normalized float32 [N, embed_dim] (CLIP BPE, 77 tokens, truncated)."""
+        if not texts:
+            return torch.empty(0, self.embed_dim, device=self.device)
+        return self.encode_tokens(tokenize(list(texts), self.context_length))
+
+    def match_scores(self, image_emb: Tensor, text_emb: Tensor) -> Tensor:
+        """Row-wise exp(logit_scale) · cosine for pairs of normalized embeddings → [N]."""
+        if image_emb.shape != text_emb.shape:
+            raise ValueError(
+                f"embeddings differ in shape: {tuple(image_emb.shape)} vs {tuple(text_emb.shape)}"
+            )
+        # A Python float times the float32 products, as the reference computes it.
+        return self.logit_scale_exp * (image_emb * text_emb).sum(dim=1)
+
+
+def load_clip(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> ClipModel:
+    """Load an OpenAI-format CLIP checkpoint strictly; float32 reproduces ``clip.load`` on CPU.
+
+    ``dtype=torch.float16`` keeps OpenAI's mixed precision (what ``clip.load`` gives on CUDA);
+    ``torch.bfloat16`` does the same with bfloat16.
+    """
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"unsupported CLIP dtype {dtype}: use float32, float16 or bfloat16")
+    path = Path(path)
+    state = read_clip_state_dict(path)
+    for key in _NON_PARAMETER_KEYS:
+        state.pop(key, None)
+    try:
+        arch = infer_clip_arch(state)
+    except (KeyError, IndexError) as exc:
+        raise ValueError(f"{path} is not a CLIP checkpoint: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    model = build_clip(arch)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not fit the CLIP architecture read from it: {exc}") from exc
+    if dtype == torch.float32:
+        model = model.float()
+    elif dtype == torch.bfloat16:
+        model = model.float()
+        convert_weights_to_lp(model, dtype=torch.bfloat16)
+    dev = torch.device(device)
+    model = model.to(dev).eval().requires_grad_(False)
+    raw = model.logit_scale.detach().float().cpu()
+    return ClipModel(
+        model=model,
+        arch=arch,
+        logit_scale=float(raw.item()),
+        logit_scale_exp=float(raw.exp().item()),
+        device=dev,
+        dtype=dtype,
+        path=path,
+    )
