@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install vidscore into ./.venv. With --dev: test tools too, plus the system packages the
-# end-to-end tests start for real (PostgreSQL, Chromium) when this user may apt-get install.
+# end-to-end tests start for real (PostgreSQL, Chromium) and the config linters (docker-compose,
+# shellcheck) when this user may apt-get install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ if [[ $dev == 1 ]]; then
   need=()
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+  command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
   if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
       echo "installing system packages for the end-to-end tests: ${need[*]}"
