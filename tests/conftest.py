@@ -25,5 +25,25 @@ def find_fixtures() -> Path | None:
 def fixtures() -> Path:
     found = find_fixtures()
     if found is None:
-        pytest.skip("parity fixtures not found: set VIDSCORE_FIXTURES or place shared/fixtures beside the clone")
+        pytest.skip(
+            "parity fixtures not found: set VIDSCORE_FIXTURES or place shared/fixtures beside the clone"
+        )
     return found
+
+
+@pytest.fixture
+def vidscore_env(tmp_path, monkeypatch, fixtures):
+    """A fresh VIDSCORE_HOME with the fixtures' random-weight checkpoints, CPU, in-process decoding."""
+    from vidscore_core.settings import Settings
+    from vidscore_core.store import Store
+
+    monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VIDSCORE_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("VIDSCORE_CLIP_WEIGHTS", str(fixtures / "weights/clip_tiny_openai.pt"))
+    monkeypatch.setenv("VIDSCORE_AESTHETIC_WEIGHTS", str(fixtures / "weights/aesthetic_random_scaled.pth"))
+    monkeypatch.setenv("VIDSCORE_UNIMATCH_WEIGHTS", str(fixtures / "weights/unimatch_random.pth"))
+    monkeypatch.setenv("VIDSCORE_DEVICE", "cpu")
+    monkeypatch.setenv("VIDSCORE_NUM_WORKERS", "0")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    settings = Settings.from_env()
+    return settings, Store(settings.db_path)

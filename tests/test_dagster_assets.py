@@ -10,7 +10,6 @@ import pytest
 
 from vidscore_core.ingest import stage_manifests
 from vidscore_core.settings import Settings
-from vidscore_core.store import Store
 from vidscore_core.synth import make_demo_corpus
 from vidscore_dagster.definitions import defs
 from vidscore_dagster.defs.resources import default_resources
@@ -20,17 +19,8 @@ SCORE_ASSETS = ["videos", "clip_embeddings", "aesthetic_scores", "matching_score
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch, fixtures):
-    """A fresh VIDSCORE_HOME with the fixture's random-weight checkpoints configured."""
-    home = tmp_path / "home"
-    monkeypatch.setenv("VIDSCORE_HOME", str(home))
-    monkeypatch.setenv("VIDSCORE_CLIP_WEIGHTS", str(fixtures / "weights/clip_tiny_openai.pt"))
-    monkeypatch.setenv("VIDSCORE_AESTHETIC_WEIGHTS", str(fixtures / "weights/aesthetic_random_scaled.pth"))
-    monkeypatch.setenv("VIDSCORE_UNIMATCH_WEIGHTS", str(fixtures / "weights/unimatch_random.pth"))
-    monkeypatch.setenv("VIDSCORE_DEVICE", "cpu")
-    monkeypatch.setenv("VIDSCORE_NUM_WORKERS", "0")
-    settings = Settings.from_env()
-    return settings, Store(settings.db_path)
+def env(vidscore_env):
+    return vidscore_env
 
 
 def _ingest(
@@ -162,3 +152,24 @@ def test_score_assets_match_the_reference(env, fixtures, monkeypatch):
     # One image-tower pass: clip_embeddings has 3 frames per video, 1 for the image, 1 error row.
     per_clip = store.query_df("SELECT video_id, count(*) AS n FROM clip_embeddings GROUP BY video_id")
     assert sorted(per_clip["n"]) == [1, 1, 3, 3, 3]
+
+
+def test_a_staged_file_left_by_a_crash_is_committed_not_recomputed(env, fixtures, monkeypatch):
+    """Stage happened, commit did not (the process died): the next run commits the staged rows."""
+    from vidscore_core.scoring.jobs import FlowJob, JobOptions, clips_from_frame
+
+    settings, store = env
+    monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")
+    instance = dg.DagsterInstance.ephemeral()
+    (key,) = _ingest(settings, fixtures / "media/meta.csv", instance)
+    assert all(materialize_batches(instance, [key], ["videos"], resources=default_resources()).values())
+    videos = store.query_df("SELECT video_id, path, text FROM videos WHERE batch = ?", [key])
+    job = FlowJob(settings, JobOptions(device="cpu", num_workers=0), "dis")
+    frame = job.rows(job.score(clips_from_frame(videos)), key)
+    frame["flow"] = frame["flow"].where(frame["flow"].isna(), 123.0)  # a marker recomputation would not give
+    store.stage(frame, "flow_scores", key, settings.staging_dir)
+    assert all(materialize_batches(instance, [key], ["flow_scores"], resources=default_resources()).values())
+    committed = store.query_df("SELECT flow FROM flow_scores WHERE batch = ? AND flow IS NOT NULL", [key])
+    assert len(committed) == 3 and set(committed["flow"]) == {123.0}
+    # Committed files are removed; a leftover made with another backend would not be reused.
+    assert not list((settings.staging_dir / "flow_scores").glob("*.parquet"))

@@ -29,7 +29,8 @@ class ClipFrameSampler:
     def prepare(self, clip: Clip) -> dict[str, Any]:
         decoded = read_frames(clip.path, points=self.points, timeout_s=self.decode_timeout_s)
         crops = np.stack([clip_crop(frame, self.image_size) for frame in decoded.frames])
-        points = [0.0] if decoded.is_image else list(self.points)
+        # A still image is one frame; it is recorded at 0.5, the "middle frame" matching uses.
+        points = [0.5] if decoded.is_image else list(self.points)
         return {
             "crops": crops,
             "indices": list(decoded.indices),
