@@ -18,13 +18,7 @@ TOLERANCE = {"aes": 2e-4, "match": 1e-3}
 
 
 @pytest.fixture
-def weights_env(fixtures, tmp_path, monkeypatch):
-    monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("VIDSCORE_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("VIDSCORE_CLIP_WEIGHTS", str(fixtures / "weights/clip_tiny_openai.pt"))
-    monkeypatch.setenv("VIDSCORE_AESTHETIC_WEIGHTS", str(fixtures / "weights/aesthetic_random_scaled.pth"))
-    monkeypatch.setenv("VIDSCORE_UNIMATCH_WEIGHTS", str(fixtures / "weights/unimatch_random.pth"))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def weights_env(vidscore_env, tmp_path):
     return tmp_path
 
 

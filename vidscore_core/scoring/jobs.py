@@ -86,14 +86,29 @@ def _autocast(device: str, precision: str) -> Iterator[None]:
         yield
 
 
-class ClipJob:
-    """CLIP image embeddings and the scores derived from them, with models loaded once, lazily."""
+class _Job:
+    """What every scoring job shares: settings, options, the resolved device, engine statistics."""
 
     def __init__(self, settings: Settings, options: JobOptions) -> None:
         self.settings = settings
         self.options = options
         self.device = resolve_device(options.device if options.device != "auto" else settings.device)
         self.stats = EngineStats()
+
+    def _run(self, scorer, clips: Sequence[Clip]) -> list[ClipResult]:
+        return run_scorer(
+            scorer,
+            clips,
+            device=self.device,
+            batch_size=self.options.batch_size,
+            num_workers=self.options.num_workers,
+            progress=self.options.progress,
+            stats=self.stats,
+        )
+
+
+class ClipJob(_Job):
+    """CLIP image embeddings and the scores derived from them, with models loaded once, lazily."""
 
     @cached_property
     def clip_path(self):
@@ -130,16 +145,7 @@ class ClipJob:
         self.scorer.sampler = ClipFrameSampler(
             points=points, image_size=self.clip.image_size, decode_timeout_s=self.options.decode_timeout_s
         )
-        results = run_scorer(
-            self.scorer,
-            clips,
-            device=self.device,
-            batch_size=self.options.batch_size,
-            num_workers=self.options.num_workers,
-            progress=self.options.progress,
-            stats=self.stats,
-        )
-        return [to_frame_embeddings(r) for r in results]
+        return [to_frame_embeddings(r) for r in self._run(self.scorer, clips)]
 
     def _shas(self, *names: str) -> dict[str, str]:
         paths = {"clip": self.clip_path}
@@ -262,15 +268,12 @@ def frame_embeddings_from_rows(rows: pd.DataFrame, video_ids: Sequence[str]) -> 
     ]
 
 
-class FlowJob:
+class FlowJob(_Job):
     """Flow scores with UniMatch (weights) or OpenCV DIS (no weights)."""
 
     def __init__(self, settings: Settings, options: JobOptions, backend: str = "unimatch") -> None:
-        self.settings = settings
-        self.options = options
+        super().__init__(settings, options)
         self.backend = backend
-        self.device = resolve_device(options.device if options.device != "auto" else settings.device)
-        self.stats = EngineStats()
 
     @cached_property
     def weights_path(self):
@@ -298,15 +301,7 @@ class FlowJob:
 
     def score(self, clips: Sequence[Clip]) -> list[ClipResult]:
         with _autocast(self.device, self.precision()):
-            return run_scorer(
-                self.scorer,
-                clips,
-                device=self.device,
-                batch_size=self.options.batch_size,
-                num_workers=self.options.num_workers,
-                progress=self.options.progress,
-                stats=self.stats,
-            )
+            return self._run(self.scorer, clips)
 
     def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
         rows = []
