@@ -91,7 +91,7 @@ def main() -> None:
             job.aesthetic_rows(job.embed(clips, AESTHETIC_POINTS), "b")
             job.matching_rows(job.embed(clips, MATCHING_POINTS), texts, "b")
 
-        aesthetic_alone()  # warm-up: model load, first decode
+        shared_pass()  # warm-up: model load, tokenizer, first decode
         rows = []
         for name, fn in (("aesthetic alone", aesthetic_alone), ("aes + match, one pass", shared_pass),
                          ("aes + match, separately", separately)):  # fmt: skip
