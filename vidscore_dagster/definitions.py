@@ -2,6 +2,9 @@
 
 import dagster as dg
 
+from vidscore_dagster.defs.automation.jobs import run_executor, score_batch
+from vidscore_dagster.defs.automation.schedules import schedules
+from vidscore_dagster.defs.automation.sensors import sensors
 from vidscore_dagster.defs.filtering.assets import filtered_videos
 from vidscore_dagster.defs.filtering.checks import filtering_checks
 from vidscore_dagster.defs.ingest.assets import videos
@@ -13,5 +16,9 @@ from vidscore_dagster.defs.scores.checks import score_checks
 defs = dg.Definitions(
     assets=[videos, *score_assets, filtered_videos],
     asset_checks=[*videos_checks, *score_checks, *filtering_checks],
+    jobs=[score_batch],
+    schedules=schedules,
+    sensors=sensors,
     resources=default_resources(),
+    executor=run_executor(),
 )

@@ -52,7 +52,12 @@ class DuckDBStore(dg.ConfigurableResource):
 
 
 class ScoringOptions(dg.ConfigurableResource):
-    """How a scoring step runs: device, batch size, decode workers, precision, flow backend."""
+    """How a scoring step runs: device, batch size, decode workers, precision, flow backend.
+
+    `num_processes` > 1 splits each batch of the per-clip scores (clip_embeddings, flow_scores) over
+    that many torchrun ranks on this machine, one GPU each; `dist_backend` is the torch.distributed
+    backend of those ranks (auto: nccl on CUDA, gloo on CPU).
+    """
 
     device: str = "auto"
     batch_size: int = 16
@@ -60,6 +65,8 @@ class ScoringOptions(dg.ConfigurableResource):
     decode_timeout_s: float = 60.0
     precision: str = "auto"
     flow_backend: str = "unimatch"
+    num_processes: int = 1
+    dist_backend: str = "auto"
 
     def job_options(self, run_id: str, progress=None) -> JobOptions:
         return JobOptions(
@@ -90,5 +97,7 @@ def default_resources(flow_backend: str | None = None) -> dict[str, dg.Configura
             batch_size=int(os.environ.get("VIDSCORE_BATCH_SIZE") or 16),
             num_workers=int(os.environ.get("VIDSCORE_NUM_WORKERS") or 2),
             flow_backend=flow_backend or env_or("VIDSCORE_FLOW_BACKEND", "unimatch"),
+            num_processes=int(os.environ.get("VIDSCORE_NUM_PROCESSES") or 1),
+            dist_backend=env_or("VIDSCORE_DIST_BACKEND", "auto"),
         ),
     }

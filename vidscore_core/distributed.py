@@ -1,0 +1,277 @@
+"""Score one batch, in one process or sharded over the GPUs of a machine with torchrun.
+
+`score_videos` is the single code path for the shardable scores (`clip_embeddings`, `flow_scores`):
+the Dagster step calls it on the whole batch when it runs alone, and each torchrun rank
+(`vidscore_core.torchrun_worker`) calls it on its own disjoint shard, so the two give the same rows.
+Each rank stages its rows as a separate Parquet part (`<batch>@rank<r>.parquet`); the step then
+commits all parts in one transaction (`Store.commit_partition` takes a list of files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from vidscore_core import schema
+from vidscore_core.engine import Clip, ClipResult
+from vidscore_core.scoring.jobs import ClipJob, FlowJob, JobOptions, clips_from_frame
+from vidscore_core.settings import Settings
+from vidscore_core.store import staged_path
+
+# The scores whose cost is decoding and a model pass per clip: worth spreading over several GPUs.
+# aesthetic/matching derive from stored embeddings in seconds, and `videos` only probes files.
+SHARDABLE = ("clip_embeddings", "flow_scores")
+WORKER_MODULE = "vidscore_core.torchrun_worker"
+UNREADABLE_PREFIX = "unreadable at ingest: "
+
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class ScoreSummary:
+    """What one call of `score_videos` did (logged by the step, gathered over ranks)."""
+
+    asset: str
+    clips: int = 0
+    scored: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    device: str = "cpu"
+    rank: int = 0
+
+    def line(self) -> str:
+        rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.asset}: {self.clips} clips ({self.errors} errors) in {self.seconds:.1f}s "
+            f"({rate:.2f} clips/s, model {self.model_seconds:.1f}s) on {self.device}"
+        )
+
+
+# -- sharding ------------------------------------------------------------------------------------
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of rank's contiguous shard of n items; sizes differ by at most one."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def shard(frame: pd.DataFrame, rank: int, world_size: int) -> pd.DataFrame:
+    """Rank's rows of `frame`: the shards of all ranks are disjoint and cover every row once."""
+    start, stop = shard_bounds(len(frame), rank, world_size)
+    return frame.iloc[start:stop].reset_index(drop=True)
+
+
+def part_name(rank: int) -> str:
+    return f"rank{rank}"
+
+
+def part_paths(staging_dir: Path, asset: str, batch: str, world_size: int) -> list[Path]:
+    """The staged parts the ranks of a world of `world_size` write for one partition."""
+    return [staged_path(staging_dir, asset, batch, part_name(r)) for r in range(world_size)]
+
+
+def existing_parts(staging_dir: Path, asset: str, batch: str) -> list[Path]:
+    """Rank parts already staged for the partition (any world size), ordered by rank."""
+    whole = staged_path(staging_dir, asset, batch)
+    # Encoded keys hold no glob metacharacters (staged_path percent-encodes them).
+    found = list(whole.parent.glob(f"{whole.stem}@rank*.parquet")) if whole.parent.is_dir() else []
+
+    def rank_of(path: Path) -> int:
+        suffix = path.stem.rsplit("@rank", 1)[-1]
+        return int(suffix) if suffix.isdigit() else -1
+
+    return sorted((p for p in found if rank_of(p) >= 0), key=rank_of)
+
+
+def clear_parts(staging_dir: Path, asset: str, batch: str) -> int:
+    """Remove rank parts left by an earlier run (another world size would mix with the new ones)."""
+    parts = existing_parts(staging_dir, asset, batch)
+    for path in parts:
+        path.unlink(missing_ok=True)
+    return len(parts)
+
+
+# -- the per-batch scoring shared by the single process and the ranks ---------------------------
+
+
+def split_unreadable(videos: pd.DataFrame) -> tuple[list[Clip], dict[str, str]]:
+    """Clips to score, and the ones ingestion already found unreadable (their reason is reused)."""
+    bad = videos[videos["error"].notna()]
+    good = videos[videos["error"].isna()].reset_index(drop=True)
+    return clips_from_frame(good), dict(zip(bad["video_id"], bad["error"], strict=True))
+
+
+def empty_rows(asset: str) -> pd.DataFrame:
+    """A zero-row frame with the table's columns (a rank whose shard is empty stages this)."""
+    return pd.DataFrame({name: pd.Series([], dtype=object) for name, _ in schema.columns(asset)})
+
+
+def score_videos(
+    asset: str,
+    videos: pd.DataFrame,
+    batch: str,
+    settings: Settings,
+    options: JobOptions,
+    *,
+    flow_backend: str = "unimatch",
+    log: LogFn | None = None,
+) -> tuple[pd.DataFrame, ScoreSummary]:
+    """Table rows of `asset` for `videos` (columns video_id, path, text, error), one per clip or frame.
+
+    Clips that ingestion found unreadable are not decoded again: they get a row with the ingest
+    reason, stamped with the same lineage as the scored rows.
+    """
+    if asset not in SHARDABLE:
+        raise ValueError(f"{asset!r} is not scored per clip here; expected one of {SHARDABLE}")
+    if len(videos) == 0:
+        return empty_rows(asset), ScoreSummary(asset)
+    clips, unreadable = split_unreadable(videos)
+    if asset == "clip_embeddings":
+        from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
+        from vidscore_core.scoring.derived import FrameEmbeddings
+
+        job = ClipJob(settings, options)
+        items = job.embed(clips, AESTHETIC_POINTS)
+        items += [FrameEmbeddings(v, None, error=UNREADABLE_PREFIX + e) for v, e in unreadable.items()]
+        frame = job.embedding_rows(items, batch)
+        stats, device = job.stats, job.device
+    else:
+        flow = FlowJob(settings, options, flow_backend)
+        results = flow.score(clips)
+        start = len(clips)
+        results += [
+            ClipResult(Clip(index=start + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
+            for i, (v, e) in enumerate(unreadable.items())
+        ]
+        frame = flow.rows(results, batch)
+        stats, device = flow.stats, flow.device
+    summary = ScoreSummary(
+        asset=asset,
+        clips=len(videos),
+        scored=stats.clips,
+        errors=stats.errors + len(unreadable),
+        seconds=stats.seconds,
+        model_seconds=stats.model_seconds,
+        device=device,
+    )
+    if log is not None:
+        log(summary.line())
+    return frame, summary
+
+
+# -- launching -----------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a torchrun rank needs, written as JSON by the launching step."""
+
+    asset: str
+    batch: str
+    videos_path: str  # Parquet with the batch's `videos` rows (video_id, path, text, error)
+    staging_dir: str
+    settings: dict = field(default_factory=dict)  # Settings fields, paths as strings
+    options: dict = field(default_factory=dict)  # JobOptions fields except `progress`
+    flow_backend: str = "unimatch"
+    dist_backend: str = "auto"  # auto: nccl for CUDA ranks, gloo otherwise
+    collective_timeout_s: float = 6 * 3600.0  # the final gather waits for the slowest rank
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        asset: str,
+        batch: str,
+        videos_path: Path,
+        settings: Settings,
+        options: JobOptions,
+        flow_backend: str = "unimatch",
+        dist_backend: str = "auto",
+    ) -> WorkerSpec:
+        settings_fields = {
+            f.name: (str(v) if isinstance(v, Path) else v)
+            for f in dataclasses.fields(settings)
+            for v in [getattr(settings, f.name)]
+        }
+        option_fields = {
+            f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "progress"
+        }
+        return cls(
+            asset=asset,
+            batch=batch,
+            videos_path=str(videos_path),
+            staging_dir=str(settings.staging_dir),
+            settings=settings_fields,
+            options=option_fields,
+            flow_backend=flow_backend,
+            dist_backend=dist_backend,
+        )
+
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> WorkerSpec:
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def to_settings(self) -> Settings:
+        values = dict(self.settings)
+        for name in ("home", "models_dir", "clip_weights_override", "aesthetic_weights_override",
+                     "unimatch_weights_override"):  # fmt: skip
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        return Settings(**values)
+
+
+def torchrun_command(nproc: int, spec_path: Path, *, python: str | None = None) -> list[str]:
+    """`torchrun --standalone --nproc-per-node N -m vidscore_core.torchrun_worker --spec SPEC`.
+
+    Run as `python -m torch.distributed.run` (what the `torchrun` script calls) with this interpreter,
+    so it works in a virtualenv whose bin/ is not on PATH. `--standalone` picks a free local port for
+    the rendezvous, so several steps on one machine never collide.
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    return [
+        python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", WORKER_MODULE, "--spec", str(spec_path),
+    ]  # fmt: skip
+
+
+def worker_env(nproc: int, device: str) -> dict[str, str]:
+    """Environment for the ranks: the package importable, and CPU threads split between ranks."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    env = {"PYTHONPATH": package_root + (os.pathsep + path if path else "")}
+    if "OMP_NUM_THREADS" not in os.environ:
+        # torchrun would force 1 thread per rank; on CPU give each rank its share of the cores.
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc)) if device == "cpu" else "1"
+    return env
+
+
+def rank_device(requested: str, local_rank: int) -> str:
+    """The device of one rank: `cuda:<local rank>` when CUDA is used, else `cpu`."""
+    import torch
+
+    requested = (requested or "auto").strip().lower()
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return f"cuda:{local_rank % torch.cuda.device_count()}"
+    if requested == "auto":
+        return "cpu"
+    raise ValueError(f"device {requested!r} was asked for but CUDA is not available on this machine")

@@ -1,0 +1,36 @@
+"""The job the inbox sensor and the backfill schedule launch: one batch through ingest and scoring."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+SCORE_BATCH_JOB = "score_batch"
+# In dependency order; a run may select a subset (the backfill schedule selects what is missing).
+BATCH_ASSETS = ("videos", "clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
+
+
+def run_executor() -> dg.ExecutorDefinition | None:
+    """`VIDSCORE_RUN_EXECUTOR`: `multiprocess` (default: one process per step) or `in_process`.
+
+    Also meant for `Definitions(executor=...)`, so runs the automation sensor or the UI launch
+    (job `__ASSET_JOB`) behave the same as `score_batch` runs. None: Dagster's default.
+
+    in_process saves a Python start-up (imports of torch and the code location) per step, which
+    dominates small batches; multiprocess isolates steps (a decoder crash fails one step only).
+    """
+    value = os.environ.get("VIDSCORE_RUN_EXECUTOR", "multiprocess").strip().lower()
+    if value == "in_process":
+        return dg.in_process_executor
+    if value == "multiprocess":
+        return None  # the code location's default executor
+    raise ValueError(f"VIDSCORE_RUN_EXECUTOR={value!r}: expected 'multiprocess' or 'in_process'")
+
+
+score_batch = dg.define_asset_job(
+    SCORE_BATCH_JOB,
+    selection=dg.AssetSelection.assets(*BATCH_ASSETS),
+    executor_def=run_executor(),
+    description="Probe one batch (`videos`) and compute its scores, with their asset checks.",
+)

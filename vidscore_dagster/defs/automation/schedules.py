@@ -1,0 +1,280 @@
+"""Scheduled backfills: re-run the batches whose scores are missing, retryable or stale.
+
+Each tick (daily at 03:00 UTC by default; `VIDSCORE_BACKFILL_CRON` changes it) compares the
+DuckDB tables with what the current code and weights would produce:
+* missing: a registered batch without `videos` rows (when its manifest exists), or a score table
+  with fewer clips than `videos` has for the batch;
+* retryable: rows whose `error` matches `VIDSCORE_RETRYABLE_ERRORS` (decoder timeouts, CUDA out
+  of memory...), which a new attempt may well score;
+* stale: rows whose `code_version` (the source hash of the score's modules) or `weights_sha256`
+  differ from the current ones, or flow rows of another backend.
+It requests one run per such batch, selecting the affected assets and everything they feed.
+Run keys hold the tick's date and the state found, so a tick evaluated twice launches nothing new,
+while tomorrow's tick retries a batch whose run failed today.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from vidscore_core import lineage, weights
+from vidscore_core.ingest import manifest_path
+from vidscore_core.scoring import jobs
+from vidscore_core.settings import Settings
+from vidscore_core.store import Store
+from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, score_batch
+from vidscore_dagster.defs.partitions import BATCHES
+from vidscore_dagster.defs.resources import DuckDBStore, ScoringOptions, VidscoreSettings
+
+DEFAULT_CRON = "0 3 * * *"
+# RE2 syntax (DuckDB's regexp_matches): what is worth another attempt, not a broken file.
+DEFAULT_RETRYABLE = (
+    r"(?i)(timed out|timeout|out of memory|CUDA error|CUBLAS_STATUS_ALLOC_FAILED|"
+    r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable)"
+)
+SCORE_TABLES = ("clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
+# What a re-run of an asset invalidates downstream (aesthetic and matching read clip_embeddings).
+DOWNSTREAM: dict[str, tuple[str, ...]] = {
+    "videos": SCORE_TABLES,
+    "clip_embeddings": ("aesthetic_scores", "matching_scores"),
+}
+# An error in a derived score comes from the embedding it was computed from: retry both.
+RETRY_UPSTREAM: dict[str, str] = {"aesthetic_scores": "clip_embeddings", "matching_scores": "clip_embeddings"}
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The lineage that rows of a table computed now would carry."""
+
+    code_version: str
+    weights_sha256: str | None = None
+    check_weights: bool = True  # False when the weights file is absent (nothing to compare with)
+    backend: str | None = None  # flow only
+
+
+def current_lineage(settings: Settings, flow_backend: str) -> tuple[dict[str, Expected], list[str]]:
+    """Expected lineage per score table, and notes on what could not be determined."""
+    notes: list[str] = []
+
+    def sha(name: str) -> str | None:
+        try:
+            return lineage.file_sha256(weights.require(name, settings))
+        except (FileNotFoundError, OSError, ValueError) as exc:
+            notes.append(f"{name} weights unavailable ({type(exc).__name__}); not comparing their hash")
+            return None
+
+    clip, aesthetic = sha("clip"), sha("aesthetic")
+    expected = {
+        "clip_embeddings": Expected(lineage.code_version(*jobs.CLIP_CODE), clip, clip is not None),
+        "matching_scores": Expected(lineage.code_version(*jobs.MATCHING_CODE), clip, clip is not None),
+        "aesthetic_scores": Expected(
+            lineage.code_version(*jobs.AESTHETIC_CODE),
+            jobs.combined_sha({"clip": clip, "aesthetic": aesthetic}) if clip and aesthetic else None,
+            bool(clip and aesthetic),
+        ),
+    }
+    if flow_backend == "unimatch":
+        unimatch = sha("unimatch")
+        expected["flow_scores"] = Expected(
+            lineage.code_version(*jobs.FLOW_CODE), unimatch, unimatch is not None, backend="unimatch"
+        )
+    else:  # weight-free backends store no hash: rows must have none
+        expected["flow_scores"] = Expected(lineage.code_version(*jobs.FLOW_CODE), None, True, flow_backend)
+    return expected, notes
+
+
+@dataclass
+class BatchPlan:
+    batch: str
+    reasons: dict[str, list[str]] = field(default_factory=dict)  # asset -> why
+
+    def need(self, asset: str, reason: str) -> None:
+        self.reasons.setdefault(asset, []).append(reason)
+
+    def assets(self) -> list[str]:
+        """The assets to run, in dependency order, with everything downstream of a re-run asset."""
+        chosen = set(self.reasons)
+        for asset in list(chosen):
+            if asset in RETRY_UPSTREAM and any(r.startswith("retryable") for r in self.reasons[asset]):
+                chosen.add(RETRY_UPSTREAM[asset])
+        for asset in list(chosen):  # one pass suffices: DOWNSTREAM lists transitive dependents
+            chosen.update(DOWNSTREAM.get(asset, ()))
+        return [a for a in BATCH_ASSETS if a in chosen]
+
+    def summary(self) -> str:
+        return "; ".join(f"{asset}: {', '.join(why)}" for asset, why in sorted(self.reasons.items()))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.summary().encode()).hexdigest()[:12]
+
+
+def _table_state(store: Store, table: str, exp: Expected, pattern: str) -> dict[str, dict[str, int]]:
+    stale_weights = "weights_sha256 IS DISTINCT FROM $sha" if exp.check_weights else "false"
+    stale_backend = "backend IS DISTINCT FROM $backend" if exp.backend is not None else "false"
+    params: dict[str, object] = {"code": exp.code_version, "pattern": pattern}
+    if exp.check_weights:
+        params["sha"] = exp.weights_sha256
+    if exp.backend is not None:
+        params["backend"] = exp.backend
+    # Identifiers come from SCORE_TABLES (constants); values are bound parameters.
+    frame = store.query_df(
+        f"""
+        SELECT batch,
+               count(DISTINCT video_id) AS clips,
+               count(*) FILTER (WHERE error IS NOT NULL AND regexp_matches(error, $pattern)) AS retryable,
+               count(*) FILTER (WHERE code_version IS DISTINCT FROM $code) AS stale_code,
+               count(*) FILTER (WHERE {stale_weights}) AS stale_weights,
+               count(*) FILTER (WHERE {stale_backend}) AS stale_backend
+        FROM "{table}" GROUP BY batch
+        """,
+        params,
+    )
+    return {str(row.pop("batch")): {k: int(v) for k, v in row.items()} for row in frame.to_dict("records")}
+
+
+def plan_backfill(
+    store: Store,
+    settings: Settings,
+    batch_keys: Iterable[str],
+    expected: dict[str, Expected],
+    retryable_pattern: str = DEFAULT_RETRYABLE,
+) -> list[BatchPlan]:
+    """The batches that need a run, each with the assets to run and why."""
+    re.compile(retryable_pattern.replace("(?i)", ""))  # fail early on a pattern typo
+    videos = store.partition_counts("videos")
+    states = {t: _table_state(store, t, expected[t], retryable_pattern) for t in SCORE_TABLES}
+    plans: list[BatchPlan] = []
+    for batch in batch_keys:
+        plan = BatchPlan(batch)
+        n_videos = videos.get(batch, 0)
+        if n_videos == 0:
+            if manifest_path(settings, batch).exists():
+                plan.need("videos", "missing")
+        else:
+            for table in SCORE_TABLES:
+                state = states[table].get(batch)
+                if state is None:
+                    plan.need(table, "missing")
+                    continue
+                if state["clips"] < n_videos:
+                    plan.need(table, f"missing {n_videos - state['clips']} clips")
+                if state["retryable"]:
+                    plan.need(table, f"retryable errors in {state['retryable']} rows")
+                if state["stale_code"]:
+                    plan.need(table, f"stale code_version in {state['stale_code']} rows")
+                if state["stale_weights"]:
+                    plan.need(table, f"stale weights_sha256 in {state['stale_weights']} rows")
+                if state["stale_backend"]:
+                    plan.need(table, f"other flow backend in {state['stale_backend']} rows")
+        if plan.reasons:
+            plans.append(plan)
+    return plans
+
+
+def batches_in_flight(instance: dg.DagsterInstance) -> set[str]:
+    """Batches that a queued or running run already covers, whatever launched it (not requested again).
+
+    Two runs of one batch at once would race on its staged file; the automation sensor's runs
+    (job `__ASSET_JOB`) and UI backfills count as much as this schedule's own.
+    """
+    active = [dg.DagsterRunStatus[s] for s in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")]
+    busy: set[str] = set()
+    partition_keys: list[str] | None = None
+    for record in instance.get_run_records(dg.RunsFilter(statuses=active)):
+        tags = record.dagster_run.tags
+        if "dagster/partition" in tags:
+            busy.add(tags["dagster/partition"])
+        start, end = (
+            tags.get("dagster/asset_partition_range_start"),
+            tags.get("dagster/asset_partition_range_end"),
+        )
+        if start and end:
+            partition_keys = (
+                partition_keys if partition_keys is not None else instance.get_dynamic_partitions(BATCHES)
+            )
+            if start in partition_keys and end in partition_keys:
+                busy.update(partition_keys[partition_keys.index(start) : partition_keys.index(end) + 1])
+    return busy
+
+
+def backfill_requests(
+    context: dg.ScheduleEvaluationContext,
+    settings: Settings,
+    store: Store,
+    flow_backend: str,
+    *,
+    max_runs: int | None = None,
+    retryable_pattern: str | None = None,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    keys = context.instance.get_dynamic_partitions(BATCHES)
+    if not keys:
+        return dg.SkipReason("no batches registered yet")
+    expected, notes = current_lineage(settings, flow_backend)
+    for note in notes:
+        context.log.warning(note)
+    pattern = retryable_pattern or os.environ.get("VIDSCORE_RETRYABLE_ERRORS") or DEFAULT_RETRYABLE
+    plans = plan_backfill(store, settings, keys, expected, pattern)
+    busy = batches_in_flight(context.instance)
+    todo = [p for p in plans if p.batch not in busy]
+    limit = max_runs if max_runs is not None else int(os.environ.get("VIDSCORE_BACKFILL_MAX_RUNS") or 200)
+    if not todo:
+        why = f"{len(plans) - len(todo)} batches need work but already have a run in flight" if plans else ""
+        return dg.SkipReason(why or f"all {len(keys)} batches are complete and current")
+    tick = (
+        context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
+        if context.scheduled_execution_time
+        else "now"
+    )
+    requests = []
+    for plan in todo[:limit]:
+        context.log.info(f"backfill {plan.batch}: {plan.summary()}")
+        requests.append(
+            dg.RunRequest(
+                run_key=f"backfill:{tick}:{plan.batch}:{plan.fingerprint()}",
+                partition_key=plan.batch,
+                asset_selection=[dg.AssetKey(a) for a in plan.assets()],
+                tags={
+                    "vidscore/source": "backfill_schedule",
+                    "vidscore/backfill_reason": plan.summary()[:1000],
+                },
+            )
+        )
+    if len(todo) > limit:
+        context.log.info(f"{len(todo) - limit} more batches left for the next tick (limit {limit})")
+    return requests
+
+
+def backfill_cron() -> str:
+    return os.environ.get("VIDSCORE_BACKFILL_CRON") or DEFAULT_CRON
+
+
+@dg.schedule(
+    name="score_backfill_schedule",
+    cron_schedule=backfill_cron(),
+    job=score_batch,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Re-run batches whose scores are missing, hit a retryable error (decoder timeout, CUDA "
+    "out of memory) or are stale (code_version / weights_sha256 changed). Cron: VIDSCORE_BACKFILL_CRON.",
+)
+def score_backfill_schedule(
+    context: dg.ScheduleEvaluationContext,
+    vidscore: VidscoreSettings,
+    duckdb: DuckDBStore,
+    scoring: ScoringOptions,
+):
+    settings = vidscore.settings()
+    # A short lock wait: the tick must answer within the gRPC timeout even while a commit runs.
+    store = Store(Path(duckdb.database).expanduser(), lock_timeout_s=20.0)
+    store.ensure_schema()
+    return backfill_requests(context, settings, store, scoring.flow_backend)
+
+
+schedules = [score_backfill_schedule]

@@ -1,0 +1,298 @@
+"""The inbox sensor: meta files dropped in `$VIDSCORE_HOME/inbox/` are ingested and scored.
+
+A tick lists the inbox once (os.scandir, no recursion), orders the meta files by arrival and
+handles at most a few of them:
+* a file is taken only once it has settled (not modified for `VIDSCORE_INBOX_SETTLE_S`, default
+  5 s); dotfiles and `.tmp`/`.part` names are never taken, so "write to a temp name, then
+  rename" is the way to drop a file at once. The tick never goes past an unsettled file, so the
+  cursor cannot skip it;
+* its content fingerprint (sha256) names its copy in `inbox/processed/`, so the same content
+  always gives the same batch keys and run keys: a file dropped twice is ingested once;
+* a file that cannot be read as a meta file moves to `inbox/rejected/` with `<name>.reason.txt`.
+The cursor is the last handled (arrival time, name) plus a bounded set of recent fingerprints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from vidscore_core.ingest import DEFAULT_BATCH_SIZE, stage_manifests
+from vidscore_core.settings import Settings
+from vidscore_dagster.defs.automation.jobs import score_batch
+from vidscore_dagster.defs.partitions import batches
+from vidscore_dagster.defs.resources import VidscoreSettings
+
+META_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+# Names that writers use while a file is incomplete (browsers, rsync, curl -o x.part, editors).
+PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp", ".lock")
+PROCESSED = "processed"
+REJECTED = "rejected"
+FINGERPRINTS = ".fingerprints"  # inside processed/: one marker per ingested content
+RECENT_LIMIT = 1000
+TICK_BUDGET_S = 20.0  # stop taking files after this long; the gRPC sensor call times out at 60 s
+
+
+def _float_env(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+def settle_seconds() -> float:
+    return _float_env("VIDSCORE_INBOX_SETTLE_S", 5.0)
+
+
+@dataclass
+class InboxCursor:
+    """Where the last tick stopped: files at or before `after` were handled (moved away or kept)."""
+
+    after: tuple[int, str] = (0, "")
+    recent: list[str] = field(default_factory=list)  # fingerprints, oldest first
+
+    @classmethod
+    def parse(cls, raw: str | None) -> InboxCursor:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(after=(int(data["after"][0]), str(data["after"][1])), recent=list(data.get("recent", [])))
+
+    def dump(self) -> str:
+        return json.dumps({"after": list(self.after), "recent": self.recent[-RECENT_LIMIT:]})
+
+    def remember(self, fingerprint: str) -> None:
+        if fingerprint not in self.recent:
+            self.recent.append(fingerprint)
+            del self.recent[:-RECENT_LIMIT]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    path: Path
+    key: tuple[int, str]  # (arrival time ns, name): the order files are handled in
+    size: int
+    mtime_ns: int
+
+
+def arrival_key(st: os.stat_result, name: str) -> tuple[int, str]:
+    # ctime too: `mv` keeps a file's old mtime, but a rename into the inbox updates its ctime.
+    return (max(st.st_mtime_ns, st.st_ctime_ns), name)
+
+
+def is_candidate_name(name: str) -> bool:
+    lower = name.lower()
+    return not (name.startswith(".") or lower.endswith(PARTIAL_SUFFIXES) or lower.endswith(".reason.txt"))
+
+
+def scan(inbox: Path, cursor: InboxCursor) -> list[Arrival]:
+    """Files of the inbox (top level only) that arrived after the cursor, in arrival order."""
+    found: list[Arrival] = []
+    with os.scandir(inbox) as entries:
+        for entry in entries:
+            if not is_candidate_name(entry.name):
+                continue
+            try:
+                if not entry.is_file():
+                    continue  # processed/, rejected/, other folders
+                st = entry.stat()
+            except FileNotFoundError:  # moved away while we listed
+                continue
+            key = arrival_key(st, entry.name)
+            if key > cursor.after:
+                found.append(Arrival(Path(entry.path), key, st.st_size, st.st_mtime_ns))
+    found.sort(key=lambda a: a.key)
+    return found
+
+
+def fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unique_path(folder: Path, name: str) -> Path:
+    """`folder/name`, or `folder/<stem>.<n><suffix>` when taken."""
+    target = folder / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    n = 1
+    while target.exists():
+        target = folder / f"{stem}.{n}{suffix}"
+        n += 1
+    return target
+
+
+def reject(arrival: Arrival, inbox: Path, reason: str) -> Path:
+    """Move a bad file to `inbox/rejected/` and write why next to it."""
+    folder = inbox / REJECTED
+    folder.mkdir(parents=True, exist_ok=True)
+    target = unique_path(folder, arrival.path.name)
+    os.replace(arrival.path, target)
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    (folder / f"{target.name}.reason.txt").write_text(
+        f"{arrival.path.name} was rejected at {stamp}:\n{reason}\n", encoding="utf-8"
+    )
+    return target
+
+
+def _place(source: Path, target: Path) -> bool:
+    """Put a copy of `source` at `target` (a hard link when possible); False if it was already there."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        return False
+    except OSError:  # another filesystem, or links not supported
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    return True
+
+
+@dataclass
+class Outcome:
+    name: str
+    fingerprint: str
+    batches: list[str] = field(default_factory=list)
+    status: str = "ingested"  # ingested | duplicate | rejected
+    detail: str = ""
+
+
+def _is_machine_error(exc: BaseException, path: Path) -> bool:
+    """An OSError about another file (staging disk full...): the tick fails and is retried."""
+    return isinstance(exc, OSError) and not (exc.filename is not None and Path(exc.filename) == path)
+
+
+def handle(
+    arrival: Arrival, fp: str, inbox: Path, settings: Settings, batch_size: int, recent: bool
+) -> Outcome:
+    """Ingest one settled meta file, or recognise it as a duplicate, or reject it.
+
+    `recent`: the cursor saw this content lately (a duplicate even if processed/ was cleaned up).
+    """
+    processed = inbox / PROCESSED
+    markers = processed / FINGERPRINTS
+    markers.mkdir(parents=True, exist_ok=True)
+    path = arrival.path
+    target = processed / f"{path.stem}-{fp[:8]}{path.suffix.lower()}"
+    marker = markers / f"{fp[:32]}.json"
+    if marker.exists() or recent:
+        # Same content as a file ingested before: re-emit its run requests (same run keys, so
+        # Dagster launches nothing twice: this also completes a tick that crashed half-way).
+        record = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
+        _place(path, target)
+        path.unlink(missing_ok=True)
+        earlier = record.get("processed", "a recently ingested file")
+        return Outcome(
+            path.name, fp, list(record.get("batches", [])), "duplicate", f"same content as {earlier}"
+        )
+    created = _place(path, target)
+    try:
+        # Batch keys come from the copy's path, which holds the fingerprint: same content, same keys.
+        keys = stage_manifests(target, settings, batch_size=batch_size)
+    except Exception as exc:
+        if _is_machine_error(exc, target):
+            raise
+        if created:
+            target.unlink(missing_ok=True)
+        reason = f"{type(exc).__name__}: {exc}"
+        reject(arrival, inbox, reason)
+        return Outcome(path.name, fp, [], "rejected", reason)
+    record = {"fingerprint": fp, "name": path.name, "processed": target.name, "batches": keys,
+              "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    tmp = marker.with_name(f".{marker.name}.tmp")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp, marker)  # written before the original goes: a crash after this re-emits, never loses
+    path.unlink(missing_ok=True)
+    return Outcome(path.name, fp, keys, "ingested", f"-> {PROCESSED}/{target.name}")
+
+
+def run_requests(outcome: Outcome) -> Iterator[dg.RunRequest]:
+    for key in outcome.batches:
+        yield dg.RunRequest(
+            run_key=f"inbox:{outcome.fingerprint[:16]}:{key}",
+            partition_key=key,
+            tags={"vidscore/source": "inbox", "vidscore/meta_file": outcome.name[:200]},
+        )
+
+
+def evaluate_inbox(context: dg.SensorEvaluationContext, vidscore: VidscoreSettings) -> dg.SensorResult:
+    settings = vidscore.settings()
+    inbox = settings.inbox_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    settle_ns = int(settle_seconds() * 1e9)
+    limit = int(os.environ.get("VIDSCORE_INBOX_MAX_FILES") or 10)
+    batch_size = int(os.environ.get("VIDSCORE_INGEST_BATCH_SIZE") or DEFAULT_BATCH_SIZE)
+    cursor = InboxCursor.parse(context.cursor)
+    started = time.monotonic()
+    outcomes: list[Outcome] = []
+    waiting: str | None = None
+    for arrival in scan(inbox, cursor):
+        if len(outcomes) >= limit or time.monotonic() - started > TICK_BUDGET_S:
+            break
+        if time.time_ns() - arrival.mtime_ns < settle_ns:
+            waiting = arrival.path.name  # later files wait too, so the cursor never passes this one
+            break
+        if arrival.path.suffix.lower() not in META_SUFFIXES:  # rejected before hashing a stray video
+            reject(arrival, inbox, f"not a meta file: the name must end in one of {', '.join(META_SUFFIXES)}")
+            outcomes.append(Outcome(arrival.path.name, "", [], "rejected", "not a meta file"))
+            cursor.after = arrival.key
+            continue
+        try:
+            fp = fingerprint(arrival.path)
+            st = arrival.path.stat()
+        except FileNotFoundError:
+            continue  # taken away before we read it
+        if (st.st_size, st.st_mtime_ns) != (arrival.size, arrival.mtime_ns):
+            waiting = arrival.path.name  # still being written despite the settle time
+            break
+        outcome = handle(arrival, fp, inbox, settings, batch_size, recent=fp in cursor.recent)
+        outcomes.append(outcome)
+        cursor.remember(fp)
+        cursor.after = arrival.key
+        context.log.info(f"{outcome.status} {outcome.name}: {outcome.detail} batches={outcome.batches}")
+    requests = [r for o in outcomes for r in run_requests(o)]
+    keys = list(dict.fromkeys(k for o in outcomes for k in o.batches))
+    if not outcomes:
+        reason = f"waiting for {waiting} to settle" if waiting else "no new meta files in the inbox"
+        return dg.SensorResult(skip_reason=reason, cursor=cursor.dump())
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[batches.build_add_request(keys)] if keys else [],
+        cursor=cursor.dump(),
+    )
+
+
+@dg.sensor(
+    name="inbox_sensor",
+    job=score_batch,
+    minimum_interval_seconds=int(os.environ.get("VIDSCORE_INBOX_INTERVAL_S") or 30),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Ingest meta files dropped in $VIDSCORE_HOME/inbox/ and score their batches; bad files "
+    "go to inbox/rejected/ with a reason, handled ones to inbox/processed/.",
+)
+def inbox_sensor(context: dg.SensorEvaluationContext, vidscore: VidscoreSettings) -> dg.SensorResult:
+    return evaluate_inbox(context, vidscore)
+
+
+# Evaluates the assets' automation conditions (see policies.py). Declared here rather
+# than left to Dagster's default sensor, which starts stopped: scores should follow `videos` as soon
+# as the daemon runs. Many partitions at once become one backfill, grouped by the backfill policy.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=int(os.environ.get("VIDSCORE_AUTOMATION_INTERVAL_S") or 30),
+    description="Materializes assets whose automation condition is met (scores follow new or re-run "
+    "`videos` partitions).",
+)
+
+sensors = [inbox_sensor, automation_sensor]
