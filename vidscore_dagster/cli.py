@@ -114,7 +114,9 @@ def ingest(meta, batch_size, materialize, assets) -> None:
             if assets == "auto"
             else [a.strip() for a in assets.split(",") if a.strip()]
         )
-        _materialize(instance, keys, names)
+        outcome = _materialize(instance, keys, names)
+        if not all(outcome.values()):
+            _fail(f"{sum(not ok for ok in outcome.values())} of {len(keys)} batch(es) failed")
 
 
 def available_assets(settings: Settings, flow_backend: str | None = None) -> list[str]:
@@ -139,11 +141,8 @@ def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:
 
     click.echo(f"materializing {', '.join(names)} for {len(keys)} batch(es) …")
 
-    def report(key: str, ok: bool) -> None:
-        click.secho(
-            f"  {key}: {'ok' if ok else 'FAILED (see the run in the Dagster UI)'}",
-            fg="green" if ok else "red",
-        )
+    def report(key: str, ok: bool, reason: str) -> None:
+        click.secho(f"  {key}: {'ok' if ok else f'FAILED: {reason}'}", fg="green" if ok else "red")
 
     return materialize_batches(instance, keys, names, resources=resources, on_batch=report)
 

@@ -54,7 +54,14 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
     resources = default_resources(flow_backend=flow_backend)
     click.secho(f"4. materializing {', '.join(names)} through Dagster", bold=True)
     started = time.perf_counter()
-    outcome = materialize_batches(instance, keys, names, resources=resources, log_level="WARNING")
+
+    def report(key: str, ok: bool, reason: str) -> None:
+        if not ok:
+            click.secho(f"   {key} FAILED: {reason}", fg="red")
+
+    outcome = materialize_batches(
+        instance, keys, names, resources=resources, log_level="WARNING", on_batch=report
+    )
     ok = all(outcome.values())
     click.echo(f"   {'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s")
 

@@ -47,7 +47,7 @@ def materialize_batches(
     asset_names: Sequence[str],
     *,
     resources: dict | None = None,
-    on_batch: Callable[[str, bool], None] | None = None,
+    on_batch: Callable[[str, bool, str], None] | None = None,
     log_level: str = "INFO",
 ) -> dict[str, bool]:
     """Materialize `asset_names` (with their checks) for each batch, in-process; returns success per batch."""
@@ -69,8 +69,17 @@ def materialize_batches(
         )
         outcome[key] = result.success
         if on_batch:
-            on_batch(key, result.success)
+            on_batch(key, result.success, "" if result.success else failure_reason(result))
     return outcome
+
+
+def failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step and its error message, for a one-line report."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            message = event.step_failure_data.error.message.strip().splitlines()[0]
+            return f"{event.step_key}: {message}"
+    return "the run did not succeed (see the run in the Dagster UI)"
 
 
 def set_pool_limits(instance: dg.DagsterInstance | None = None) -> dict[str, int]:

@@ -265,9 +265,19 @@ def dagster_yaml(pg: Postgres) -> str:
     }
     config = {
         "storage": storage,  # runs, event logs and schedules in Postgres
-        "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
+        "run_coordinator": {
+            "module": "dagster._core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {"dequeue_interval_seconds": 1},
+        },
         "concurrency": {
-            "runs": {"max_concurrent_runs": 4},
+            "runs": {
+                "max_concurrent_runs": 4,
+                # One run per batch at a time: two would race on the batch's staged files.
+                "tag_concurrency_limits": [
+                    {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+                ],
+            },
             "pools": {"default_limit": 1, "granularity": "op"},
         },
         "telemetry": {"enabled": False},
