@@ -52,6 +52,7 @@ def materialize_batches(
 ) -> dict[str, bool]:
     """Materialize `asset_names` (with their checks) for each batch, in-process; returns success per batch."""
     from vidscore_dagster.definitions import defs
+    from vidscore_dagster.defs.resources import default_resources
 
     wanted = {dg.AssetKey(n) for n in asset_names}
     assets = [a for a in defs.assets or [] if set(a.keys) & wanted]
@@ -62,7 +63,8 @@ def materialize_batches(
             [*assets, *checks],
             partition_key=key,
             instance=instance,
-            resources=resources or dict(defs.resources or {}),
+            # Read the environment now, not when `definitions` was first imported.
+            resources=resources or default_resources(),
             raise_on_error=False,
             tags={"vidscore/launched_by": "cli"},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
