@@ -171,5 +171,11 @@ def test_a_staged_file_left_by_a_crash_is_committed_not_recomputed(env, fixtures
     assert all(materialize_batches(instance, [key], ["flow_scores"], resources=default_resources()).values())
     committed = store.query_df("SELECT flow FROM flow_scores WHERE batch = ? AND flow IS NOT NULL", [key])
     assert len(committed) == 3 and set(committed["flow"]) == {123.0}
-    # Committed files are removed; a leftover made with another backend would not be reused.
+    # Committed files are removed.
     assert not list((settings.staging_dir / "flow_scores").glob("*.parquet"))
+    # A leftover made with another backend is recomputed, never mixed into a DIS partition.
+    frame["backend"] = "unimatch"
+    store.stage(frame, "flow_scores", key, settings.staging_dir)
+    assert all(materialize_batches(instance, [key], ["flow_scores"], resources=default_resources()).values())
+    rescored = store.query_df("SELECT flow, backend FROM flow_scores WHERE batch = ? AND flow IS NOT NULL", [key])
+    assert len(rescored) == 3 and 123.0 not in set(rescored["flow"]) and set(rescored["backend"]) == {"dis"}

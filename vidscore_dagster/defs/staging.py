@@ -233,7 +233,7 @@ def staged_asset(
                 raise dg.Failure(
                     f"staged file(s) {gone} of {name}[{batch}] disappeared before this run committed them: "
                     "another run of the same batch committed them meanwhile. Avoid concurrent runs of one "
-                    "batch (run queue tag limit on dagster/partition, see docs/operate.md); re-run if needed."
+                    'batch (the dagster/partition run tag limit in dagster.yaml, README "Operate"); re-run if needed.'
                 )
             started = time.perf_counter()
             rows_by_batch[batch] = store.commit_partition(name, batch, [Path(p) for p in paths])

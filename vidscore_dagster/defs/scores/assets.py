@@ -73,6 +73,8 @@ clip_embeddings = staged_asset(
     },  # fmt: skip
     deps=["videos"],
     expected_ids=_batch_video_ids,
+    # Leftover staged rows are reused only if scored by the backend configured now: never mix two.
+    accepts=lambda ctx, staged: set(staged["backend"].dropna()) <= {ctx.scoring.flow_backend},
     shardable=True,
     description="L2-normalised CLIP image embeddings of each clip's frames at 10/50/90% (images: one "
     "frame); one decode and one image-tower pass serve aesthetic and matching.",
@@ -108,6 +110,8 @@ flow_scores = staged_asset(
     describe=lambda f: score_metadata(f, "flow", "optical flow score"),
     deps=["videos"],
     expected_ids=_batch_video_ids,
+    # Leftover staged rows are reused only if scored by the backend configured now: never mix two.
+    accepts=lambda ctx, staged: set(staged["backend"].dropna()) <= {ctx.scoring.flow_backend},
     shardable=True,
     description="Mean |optical flow| over frames 0/10/20/30 at 320×576 (UniMatch, or OpenCV DIS "
     "without weights; the backend is recorded per row).",
