@@ -22,7 +22,8 @@ from vidscore_core.engine import Clip
 from vidscore_core.models.aesthetic import AestheticMLP
 from vidscore_core.models.clip import ClipArch, build_clip
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, MATCHING_POINTS
-from vidscore_core.scoring.jobs import ClipJob, JobOptions
+from vidscore_core.scoring.jobs import ClipJob
+from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 from vidscore_core.synth import pan_frames, texture_image, write_clip
 

@@ -19,7 +19,7 @@ import pytest
 
 from vidscore_core import lineage
 from vidscore_core.ingest import manifest_path, stage_manifests
-from vidscore_core.scoring import jobs
+from vidscore_core.scoring import options
 from vidscore_core.store import Store
 from vidscore_core.synth import make_demo_corpus
 from vidscore_dagster.defs.automation import policies
@@ -206,7 +206,7 @@ def test_the_backfill_plan_finds_missing_retryable_and_stale_rows(home, monkeypa
     assert not notes
     shas = {"clip": lineage.file_sha256(settings.clip_weights()),
             "aesthetic": lineage.file_sha256(settings.aesthetic_weights())}  # fmt: skip
-    assert expected["aesthetic_scores"].weights_sha256 == jobs.combined_sha(shas)
+    assert expected["aesthetic_scores"].weights_sha256 == options.combined_sha(shas)
     ids = ["v1", "v2", "v3"]
     for batch in ("complete", "missing", "timeout", "stale_code", "stale_weights", "other_backend"):
         _seed(store, settings, expected, batch, ids)

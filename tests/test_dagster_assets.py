@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -52,6 +54,15 @@ def test_definitions_load_with_contract_names():
                 pools[op.name] = op.pool
     assert pools["flow_scores_stage"] == "gpu" and pools["clip_embeddings_stage"] == "gpu"
     assert pools["flow_scores_commit"] == "duckdb" and pools["videos_commit"] == "duckdb"
+
+
+def test_definitions_load_without_the_model_stack():
+    """Every step process, the webserver and the daemon load the definitions: commits, probes and
+    sensors must not pay for importing torch, open_clip and OpenCV (seconds per process)."""
+    heavy = ("torch", "open_clip", "cv2", "decord", "matplotlib")
+    code = f"import sys, vidscore_dagster.definitions; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_videos_partition_materializes_the_right_rows(env, tmp_path):
@@ -156,7 +167,8 @@ def test_score_assets_match_the_reference(env, fixtures, monkeypatch):
 
 def test_a_staged_file_left_by_a_crash_is_committed_not_recomputed(env, fixtures, monkeypatch):
     """Stage happened, commit did not (the process died): the next run commits the staged rows."""
-    from vidscore_core.scoring.jobs import FlowJob, JobOptions, clips_from_frame
+    from vidscore_core.scoring.jobs import FlowJob, clips_from_frame
+    from vidscore_core.scoring.options import JobOptions
 
     settings, store = env
     monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")
@@ -177,5 +189,7 @@ def test_a_staged_file_left_by_a_crash_is_committed_not_recomputed(env, fixtures
     frame["backend"] = "unimatch"
     store.stage(frame, "flow_scores", key, settings.staging_dir)
     assert all(materialize_batches(instance, [key], ["flow_scores"], resources=default_resources()).values())
-    rescored = store.query_df("SELECT flow, backend FROM flow_scores WHERE batch = ? AND flow IS NOT NULL", [key])
+    rescored = store.query_df(
+        "SELECT flow, backend FROM flow_scores WHERE batch = ? AND flow IS NOT NULL", [key]
+    )
     assert len(rescored) == 3 and 123.0 not in set(rescored["flow"]) and set(rescored["backend"]) == {"dis"}

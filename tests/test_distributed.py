@@ -122,7 +122,8 @@ def test_two_gloo_ranks_give_the_single_process_scores(vidscore_env, tmp_path, m
 
 def test_rank_parts_left_by_a_crash_are_committed_together(vidscore_env, fixtures, monkeypatch):
     """torchrun finished staging, the step died before committing: the next run commits the parts."""
-    from vidscore_core.scoring.jobs import FlowJob, JobOptions, clips_from_frame
+    from vidscore_core.scoring.jobs import FlowJob, clips_from_frame
+    from vidscore_core.scoring.options import JobOptions
 
     settings, store = vidscore_env
     monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")

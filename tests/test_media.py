@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -213,3 +215,21 @@ def test_arguments_are_checked(media: Path) -> None:
         read_frames(clip, points=(0.5,), indices=[1])
     with pytest.raises(ValueError):
         read_frames(clip, indices=[1], backends=("opencv",))
+
+
+def test_decoding_before_the_models_load_does_not_break_torch(fixtures):
+    """A fresh process that decodes a clip first (as ingestion does) and then runs CLIP: the import
+    order decord → torch used to segfault the first CPU matmul."""
+    code = (
+        "import sys; from vidscore_core.media.decode import decode_video\n"
+        "decode_video(sys.argv[1], lambda n: [n // 2])\n"
+        "import torch; from vidscore_core.models.clip import load_clip\n"
+        "print(load_clip(sys.argv[2], device='cpu').encode_images(torch.rand(2, 3, 224, 224)).shape[0])\n"
+    )
+    clip = fixtures / "media/pan_hubble_right_5px.mp4"
+    weights = fixtures / "weights/clip_tiny_openai.pt"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(clip), str(weights)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "2"

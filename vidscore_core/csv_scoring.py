@@ -9,7 +9,8 @@ import pandas as pd
 
 from vidscore_core.meta import read_meta
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, MATCHING_POINTS
-from vidscore_core.scoring.jobs import ClipJob, FlowJob, JobOptions, clips_from_frame
+from vidscore_core.scoring.jobs import ClipJob, FlowJob, clips_from_frame
+from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 
 SCORE_COLUMN = {"aesthetic": "aes", "flow": "flow", "matching": "match"}

@@ -20,14 +20,13 @@ from typing import Any
 import pandas as pd
 
 from vidscore_core.distributed import (
-    ScoreSummary,
     WorkerSpec,
     part_name,
     rank_device,
-    score_videos,
     shard,
 )
-from vidscore_core.scoring.jobs import JobOptions
+from vidscore_core.scoring.batch import ScoreSummary, score_videos
+from vidscore_core.scoring.options import JobOptions
 from vidscore_core.store import Store
 
 

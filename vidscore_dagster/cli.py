@@ -47,7 +47,7 @@ def score(task, meta, output, batch_size, num_workers, device, backend, precisio
     """Score META (CSV or Parquet) and write META_aes.csv / META_flow.csv / META_match.csv."""
     from vidscore_core.csv_scoring import score_meta_file
     from vidscore_core.meta import MetaError
-    from vidscore_core.scoring.jobs import JobOptions
+    from vidscore_core.scoring.options import JobOptions
     from vidscore_core.weights import WeightsMissingError
 
     settings = _settings()

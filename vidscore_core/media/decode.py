@@ -295,6 +295,10 @@ def _check_declared(header: VideoHeader, n: int, what: str) -> None:
 
 
 def _decode_with_decord(path: str, header: VideoHeader, want: Want, verify_last: bool) -> VideoResult:
+    # torch must be loaded before decord: in the other order the process's next CPU matmul in torch
+    # segfaults (decord2 3.4 + torch 2.14.1: NVBLAS gets initialized without a CPU BLAS).
+    import torch  # noqa: F401
+
     try:
         import decord
     except ImportError:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -13,29 +11,18 @@ import pandas as pd
 import torch
 
 from vidscore_core import lineage, weights
-from vidscore_core.engine import Clip, ClipResult, EngineStats, ProgressFn, run_scorer
+from vidscore_core.engine import Clip, ClipResult, EngineStats, run_scorer
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler, ClipImageScorer
 from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
+from vidscore_core.scoring.options import (
+    AESTHETIC_CODE,
+    CLIP_CODE,
+    FLOW_CODE,
+    MATCHING_CODE,
+    JobOptions,
+    combined_sha,
+)
 from vidscore_core.settings import Settings, resolve_device
-
-PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
-
-# The modules whose source determines each score: a change to any of them makes old rows stale.
-CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.clip_preprocess", "vidscore_core.media.decode")
-AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
-MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
-FLOW_CODE = ("vidscore_core.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
-
-
-@dataclass
-class JobOptions:
-    device: str = "auto"
-    batch_size: int = 16
-    num_workers: int = 2
-    decode_timeout_s: float = 60.0
-    precision: str = "auto"
-    run_id: str = field(default_factory=lineage.new_run_id)
-    progress: ProgressFn | None = None
 
 
 def clips_from_frame(df: pd.DataFrame) -> list[Clip]:
@@ -45,14 +32,6 @@ def clips_from_frame(df: pd.DataFrame) -> list[Clip]:
         Clip(index=i, video_id=str(vid), path=str(path), text=text if isinstance(text, str) else None)
         for i, (vid, path, text) in enumerate(zip(df["video_id"], df["path"], texts, strict=True))
     ]
-
-
-def combined_sha(shas: dict[str, str]) -> str:
-    """One sha256 for a score made from several files (their hashes are also kept in `params`)."""
-    if len(shas) == 1:
-        return next(iter(shas.values()))
-    joined = ",".join(f"{k}={v}" for k, v in sorted(shas.items()))
-    return hashlib.sha256(joined.encode()).hexdigest()
 
 
 def with_lineage(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from vidscore_core.scoring.jobs import JobOptions
+from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 from vidscore_core.store import Store
 

@@ -179,7 +179,7 @@ def staged_asset(
     """Build the stage → commit graph asset `name`, writing the DuckDB table of the same name.
 
     `shardable`: with `ScoringOptions.num_processes > 1` the batch is split over torchrun ranks
-    (the producer must then be `distributed.score_videos` for `name`, as the ranks run that).
+    (the producer must then be `scoring.batch.score_videos` for `name`, as the ranks run that).
     """
 
     def stage_one(ctx: StageContext) -> list[Path]:

@@ -26,7 +26,7 @@ import dagster as dg
 
 from vidscore_core import lineage, weights
 from vidscore_core.ingest import manifest_path
-from vidscore_core.scoring import jobs
+from vidscore_core.scoring import options
 from vidscore_core.settings import Settings
 from vidscore_core.store import Store
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, score_batch
@@ -72,21 +72,21 @@ def current_lineage(settings: Settings, flow_backend: str) -> tuple[dict[str, Ex
 
     clip, aesthetic = sha("clip"), sha("aesthetic")
     expected = {
-        "clip_embeddings": Expected(lineage.code_version(*jobs.CLIP_CODE), clip, clip is not None),
-        "matching_scores": Expected(lineage.code_version(*jobs.MATCHING_CODE), clip, clip is not None),
+        "clip_embeddings": Expected(lineage.code_version(*options.CLIP_CODE), clip, clip is not None),
+        "matching_scores": Expected(lineage.code_version(*options.MATCHING_CODE), clip, clip is not None),
         "aesthetic_scores": Expected(
-            lineage.code_version(*jobs.AESTHETIC_CODE),
-            jobs.combined_sha({"clip": clip, "aesthetic": aesthetic}) if clip and aesthetic else None,
+            lineage.code_version(*options.AESTHETIC_CODE),
+            options.combined_sha({"clip": clip, "aesthetic": aesthetic}) if clip and aesthetic else None,
             bool(clip and aesthetic),
         ),
     }
     if flow_backend == "unimatch":
         unimatch = sha("unimatch")
         expected["flow_scores"] = Expected(
-            lineage.code_version(*jobs.FLOW_CODE), unimatch, unimatch is not None, backend="unimatch"
+            lineage.code_version(*options.FLOW_CODE), unimatch, unimatch is not None, backend="unimatch"
         )
     else:  # weight-free backends store no hash: rows must have none
-        expected["flow_scores"] = Expected(lineage.code_version(*jobs.FLOW_CODE), None, True, flow_backend)
+        expected["flow_scores"] = Expected(lineage.code_version(*options.FLOW_CODE), None, True, flow_backend)
     return expected, notes
 
 

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
-from vidscore_core.distributed import score_videos
-from vidscore_core.scoring.jobs import ClipJob, frame_embeddings_from_rows
 from vidscore_dagster.defs.automation.policies import score_automation_condition
 from vidscore_dagster.defs.metadata import score_metadata
 from vidscore_dagster.defs.staging import StageContext, staged_asset, videos_of_batch
 
+if TYPE_CHECKING:
+    from vidscore_core.scoring.jobs import ClipJob
+
+
+# The scoring code (torch, open_clip) is imported inside the producers: commit steps, sensors and the
+# webserver load these definitions too and never need it.
+
 
 def _clip_job(ctx: StageContext) -> ClipJob:
+    from vidscore_core.scoring.jobs import ClipJob
+
     return ClipJob(
         ctx.settings, ctx.scoring.job_options(ctx.context.run_id, ctx.log_progress("clip_embeddings"))
     )
 
 
 def _embed(ctx: StageContext) -> pd.DataFrame:
+    from vidscore_core.scoring.batch import score_videos
+
     # The same function runs in each torchrun rank on its shard (num_processes > 1).
     frame, _ = score_videos(
         "clip_embeddings",
@@ -31,6 +42,8 @@ def _embed(ctx: StageContext) -> pd.DataFrame:
 
 
 def _embeddings_of_batch(ctx: StageContext) -> tuple[pd.DataFrame, list]:
+    from vidscore_core.scoring.jobs import frame_embeddings_from_rows
+
     videos = videos_of_batch(ctx)
     rows = ctx.store.query_df("SELECT * FROM clip_embeddings WHERE batch = ?", [ctx.batch])
     return videos, frame_embeddings_from_rows(rows, list(videos["video_id"]))
@@ -47,6 +60,8 @@ def _matching(ctx: StageContext) -> pd.DataFrame:
 
 
 def _flow(ctx: StageContext) -> pd.DataFrame:
+    from vidscore_core.scoring.batch import score_videos
+
     frame, _ = score_videos(
         "flow_scores",
         videos_of_batch(ctx),
@@ -73,8 +88,6 @@ clip_embeddings = staged_asset(
     },  # fmt: skip
     deps=["videos"],
     expected_ids=_batch_video_ids,
-    # Leftover staged rows are reused only if scored by the backend configured now: never mix two.
-    accepts=lambda ctx, staged: set(staged["backend"].dropna()) <= {ctx.scoring.flow_backend},
     shardable=True,
     description="L2-normalised CLIP image embeddings of each clip's frames at 10/50/90% (images: one "
     "frame); one decode and one image-tower pass serve aesthetic and matching.",

@@ -1,0 +1,43 @@
+"""How a scoring job runs, and which code each score depends on: light, no torch (Dagster imports it)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vidscore_core import lineage
+
+if TYPE_CHECKING:
+    from vidscore_core.engine import ProgressFn
+
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
+
+# The modules whose source determines each score: a change to any of them makes old rows stale.
+CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.clip_preprocess", "vidscore_core.media.decode")
+AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
+MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
+FLOW_CODE = ("vidscore_core.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
+
+
+@dataclass
+class JobOptions:
+    device: str = "auto"
+    batch_size: int = 16
+    num_workers: int = 2
+    decode_timeout_s: float = 60.0
+    precision: str = "auto"
+    run_id: str = field(default_factory=lineage.new_run_id)
+    progress: ProgressFn | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+
+def combined_sha(shas: dict[str, str]) -> str:
+    """One sha256 for a score made from several files (their hashes are also kept in `params`)."""
+    if len(shas) == 1:
+        return next(iter(shas.values()))
+    joined = ",".join(f"{k}={v}" for k, v in sorted(shas.items()))
+    return hashlib.sha256(joined.encode()).hexdigest()
