@@ -118,8 +118,11 @@ def test_checks_pass_on_good_data_and_fail_on_planted_bad_data(env, tmp_path):
     import duckdb
 
     with duckdb.connect(str(settings.db_path)) as con:
-        con.execute("INSERT INTO videos SELECT * FROM videos WHERE batch = ? LIMIT 1", [key])
+        # Duplicate the first row, drop the last: two different rows, so the delete cannot undo the copy.
         con.execute("DELETE FROM videos WHERE video_id = (SELECT max(video_id) FROM videos)")
+        con.execute(
+            "INSERT INTO videos SELECT * FROM videos WHERE video_id = (SELECT min(video_id) FROM videos)"
+        )
     # Checks run on their own (as from the UI's "Execute checks") cover every batch.
     job = dg.define_asset_job(
         "videos_checks_only", selection=dg.AssetSelection.checks_for_assets(videos_asset)
