@@ -78,12 +78,12 @@ def test_matroska_count_is_verified_not_taken_from_the_header(media: Path) -> No
     mkv = media / "pan_ihc_diag_25frames.mkv"
     with av.open(str(mkv)) as container:
         assert container.streams.video[0].frames == 0  # Matroska stores no frame count
-    for backend in ("decord", "pyav"):
+    for backend in ("sparse", "decord", "pyav"):
         decoded = read_frames(mkv, indices=FLOW_INDICES, backends=(backend,))
         assert (decoded.num_frames, decoded.indices) == (25, [0, 10, 20, 24])
 
 
-def test_decord_and_pyav_give_identical_pixels(fixtures: Path, frames_table: pd.DataFrame) -> None:
+def test_all_decoders_give_identical_pixels(fixtures: Path, frames_table: pd.DataFrame) -> None:
     for path, row in clip_rows(frames_table, fixtures):
         wanted = sorted(
             set(ast.literal_eval(row.aes_frame_inds))
@@ -92,11 +92,13 @@ def test_decord_and_pyav_give_identical_pixels(fixtures: Path, frames_table: pd.
         )
         by_decord = read_frames(path, indices=wanted, backends=("decord",))
         by_pyav = read_frames(path, indices=wanted, backends=("pyav",))
-        assert (by_decord.backend, by_pyav.backend) == ("decord", "pyav")
-        assert by_decord.indices == by_pyav.indices == wanted
-        for a, b in zip(by_decord.frames, by_pyav.frames, strict=True):
+        by_sparse = read_frames(path, indices=wanted, backends=("sparse",))
+        assert (by_decord.backend, by_pyav.backend, by_sparse.backend) == ("decord", "pyav", "sparse")
+        assert by_decord.indices == by_pyav.indices == by_sparse.indices == wanted
+        for a, b, c in zip(by_decord.frames, by_pyav.frames, by_sparse.frames, strict=True):
             assert a.dtype == np.uint8 and a.shape == (row_height(path), row_width(path), 3)
             assert np.array_equal(a, b), f"{path.name}: decord and PyAV frames differ"
+            assert np.array_equal(a, c), f"{path.name}: decord and sparse frames differ"
 
 
 def row_width(path: Path) -> int:
@@ -111,7 +113,7 @@ def test_frames_come_back_in_request_order_with_duplicates(media: Path) -> None:
     mkv = media / "pan_ihc_diag_25frames.mkv"
     every = read_frames(mkv)
     assert every.indices == list(range(25))
-    for backend in ("decord", "pyav"):
+    for backend in ("sparse", "decord", "pyav"):
         got = read_frames(mkv, indices=[20, 0, 10, 24, 24, 30], backends=(backend,))
         assert got.indices == [20, 0, 10, 24, 24, 24]
         for index, frame in zip(got.indices, got.frames, strict=True):
@@ -199,14 +201,14 @@ def test_a_hung_decoder_is_abandoned_and_the_next_clip_decodes(
         time.sleep(3)
         raise DecodeError("woke up too late")
 
-    monkeypatch.setattr(decode_module, "_decode_with_decord", stuck)
+    monkeypatch.setattr(decode_module, "_decode_sparse", stuck)
     started = time.monotonic()
     with pytest.raises(DecodeError, match=r"decoder timed out after 0\.5 s"):
         read_frames(media / "pan_hubble_right_5px.mp4", points=AES_POINTS, timeout_s=0.5)
     assert time.monotonic() - started < 2.5
     monkeypatch.undo()
     nxt = read_frames(media / "pan_ihc_diag_25frames.mkv", points=AES_POINTS, timeout_s=30)
-    assert nxt.indices == [2, 12, 22] and nxt.backend == "decord"
+    assert nxt.indices == [2, 12, 22] and nxt.backend == "sparse"
 
 
 def test_arguments_are_checked(media: Path) -> None:
@@ -233,3 +235,29 @@ def test_decoding_before_the_models_load_does_not_break_torch(fixtures):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "2"
+
+
+@pytest.mark.parametrize("x264", ["keyint=12:min-keyint=12:bframes=3:b-pyramid=normal",
+                                  "keyint=10:min-keyint=10:bframes=2:open-gop=1", "bframes=0"])  # fmt: skip
+def test_sparse_decoding_seeks_and_skips_but_gives_every_frame_exactly(tmp_path: Path, x264: str) -> None:
+    """Short GOPs with B-frames (and open GOPs): the sparse decoder seeks to keyframes and skips
+    non-reference frames; whatever it returns must be the very frame a full decode gives."""
+    from vidscore_core.synth import pan_frames, texture_image
+
+    path = tmp_path / "gop.mp4"
+    frames = pan_frames(texture_image(256, 384, seed=3), 160, 96, 61, dx=4, dy=1)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=24, options={"x264-params": x264, "crf": "20"})
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    every = read_frames(path, backends=("pyav",))
+    assert every.num_frames == 61
+    for wanted in ([0, 10, 20, 30], [60], [59, 3, 3, 47, 12, 11, 35], [13, 14, 15, 16, 25, 37, 49]):
+        got = read_frames(path, indices=wanted, backends=("sparse",))
+        assert (got.backend, got.num_frames, got.indices) == ("sparse", 61, wanted)
+        for index, frame in zip(got.indices, got.frames, strict=True):
+            assert np.array_equal(frame, every.frames[index]), (x264, wanted, index)
