@@ -53,7 +53,7 @@ def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig) -> 
     table = rows.assign(
         preset=config.preset,
         filter_spec=spec.to_json(),
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         code_version=lineage.code_version(*FILTER_CODE),
         filtered_at=pd.Timestamp(lineage.utc_now()),
     )
