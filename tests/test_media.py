@@ -237,17 +237,31 @@ def test_decoding_before_the_models_load_does_not_break_torch(fixtures):
     assert proc.stdout.strip().splitlines()[-1] == "2"
 
 
-@pytest.mark.parametrize("x264", ["keyint=12:min-keyint=12:bframes=3:b-pyramid=normal",
-                                  "keyint=10:min-keyint=10:bframes=2:open-gop=1", "bframes=0"])  # fmt: skip
-def test_sparse_decoding_seeks_and_skips_but_gives_every_frame_exactly(tmp_path: Path, x264: str) -> None:
-    """Short GOPs with B-frames (and open GOPs): the sparse decoder seeks to keyframes and skips
-    non-reference frames; whatever it returns must be the very frame a full decode gives."""
+@pytest.mark.parametrize(
+    ("codec", "ext", "options"),
+    [
+        ("libx264", "mp4", {"x264-params": "keyint=12:min-keyint=12:bframes=3:b-pyramid=normal"}),
+        ("libx264", "mkv", {"x264-params": "keyint=10:min-keyint=10:bframes=2:open-gop=1"}),
+        ("libx264", "mp4", {"x264-params": "bframes=0"}),
+        ("libx264", "ts", {"x264-params": "keyint=8:bframes=3"}),  # approximate seeking: read through
+        ("libx265", "mp4", {"x265-params": "keyint=15:bframes=4:log-level=error"}),
+        ("mpeg4", "avi", {"g": "12", "bf": "2"}),
+        ("libvpx-vp9", "webm", {"g": "10"}),
+    ],
+)
+def test_sparse_decoding_seeks_and_skips_but_gives_every_frame_exactly(
+    tmp_path: Path, codec: str, ext: str, options: dict
+) -> None:
+    """Short GOPs, B-frames, open GOPs, other codecs and containers: the sparse decoder seeks to
+    keyframes and skips non-reference frames; what it returns must be the frame a full decode gives."""
     from vidscore_core.synth import pan_frames, texture_image
 
-    path = tmp_path / "gop.mp4"
+    if codec not in av.codecs_available:
+        pytest.skip(f"this PyAV build has no {codec} encoder")
+    path = tmp_path / f"gop.{ext}"
     frames = pan_frames(texture_image(256, 384, seed=3), 160, 96, 61, dx=4, dy=1)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=24, options={"x264-params": x264, "crf": "20"})
+        stream = container.add_stream(codec, rate=24, options=options)
         stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -260,4 +274,4 @@ def test_sparse_decoding_seeks_and_skips_but_gives_every_frame_exactly(tmp_path:
         got = read_frames(path, indices=wanted, backends=("sparse",))
         assert (got.backend, got.num_frames, got.indices) == ("sparse", 61, wanted)
         for index, frame in zip(got.indices, got.frames, strict=True):
-            assert np.array_equal(frame, every.frames[index]), (x264, wanted, index)
+            assert np.array_equal(frame, every.frames[index]), (codec, ext, wanted, index)

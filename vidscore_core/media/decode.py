@@ -366,8 +366,13 @@ def _decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool
             extra = {n - 1} if verify_last or not header.declared_frames else set()
             targets = {order[i]: i for i in set(wanted) | extra}
             keyframes = sorted(pts for pts, key in packets if key)
-            ctx.thread_count = 1  # one clip per worker; the skip setting must apply to the packet at hand
-            got = _decode_targets(container, stream, targets, keyframes)
+        try:
+            got = _decode_targets(path, targets, keyframes)
+        except DecodeError:
+            if len(keyframes) < 2:  # nothing was sought: the stream itself is broken
+                raise
+            # Seeking by timestamp is approximate in some containers (MPEG-TS): read straight through.
+            got = _decode_targets(path, targets, [])
     except DecodeError:
         raise
     except (av.FFmpegError, ValueError, OSError) as exc:
@@ -376,22 +381,31 @@ def _decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool
     return VideoResult(header, n, wanted, frames, "sparse")
 
 
-def _decode_targets(
-    container, stream, targets: dict[int, int], keyframes: list[int]
-) -> dict[int, np.ndarray]:
-    """{frame index: RGB} for the `targets` ({pts: index}), reading forward and seeking ahead."""
+def _decode_targets(path: str, targets: dict[int, int], keyframes: list[int]) -> dict[int, np.ndarray]:
+    """{frame index: RGB} for the `targets` ({pts: index}), reading forward from the start of a fresh
+    reader and seeking ahead to `keyframes` (none: no seeking)."""
+    import av
+
+    with av.logging.Capture(), av.open(path) as container:
+        stream = container.streams.best("video")
+        stream.codec_context.thread_count = 1  # the skip setting must apply to the packet at hand
+        return _read_targets(container, stream, targets, keyframes)
+
+
+def _read_targets(container, stream, targets: dict[int, int], keyframes: list[int]) -> dict[int, np.ndarray]:
     import bisect
 
     ctx = stream.codec_context
     remaining = sorted(targets)
     got: dict[int, np.ndarray] = {}
     sent: set[int] = set()  # targets handed to the decoder whose picture has not come out yet
-    read_up_to: int | None = None  # highest pts demuxed since the last seek
+    read_up_to: int | None = None  # highest pts demuxed since the last seek; None: nothing read yet
     while remaining:
         k = bisect.bisect_right(keyframes, remaining[0]) - 1
         start = keyframes[k] if k >= 0 else None
-        if read_up_to is None or (start is not None and start > read_up_to):
-            container.seek(start if start is not None else 0, stream=stream, backward=True)
+        # Reading from the start reaches the first keyframe anyway: seek only past what was read.
+        if start is not None and start > (read_up_to if read_up_to is not None else keyframes[0]):
+            container.seek(start, stream=stream, backward=True)
             read_up_to, sent = None, set()
         for packet in container.demux(stream):
             pts = packet.pts
