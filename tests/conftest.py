@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fixture_env import fixture_model_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,11 +40,8 @@ def vidscore_env(tmp_path, monkeypatch, fixtures):
 
     monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VIDSCORE_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("VIDSCORE_CLIP_WEIGHTS", str(fixtures / "weights/clip_tiny_openai.pt"))
-    monkeypatch.setenv("VIDSCORE_AESTHETIC_WEIGHTS", str(fixtures / "weights/aesthetic_random_scaled.pth"))
-    monkeypatch.setenv("VIDSCORE_UNIMATCH_WEIGHTS", str(fixtures / "weights/unimatch_random.pth"))
-    monkeypatch.setenv("VIDSCORE_DEVICE", "cpu")
-    monkeypatch.setenv("VIDSCORE_NUM_WORKERS", "0")
+    for name, value in fixture_model_env(fixtures).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     settings = Settings.from_env()
     return settings, Store(settings.db_path)

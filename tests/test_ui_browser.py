@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixture_env import fixture_model_env
 from ui_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -47,17 +48,12 @@ def ui_env(tmp_path, monkeypatch, fixtures):
     dagster_home = home / "dagster"
     dagster_home.mkdir(parents=True)
     shutil.copyfile(REPO_ROOT / "vidscore_dagster" / "dagster.yaml", dagster_home / "dagster.yaml")
-    weights = fixtures / "weights"
     env = {
+        **fixture_model_env(fixtures),
         "VIDSCORE_HOME": str(home),
         "DAGSTER_HOME": str(dagster_home),
         "VIDSCORE_MODELS_DIR": str(tmp_path / "models"),
-        "VIDSCORE_CLIP_WEIGHTS": str(weights / "clip_tiny_openai.pt"),
-        "VIDSCORE_AESTHETIC_WEIGHTS": str(weights / "aesthetic_random_scaled.pth"),
-        "VIDSCORE_UNIMATCH_WEIGHTS": str(weights / "unimatch_random.pth"),
         "VIDSCORE_FLOW_BACKEND": "dis",
-        "VIDSCORE_DEVICE": "cpu",
-        "VIDSCORE_NUM_WORKERS": "0",
         # The daemon must not score the new partition by itself: the test launches that from the UI.
         "VIDSCORE_AUTOMATION": "off",
     }

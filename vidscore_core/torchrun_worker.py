@@ -26,7 +26,7 @@ from vidscore_core.distributed import (
     shard,
 )
 from vidscore_core.scoring.batch import ScoreSummary, score_videos
-from vidscore_core.scoring.options import JobOptions
+from vidscore_core.scoring.options import JobOptions, progress_lines
 from vidscore_core.store import Store
 
 
@@ -60,16 +60,7 @@ class RankLog:
             print(self.prefix + message, file=sys.stderr, flush=True)
 
     def progress(self, label: str) -> Callable[[int, int], None]:
-        """A progress callback that reports about ten times per shard."""
-        last = {"step": -1}
-
-        def report(done: int, total: int) -> None:
-            step = (10 * done) // max(total, 1)
-            if step != last["step"] or done == total:
-                last["step"] = step
-                self.info(f"{label}: {done}/{total} clips")
-
-        return report
+        return progress_lines(label, self.info)
 
 
 @contextlib.contextmanager

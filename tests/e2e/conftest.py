@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fixture_env import fixture_model_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "vidscore"
@@ -367,18 +368,13 @@ def platform(postgres: Postgres, fixtures: Path, tmp_path_factory) -> Iterator[P
     workspace.write_text(json.dumps({"load_from": [{"python_module": {
         "module_name": module, "location_name": LOCATION, "working_directory": str(REPO_ROOT),
         "executable_path": sys.executable}}]}))  # fmt: skip
-    weights = fixtures / "weights"
     env = {
         **os.environ,
+        **fixture_model_env(fixtures),
         "DAGSTER_HOME": str(dagster_home),
         "VIDSCORE_HOME": str(home),
-        "VIDSCORE_CLIP_WEIGHTS": str(weights / "clip_tiny_openai.pt"),
-        "VIDSCORE_AESTHETIC_WEIGHTS": str(weights / "aesthetic_random_scaled.pth"),
-        "VIDSCORE_UNIMATCH_WEIGHTS": str(weights / "unimatch_random.pth"),
         "VIDSCORE_MODELS_DIR": str(root / "models"),
         "VIDSCORE_FLOW_BACKEND": "dis",
-        "VIDSCORE_DEVICE": "cpu",
-        "VIDSCORE_NUM_WORKERS": "0",
         "VIDSCORE_RUN_EXECUTOR": "in_process",  # one process per run: this box has 2 cores
         "VIDSCORE_INBOX_SETTLE_S": "1",
         "VIDSCORE_INBOX_INTERVAL_S": "3",

@@ -307,6 +307,16 @@ def _check_declared(header: VideoHeader, n: int, what: str) -> None:
         raise DecodeError(f"truncated: container declares {header.declared_frames} frames, only {n} {what}")
 
 
+def _frames_to_decode(header: VideoHeader, n: int, wanted: list[int], verify_last: bool) -> set[int]:
+    # Without a declared count (Matroska) nothing else vouches for n: decode the last frame too.
+    return set(wanted) | ({n - 1} if verify_last or not header.declared_frames else set())
+
+
+def _in_request_order(got: dict[int, np.ndarray], indices: list[int]) -> list[np.ndarray]:
+    # Copies for repeated indices: duplicates must not share memory.
+    return [got[i].copy() if indices.count(i) > 1 else got[i] for i in indices]
+
+
 def _decode_with_decord(path: str, header: VideoHeader, want: Want, verify_last: bool) -> VideoResult:
     # torch must be loaded before decord: in the other order the process's next CPU matmul in torch
     # segfaults (decord2 3.4 + torch 2.14.1: NVBLAS gets initialized without a CPU BLAS).
@@ -322,9 +332,7 @@ def _decode_with_decord(path: str, header: VideoHeader, want: Want, verify_last:
         n = len(reader)
         _check_declared(header, n, "present")
         wanted = want(n)
-        # Without a declared count (Matroska) nothing else vouches for n: decode the last frame too.
-        extra = {n - 1} if verify_last or not header.declared_frames else set()
-        needed = sorted(set(wanted) | extra)
+        needed = sorted(_frames_to_decode(header, n, wanted, verify_last))
         batch = reader.get_batch(needed).asnumpy() if needed else np.empty((0, 1, 1, 3), np.uint8)
     except DecodeError:
         raise
@@ -363,8 +371,7 @@ def _decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool
             if n == 0:
                 raise DecodeError("no video frames")
             wanted = want(n)
-            extra = {n - 1} if verify_last or not header.declared_frames else set()
-            targets = {order[i]: i for i in set(wanted) | extra}
+            targets = {order[i]: i for i in _frames_to_decode(header, n, wanted, verify_last)}
             keyframes = sorted(pts for pts, key in packets if key)
         try:
             got = _decode_targets(path, targets, keyframes)
@@ -377,8 +384,7 @@ def _decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool
         raise
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise DecodeError(f"cannot decode: {_ffmpeg_reason(exc)}") from None
-    frames = [got[i].copy() if wanted.count(i) > 1 else got[i] for i in wanted]
-    return VideoResult(header, n, wanted, frames, "sparse")
+    return VideoResult(header, n, wanted, _in_request_order(got, wanted), "sparse")
 
 
 def _decode_targets(path: str, targets: dict[int, int], keyframes: list[int]) -> dict[int, np.ndarray]:
@@ -452,8 +458,7 @@ def _decode_with_pyav(path: str, header: VideoHeader, want: Want) -> VideoResult
     if missing:
         _, more = _pyav_pass(path, header, missing)
         got.update(more)
-    frames = [got[i].copy() if indices.count(i) > 1 else got[i] for i in indices]
-    return VideoResult(header, n, indices, frames, "pyav")
+    return VideoResult(header, n, indices, _in_request_order(got, indices), "pyav")
 
 
 def _pyav_pass(path: str, header: VideoHeader, wanted: set[int]) -> tuple[int, dict[int, np.ndarray]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,20 @@ class JobOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+
+
+def progress_lines(label: str, emit: Callable[[str], None]) -> Callable[[int, int], None]:
+    """A (done, total) progress callback that emits "label: done/total clips" about ten times per
+    run, and always at the end: enough to follow a batch without flooding the log."""
+    last = {"step": -1}
+
+    def report(done: int, total: int) -> None:
+        step = (10 * done) // max(total, 1)
+        if step != last["step"] or done == total:
+            last["step"] = step
+            emit(f"{label}: {done}/{total} clips")
+
+    return report
 
 
 def combined_sha(shas: dict[str, str]) -> str:

@@ -22,6 +22,7 @@ import dagster as dg
 import pandas as pd
 
 from vidscore_core import distributed
+from vidscore_core.scoring.options import progress_lines
 from vidscore_core.settings import Settings
 from vidscore_core.store import Store, staged_path
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy
@@ -45,16 +46,7 @@ class StageContext:
         return self.context.resources.scoring
 
     def log_progress(self, label: str) -> Callable[[int, int], None]:
-        """A progress callback that logs about ten times per batch."""
-        last = {"step": -1}
-
-        def report(done: int, total: int) -> None:
-            step = (10 * done) // max(total, 1)
-            if step != last["step"] or done == total:
-                last["step"] = step
-                self.context.log.info(f"{label}[{self.batch}]: {done}/{total} clips")
-
-        return report
+        return progress_lines(f"{label}[{self.batch}]", self.context.log.info)
 
 
 Producer = Callable[[StageContext], pd.DataFrame]

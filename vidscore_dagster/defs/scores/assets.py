@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -26,19 +27,28 @@ def _clip_job(ctx: StageContext) -> ClipJob:
     )
 
 
-def _embed(ctx: StageContext) -> pd.DataFrame:
-    from vidscore_core.scoring.batch import score_videos
+def _per_clip(asset: str, label: str) -> Callable[[StageContext], pd.DataFrame]:
+    """The producer of a per-clip score; each torchrun rank runs the same `score_videos` on its shard."""
 
-    # The same function runs in each torchrun rank on its shard (num_processes > 1).
-    frame, _ = score_videos(
-        "clip_embeddings",
-        videos_of_batch(ctx),
-        ctx.batch,
-        ctx.settings,
-        ctx.scoring.job_options(ctx.context.run_id, ctx.log_progress("clip_embeddings")),
-        log=ctx.context.log.info,
-    )
-    return frame
+    def produce(ctx: StageContext) -> pd.DataFrame:
+        from vidscore_core.scoring.batch import score_videos
+
+        frame, _ = score_videos(
+            asset,
+            videos_of_batch(ctx),
+            ctx.batch,
+            ctx.settings,
+            ctx.scoring.job_options(ctx.context.run_id, ctx.log_progress(label)),
+            flow_backend=ctx.scoring.flow_backend,
+            log=ctx.context.log.info,
+        )
+        return frame
+
+    return produce
+
+
+_embed = _per_clip("clip_embeddings", "clip_embeddings")
+_flow = _per_clip("flow_scores", "flow")
 
 
 def _embeddings_of_batch(ctx: StageContext) -> tuple[pd.DataFrame, list]:
@@ -57,21 +67,6 @@ def _aesthetic(ctx: StageContext) -> pd.DataFrame:
 def _matching(ctx: StageContext) -> pd.DataFrame:
     videos, items = _embeddings_of_batch(ctx)
     return _clip_job(ctx).matching_rows(items, list(videos["text"]), ctx.batch)
-
-
-def _flow(ctx: StageContext) -> pd.DataFrame:
-    from vidscore_core.scoring.batch import score_videos
-
-    frame, _ = score_videos(
-        "flow_scores",
-        videos_of_batch(ctx),
-        ctx.batch,
-        ctx.settings,
-        ctx.scoring.job_options(ctx.context.run_id, ctx.log_progress("flow")),
-        flow_backend=ctx.scoring.flow_backend,
-        log=ctx.context.log.info,
-    )
-    return frame
 
 
 def _batch_video_ids(ctx: StageContext) -> set[str]:
