@@ -36,7 +36,7 @@ def fixtures() -> Path:
 def vidscore_env(tmp_path, monkeypatch, fixtures):
     """A fresh VIDSCORE_HOME with the fixtures' random-weight checkpoints, CPU, in-process decoding."""
     from vidscore_core.settings import Settings
-    from vidscore_core.store import Store
+    from vidscore_core.store import TableStore
 
     monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VIDSCORE_MODELS_DIR", str(tmp_path / "models"))
@@ -44,4 +44,4 @@ def vidscore_env(tmp_path, monkeypatch, fixtures):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     settings = Settings.from_env()
-    return settings, Store(settings.db_path)
+    return settings, TableStore.from_settings(settings)

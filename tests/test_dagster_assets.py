@@ -1,4 +1,4 @@
-"""The Dagster layer: definitions load, partitions materialize into DuckDB, checks catch bad data."""
+"""The Dagster layer: definitions load, partitions materialize into Parquet tables, checks catch bad data."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from vidscore_core.ingest import stage_manifests
 from vidscore_core.settings import Settings
 from vidscore_core.synth import make_demo_corpus
 from vidscore_dagster.definitions import defs
+from vidscore_dagster.defs.partitions import batches
 from vidscore_dagster.defs.resources import default_resources
-from vidscore_dagster.runner import materialize_batches, register_batches
+from vidscore_dagster.runner import ingest_meta_file, materialize_batches
 
 SCORE_ASSETS = ["videos", "clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores"]
 
@@ -28,8 +28,8 @@ def env(vidscore_env):
 def _ingest(
     settings: Settings, meta: Path, instance: dg.DagsterInstance, batch_size: int = 5000
 ) -> list[str]:
-    keys = stage_manifests(meta, settings, batch_size=batch_size)
-    register_batches(instance, keys)
+    keys, reason = ingest_meta_file(instance, meta, batch_size)
+    assert not reason
     return keys
 
 
@@ -46,14 +46,10 @@ def test_definitions_load_with_contract_names():
     } <= keys
     checks = {c.name for c in repo.asset_graph.asset_check_keys}
     assert {"videos_complete", "videos_unique", "videos_error_ratio", "flow_scores_non_negative"} <= checks
-    # Model steps queue on the gpu pool, commits on the duckdb pool (one DuckDB writer).
-    pools = {}
-    for asset in defs.assets:
-        if isinstance(asset, dg.AssetsDefinition) and asset.node_def and hasattr(asset.node_def, "node_defs"):
-            for op in asset.node_def.node_defs:
-                pools[op.name] = op.pool
-    assert pools["flow_scores_stage"] == "gpu" and pools["clip_embeddings_stage"] == "gpu"
-    assert pools["flow_scores_commit"] == "duckdb" and pools["videos_commit"] == "duckdb"
+    # One step per asset; model steps queue on the gpu pool, nothing else is pooled (no writer lock).
+    pools = {a.node_def.name: a.node_def.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
+    assert pools["flow_scores"] == "gpu" and pools["clip_embeddings"] == "gpu"
+    assert pools["videos"] is None and pools["filtered_videos"] is None and pools["meta_files"] is None
 
 
 def test_definitions_load_without_the_model_stack():
@@ -115,23 +111,18 @@ def test_checks_pass_on_good_data_and_fail_on_planted_bad_data(env, tmp_path):
     assert passed["videos_error_ratio"] is False  # 2 of 8 demo files are deliberately unreadable (> 10 %)
 
     # Plant a duplicate and drop a row, then run only the checks.
-    import duckdb
-
-    with duckdb.connect(str(settings.db_path)) as con:
-        # Duplicate the first row, drop the last: two different rows, so the delete cannot undo the copy.
-        con.execute("DELETE FROM videos WHERE video_id = (SELECT max(video_id) FROM videos)")
-        con.execute(
-            "INSERT INTO videos SELECT * FROM videos WHERE video_id = (SELECT min(video_id) FROM videos)"
-        )
-    # Checks run on their own (as from the UI's "Execute checks") cover every batch.
+    rows = store.read("videos", [key]).sort_values("video_id")
+    # Duplicate the first row, drop the last: two different rows, so the delete cannot undo the copy.
+    store.publish(pd.concat([rows.iloc[:-1], rows.iloc[:1]]), "videos", key)
+    # Checks run on their own (as from the UI's "Execute checks") for the chosen partition.
     job = dg.define_asset_job(
-        "videos_checks_only", selection=dg.AssetSelection.checks_for_assets(videos_asset)
+        "videos_checks_only", selection=dg.AssetSelection.checks_for_assets(videos_asset), partitions_def=batches
     )
     check_defs = dg.Definitions(
         assets=[videos_asset], asset_checks=checks, jobs=[job], resources=default_resources()
     )
     only_checks = check_defs.resolve_job_def("videos_checks_only").execute_in_process(
-        instance=instance, raise_on_error=False
+        instance=instance, raise_on_error=False, tags={"dagster/partition": key}
     )
     passed = _check_results(instance, only_checks)
     assert passed["videos_unique"] is False
@@ -166,33 +157,3 @@ def test_score_assets_match_the_reference(env, fixtures, monkeypatch):
     # One image-tower pass: clip_embeddings has 3 frames per video, 1 for the image, 1 error row.
     per_clip = store.query_df("SELECT video_id, count(*) AS n FROM clip_embeddings GROUP BY video_id")
     assert sorted(per_clip["n"]) == [1, 1, 3, 3, 3]
-
-
-def test_a_staged_file_left_by_a_crash_is_committed_not_recomputed(env, fixtures, monkeypatch):
-    """Stage happened, commit did not (the process died): the next run commits the staged rows."""
-    from vidscore_core.scoring.jobs import FlowJob, clips_from_frame
-    from vidscore_core.scoring.options import JobOptions
-
-    settings, store = env
-    monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")
-    instance = dg.DagsterInstance.ephemeral()
-    (key,) = _ingest(settings, fixtures / "media/meta.csv", instance)
-    assert all(materialize_batches(instance, [key], ["videos"], resources=default_resources()).values())
-    videos = store.query_df("SELECT video_id, path, text FROM videos WHERE batch = ?", [key])
-    job = FlowJob(settings, JobOptions(device="cpu", num_workers=0), "dis")
-    frame = job.rows(job.score(clips_from_frame(videos)), key)
-    frame["flow"] = frame["flow"].where(frame["flow"].isna(), 123.0)  # a marker recomputation would not give
-    store.stage(frame, "flow_scores", key, settings.staging_dir)
-    assert all(materialize_batches(instance, [key], ["flow_scores"], resources=default_resources()).values())
-    committed = store.query_df("SELECT flow FROM flow_scores WHERE batch = ? AND flow IS NOT NULL", [key])
-    assert len(committed) == 3 and set(committed["flow"]) == {123.0}
-    # Committed files are removed.
-    assert not list((settings.staging_dir / "flow_scores").glob("*.parquet"))
-    # A leftover made with another backend is recomputed, never mixed into a DIS partition.
-    frame["backend"] = "unimatch"
-    store.stage(frame, "flow_scores", key, settings.staging_dir)
-    assert all(materialize_batches(instance, [key], ["flow_scores"], resources=default_resources()).values())
-    rescored = store.query_df(
-        "SELECT flow, backend FROM flow_scores WHERE batch = ? AND flow IS NOT NULL", [key]
-    )
-    assert len(rescored) == 3 and 123.0 not in set(rescored["flow"]) and set(rescored["backend"]) == {"dis"}

@@ -1,10 +1,12 @@
-"""The DuckDB store: schema, migration, stage-then-commit, locking across processes, hostile strings."""
+"""The table store: Parquet partitions published atomically, DuckDB views over them, no locks."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import time
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import duckdb
@@ -14,9 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from vidscore_core import schema
-from vidscore_core.store import Store, utc_now
+from vidscore_core.settings import Settings
+from vidscore_core.store import TableStore, utc_now
+from vidscore_core.views import connect_read_only, write_views
 
-SPAWN = mp.get_context("spawn")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _scores(batch: str, ids: list[str], aes: float = 5.0) -> pd.DataFrame:
@@ -36,199 +40,151 @@ def _scores(batch: str, ids: list[str], aes: float = 5.0) -> pd.DataFrame:
     )
 
 
-def _commit(store: Store, tmp: Path, table: str, batch: str, df: pd.DataFrame) -> int:
-    return store.commit_partition(table, batch, store.stage(df, table, batch, tmp / "staging"))
-
-
-def _rows(store: Store, table: str) -> pd.DataFrame:
+def _rows(store: TableStore, table: str) -> pd.DataFrame:
     return store.query_df(f"SELECT * FROM {table} ORDER BY batch, video_id")
 
 
-# -- schema --------------------------------------------------------------------------------------
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", tables="")
 
 
-def test_ensure_schema_creates_every_table_and_the_view(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    store.ensure_schema()
-    found = set(store.query_df("SELECT table_name FROM duckdb_tables()")["table_name"])
-    assert set(schema.TABLES) | {schema.META_TABLE} <= found
-    for table, cols in schema.TABLES.items():
-        got = store.query_df(f"DESCRIBE {table}")
-        assert list(got["column_name"]) == [c for c, _ in cols]
-    assert store.query_df("SELECT * FROM video_scores").empty
-    assert store.schema_version() == schema.SCHEMA_VERSION
-    # Users write `match` unquoted.
-    assert store.query_df("SELECT match FROM matching_scores").columns.tolist() == ["match"]
-
-    before = store.query_df("SELECT * FROM vidscore_meta ORDER BY key")
-    Store(tmp_path / "v.duckdb").ensure_schema()  # a second process's first call: a no-op
-    pd.testing.assert_frame_equal(store.query_df("SELECT * FROM vidscore_meta ORDER BY key"), before)
+# -- layout and views ----------------------------------------------------------------------------
 
 
-def test_old_table_gains_missing_columns_and_keeps_its_rows(tmp_path: Path) -> None:
-    db = tmp_path / "v.duckdb"
-    with duckdb.connect(str(db)) as con:  # an older vidscore's table
-        con.execute("CREATE TABLE aesthetic_scores (video_id VARCHAR, batch VARCHAR, aes DOUBLE)")
-        con.execute("INSERT INTO aesthetic_scores VALUES ('v1', 'b0', 4.5), ('v2', 'b0', 6.0)")
-    store = Store(db)
-    store.ensure_schema()
-    got = _rows(store, "aesthetic_scores")
-    assert list(got.columns) == [c for c, _ in schema.TABLES["aesthetic_scores"]]
-    assert got["aes"].tolist() == [4.5, 6.0]
-    assert got["error"].isna().all() and got["scored_at"].isna().all()
-    # New writes use the new columns.
-    _commit(store, tmp_path, "aesthetic_scores", "b1", _scores("b1", ["v3"]))
-    assert store.partition_counts("aesthetic_scores") == {"b0": 2, "b1": 1}
-
-
-def test_ensure_schema_on_a_current_database_needs_no_write_lock(tmp_path: Path) -> None:
-    Store(tmp_path / "v.duckdb").ensure_schema()
-    held = SPAWN.Event()
-    # A user's read-only SQL session blocks writers; a current schema must not need one.
-    proc = SPAWN.Process(target=_hold_connection, args=(str(tmp_path / "v.duckdb"), held, 1.0, True))
-    proc.start()
+def test_views_cover_every_table_with_its_columns_even_when_empty(settings: Settings) -> None:
+    write_views(settings)
+    store = TableStore.from_settings(settings)
+    con = connect_read_only(settings.db_path, store)
     try:
-        assert held.wait(timeout=60)
-        Store(tmp_path / "v.duckdb", lock_timeout_s=0.2).ensure_schema()
+        for table in schema.PUBLIC_TABLES:
+            described = con.execute(f"DESCRIBE {table}").df()
+            assert list(described["column_name"]) == [c for c, _ in schema.columns(table)]
+        assert con.execute("SELECT * FROM video_scores").df().empty
+        json_type = dict(zip(*con.execute("DESCRIBE videos").df()[["column_name", "column_type"]].T.values))
+        assert json_type["extra"] == "JSON" and json_type["ingested_at"] == "TIMESTAMP WITH TIME ZONE"
+        # Users write `match` unquoted.
+        assert con.execute("SELECT match FROM matching_scores").df().empty
     finally:
-        proc.join(timeout=60)
+        con.close()
+
+
+def test_an_old_file_without_a_new_column_reads_it_as_null(settings: Settings) -> None:
+    store = TableStore.from_settings(settings)
+    store.ensure_layout()
+    old = pa.table({"video_id": ["a"], "batch": ["b0"], "aes": [6.5]})  # written before `model` existed
+    pq.write_table(old, Path(store.table_dir("aesthetic_scores")) / "batch=b0.parquet")
+    got = store.query_df("SELECT video_id, aes, model FROM aesthetic_scores")
+    assert got["aes"].tolist() == [6.5] and got["model"].isna().all()
+    write_views(settings)
+    con = connect_read_only(settings.db_path, store)
+    try:
+        assert con.execute("SELECT aes, model FROM aesthetic_scores").fetchall() == [(6.5, None)]
+    finally:
+        con.close()
 
 
 def test_quote_ident_accepts_only_schema_names() -> None:
     assert schema.quote_ident("match") == '"match"'
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown identifier"):
         schema.quote_ident('videos"; DROP TABLE videos; --')
 
 
-# -- commit --------------------------------------------------------------------------------------
+def test_a_schema_1_database_is_migrated_without_losing_rows(settings: Settings) -> None:
+    """Native DuckDB tables of an older vidscore become Parquet partitions and views of the same name."""
+    settings.db_path.parent.mkdir(parents=True)
+    with duckdb.connect(str(settings.db_path)) as con:
+        con.execute("CREATE TABLE videos (video_id VARCHAR, batch VARCHAR, path VARCHAR, extra JSON)")
+        con.execute("INSERT INTO videos VALUES ('a', 'b0', '/a.mp4', '{\"k\": 1}'), ('b', 'b1', '/b.mp4', NULL)")
+        con.execute("CREATE TABLE aesthetic_scores (video_id VARCHAR, batch VARCHAR, aes DOUBLE)")
+        con.execute("INSERT INTO aesthetic_scores VALUES ('a', 'b0', 5.5)")
+    write_views(settings)
+    store = TableStore.from_settings(settings)
+    assert store.partition_counts("videos") == {"b0": 1, "b1": 1}
+    con = connect_read_only(settings.db_path, store)
+    try:
+        assert con.execute("SELECT video_id, aes, extra->>'k' FROM video_scores ORDER BY 1").fetchall() == [
+            ("a", 5.5, "1"),
+            ("b", None, None),
+        ]
+    finally:
+        con.close()
 
 
-def test_commit_is_idempotent_and_replaces_only_its_partition(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    assert _commit(store, tmp_path, "aesthetic_scores", "b0", _scores("b0", ["a", "b"])) == 2
-    assert _commit(store, tmp_path, "aesthetic_scores", "b1", _scores("b1", ["c"])) == 1
-    b1 = store.query_df("SELECT * FROM aesthetic_scores WHERE batch = 'b1'")
-
-    assert _commit(store, tmp_path, "aesthetic_scores", "b0", _scores("b0", ["a", "b"])) == 2
-    assert store.partition_counts("aesthetic_scores") == {"b0": 2, "b1": 1}
-
-    _commit(store, tmp_path, "aesthetic_scores", "b0", _scores("b0", ["x"], aes=7.0))
-    got = _rows(store, "aesthetic_scores")
-    assert got[got.batch == "b0"][["video_id", "aes"]].values.tolist() == [["x", 7.0]]
-    pd.testing.assert_frame_equal(store.query_df("SELECT * FROM aesthetic_scores WHERE batch = 'b1'"), b1)
-    assert got["aes_frames"].iloc[-1].tolist() == [5.0, 5.0, 5.0]
-    assert str(got["scored_at"].dt.tz) == "UTC"  # tz-aware, shown in UTC on every machine
-
-    assert store.delete_partition("aesthetic_scores", "b0") == 1
-    assert store.partitions("aesthetic_scores") == {"b1"}
+# -- publishing ----------------------------------------------------------------------------------
 
 
-def test_filtered_videos_is_partitioned_by_preset(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    df = pd.DataFrame(
-        {"video_id": ["a", "b"], "batch": ["b0", "b1"], "aes": [5.0, 6.0], "match": [21.0, 25.0]}
-    )
-    _commit(store, tmp_path, "filtered_videos", "default", df.assign(filter_spec='{"aesmin": 4.5}'))
-    _commit(store, tmp_path, "filtered_videos", "strict", df.iloc[1:])
-    _commit(store, tmp_path, "filtered_videos", "default", df.iloc[:1])
-    assert store.partition_counts("filtered_videos") == {"default": 1, "strict": 1}
+def test_publish_is_idempotent_and_replaces_only_its_partition(settings: Settings) -> None:
+    store = TableStore.from_settings(settings)
+    b0 = _scores("b0", ["a", "b"])
+    store.publish(b0, "aesthetic_scores", "b0")
+    store.publish(_scores("b1", ["c"]), "aesthetic_scores", "b1")
+    first = _rows(store, "aesthetic_scores")
+    store.publish(b0, "aesthetic_scores", "b0")
+    pd.testing.assert_frame_equal(_rows(store, "aesthetic_scores"), first)
+    # A re-run with fewer clips replaces the whole partition: no orphan rows survive.
+    store.publish(_scores("b0", ["a"], aes=7.0), "aesthetic_scores", "b0")
+    assert store.partition_counts("aesthetic_scores") == {"b0": 1, "b1": 1}
+    assert _rows(store, "aesthetic_scores")["aes"].tolist() == [7.0, 5.0]
+    assert store.delete("aesthetic_scores", "b1") and not store.delete("aesthetic_scores", "b1")
+    assert store.partitions("aesthetic_scores") == {"b0"}
 
 
-def _commit_many(db: str, staging: str, worker: int, n: int) -> None:
-    store = Store(Path(db))
-    for i in range(n):
-        batch = f"w{worker}-{i:03d}"
-        _commit(store, Path(staging), "aesthetic_scores", batch, _scores(batch, [f"v{j}" for j in range(20)]))
+def test_filtered_videos_is_partitioned_by_preset(settings: Settings) -> None:
+    store = TableStore.from_settings(settings)
+    for preset in ("fair", "good"):
+        rows = pd.DataFrame({"video_id": ["a"], "batch": ["b0"], "path": ["/a.mp4"], "filter_spec": ['{"aesmin": 5}']})
+        store.publish(rows, "filtered_videos", preset)
+    assert store.partitions("filtered_videos") == {"fair", "good"}
+    assert Path(store.partition_path("filtered_videos", "good")).name == "preset=good.parquet"
 
 
-def test_two_processes_commit_at_the_same_time(tmp_path: Path) -> None:
-    # The database does not exist yet: both processes also race to create it.
-    procs = [
-        SPAWN.Process(target=_commit_many, args=(str(tmp_path / "v.duckdb"), str(tmp_path), w, 15))
-        for w in (0, 1)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0]
-    counts = Store(tmp_path / "v.duckdb").partition_counts("aesthetic_scores")
-    assert counts == {f"w{w}-{i:03d}": 20 for w in (0, 1) for i in range(15)}
+def test_rows_of_another_partition_or_unknown_columns_are_refused(settings: Settings) -> None:
+    store = TableStore.from_settings(settings)
+    with pytest.raises(ValueError, match="batch = \\['b1'\\]"):
+        store.publish(_scores("b1", ["a"]), "aesthetic_scores", "b0")
+    with pytest.raises(ValueError, match="not in table aesthetic_scores"):
+        store.publish(_scores("b0", ["a"]).assign(flow=1.0), "aesthetic_scores", "b0")
+    with pytest.raises(ValueError, match="cannot be stored as DOUBLE"):
+        store.publish(_scores("b0", ["a"]).assign(aes="high"), "aesthetic_scores", "b0")
+    assert not store.partitions("aesthetic_scores")
 
 
-def _stage_then_crash(db: str, staging: str) -> None:
-    store = Store(Path(db))
-    store.stage(_scores("b0", ["new1", "new2", "new3"], aes=9.0), "aesthetic_scores", "b0", Path(staging))
-    os._exit(3)  # killed after the GPU work, before the commit
-
-
-def test_crash_before_commit_leaves_table_unchanged_and_staged_file_commits(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    _commit(store, tmp_path, "aesthetic_scores", "b0", _scores("b0", ["old"]))
+def test_a_publish_killed_mid_write_leaves_the_previous_version(settings: Settings, tmp_path: Path) -> None:
+    """kill -9 while the new file is being written: readers keep seeing the old partition, whole."""
+    store = TableStore.from_settings(settings)
+    store.publish(_scores("b0", ["a", "b"]), "aesthetic_scores", "b0")
     before = _rows(store, "aesthetic_scores")
-
-    proc = SPAWN.Process(
-        target=_stage_then_crash, args=(str(tmp_path / "v.duckdb"), str(tmp_path / "staging"))
-    )
-    proc.start()
-    proc.join(timeout=60)
-    assert proc.exitcode == 3
+    script = textwrap.dedent(f"""
+        import sys, pyarrow.parquet as pq
+        import pandas as pd
+        from vidscore_core.store import TableStore
+        real_write = pq.write_table
+        def write_then_hang(table, where, **kw):
+            real_write(table.slice(0, 1), where, **kw)  # part of the data is on disk...
+            print("writing", flush=True)
+            sys.stdin.read()  # ...and the process is killed here
+        pq.write_table = write_then_hang
+        rows = pd.DataFrame({{"video_id": ["x", "y", "z"], "aes": [1.0, 2.0, 3.0]}})
+        TableStore({store.root!r}).publish(rows, "aesthetic_scores", "b0")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, cwd=REPO)  # fmt: skip
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
     pd.testing.assert_frame_equal(_rows(store, "aesthetic_scores"), before)
-
-    staged = tmp_path / "staging" / "aesthetic_scores" / "b0.parquet"
-    assert [p.name for p in staged.parent.iterdir()] == ["b0.parquet"]  # no temp file left behind
-    assert store.commit_partition("aesthetic_scores", "b0", staged) == 3
-    assert _rows(store, "aesthetic_scores")["video_id"].tolist() == ["new1", "new2", "new3"]
-
-
-def test_rows_of_another_batch_are_refused(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    _commit(store, tmp_path, "aesthetic_scores", "b0", _scores("b0", ["a"]))
-    before = _rows(store, "aesthetic_scores")
-    with pytest.raises(ValueError, match="b0"):
-        store.stage(_scores("b1", ["x"]), "aesthetic_scores", "b0", tmp_path / "staging")
-
-    stray = tmp_path / "stray.parquet"
-    mixed = pd.concat([_scores("b0", ["x"]), _scores("b1", ["y"])])
-    pq.write_table(pa.Table.from_pandas(mixed[["video_id", "batch", "aes"]], preserve_index=False), stray)
-    with pytest.raises(ValueError, match="b1"):
-        store.commit_partition("aesthetic_scores", "b0", stray)
-    pq.write_table(pa.table({"video_id": ["x"], "batch": ["b0"], "not_a_column": [1]}), stray)
-    with pytest.raises(ValueError, match="not_a_column"):
-        store.commit_partition("aesthetic_scores", "b0", stray)
-    pd.testing.assert_frame_equal(_rows(store, "aesthetic_scores"), before)
+    write_views(settings)
+    con = connect_read_only(settings.db_path, store)
+    try:
+        assert con.execute("SELECT count(*) FROM aesthetic_scores").fetchone() == (2,)
+    finally:
+        con.close()
 
 
-def test_stage_refuses_what_the_table_cannot_hold(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    with pytest.raises(ValueError, match="num_frames"):
-        store.stage(
-            pd.DataFrame({"video_id": ["a"], "num_frames": [1.5]}), "aesthetic_scores", "b0", tmp_path
-        )
-    with pytest.raises(ValueError, match="unknown_col"):
-        store.stage(pd.DataFrame({"video_id": ["a"], "unknown_col": [1]}), "aesthetic_scores", "b0", tmp_path)
-    with pytest.raises(ValueError, match="params"):
-        store.stage(
-            pd.DataFrame({"video_id": ["a"], "params": ["{not json"]}), "aesthetic_scores", "b0", tmp_path
-        )
-    assert not (tmp_path / "aesthetic_scores").exists()
-
-
-def test_failed_insert_rolls_back_the_delete(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    _commit(store, tmp_path, "aesthetic_scores", "b0", _scores("b0", ["a", "b"]))
-    before = _rows(store, "aesthetic_scores")
-    bad = tmp_path / "bad.parquet"
-    # The last column fails to convert only after the delete ran.
-    pq.write_table(pa.table({"video_id": ["x"], "batch": ["b0"], "aes": [1.0], "num_frames": ["many"]}), bad)
-    with pytest.raises(duckdb.Error):
-        store.commit_partition("aesthetic_scores", "b0", bad)
-    pd.testing.assert_frame_equal(_rows(store, "aesthetic_scores"), before)
-
-
-def test_hostile_strings_round_trip(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    batches = ["'; DROP TABLE videos; --", '../"quoted"/..', "日本語-🎬"]
+def test_hostile_strings_round_trip(settings: Settings) -> None:
+    store = TableStore.from_settings(settings)
+    batches = ["'; DROP TABLE videos; --", '../"quoted"/..', "日本語-🎬", ".hidden"]
     for i, batch in enumerate(batches):
         df = pd.DataFrame(
             {
@@ -240,75 +196,85 @@ def test_hostile_strings_round_trip(tmp_path: Path) -> None:
                 "ingested_at": [utc_now()],
             }
         )
-        _commit(store, tmp_path, "videos", batch, df)
+        store.publish(df, "videos", batch)
     assert store.partitions("videos") == set(batches)
     for batch in batches:
-        got = store.query_df(
-            "SELECT path, text, extra ->> 'note' AS note FROM videos WHERE batch = ?", [batch]
-        )
+        got = store.query_df("SELECT path, text, extra ->> 'note' AS note FROM videos WHERE batch = ?", [batch])
         assert got["path"].tolist() == [f'/data/it\'s "{batch}".mp4']
         assert got["note"].tolist() == [batch]
         assert got["text"][0].endswith("ünïcödé and 🐈‍⬛")
     named = store.query_df("SELECT count(*) AS n FROM videos WHERE batch = $b", {"b": batches[0]})
     assert named["n"].tolist() == [1]
-    # Every staged file stayed inside the staging directory.
-    staged = [p for p in (tmp_path / "staging").rglob("*") if p.is_file()]
-    assert len(staged) == 3 and all(p.parent == tmp_path / "staging" / "videos" for p in staged)
-    assert store.delete_partition("videos", batches[0]) == 1
-    assert store.partitions("videos") == set(batches[1:])
+    # Every file stayed inside the table's folder, none hidden.
+    files = [p for p in Path(store.root).rglob("*") if p.is_file()]
+    videos_dir = Path(store.table_dir("videos"))
+    assert all(p.parent.parent == Path(store.root) for p in files)
+    assert sorted(p.name for p in videos_dir.iterdir() if p.name != "_schema.parquet") == sorted(
+        Path(store.partition_path("videos", b)).name for b in batches
+    )
+    assert not any(p.name.startswith(".") for p in files)
 
 
-# -- reading -------------------------------------------------------------------------------------
-
-
-def _hold_connection(db: str, held: mp.synchronize.Event, seconds: float, read_only: bool = False) -> None:
-    con = duckdb.connect(db, read_only=read_only)
-    held.set()
-    time.sleep(seconds)
-    con.close()
-
-
-def test_query_df_waits_for_a_writer_then_answers(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
-    _commit(store, tmp_path, "aesthetic_scores", "b0", _scores("b0", ["a"]))
-    held = SPAWN.Event()
-    proc = SPAWN.Process(target=_hold_connection, args=(str(tmp_path / "v.duckdb"), held, 2.0))
-    proc.start()
-    try:
-        assert held.wait(timeout=60)
-        with pytest.raises(TimeoutError, match="v.duckdb"):
-            Store(tmp_path / "v.duckdb", lock_timeout_s=0.3).query_df("SELECT 1")
-        start = time.monotonic()
-        got = store.query_df("SELECT count(*) AS n FROM aesthetic_scores")
-        assert got["n"].tolist() == [1]
-        assert time.monotonic() - start > 0.5  # it really waited for the writer to go
-    finally:
-        proc.join(timeout=60)
-
-
-def test_query_df_on_a_new_database_creates_the_schema(tmp_path: Path) -> None:
-    store = Store(tmp_path / "sub" / "v.duckdb")
-    assert store.query_df("SELECT * FROM video_scores").empty
-
-
-def test_video_scores_has_one_row_per_video(tmp_path: Path) -> None:
-    store = Store(tmp_path / "v.duckdb")
+def test_video_scores_has_one_row_per_video(settings: Settings) -> None:
+    store = TableStore.from_settings(settings)
     for batch, ids in {"b0": ["a", "b"], "b1": ["c"]}.items():
-        _commit(
-            store,
-            tmp_path,
-            "videos",
-            batch,
-            pd.DataFrame({"video_id": ids, "path": [f"{i}.mp4" for i in ids]}),
-        )
+        store.publish(pd.DataFrame({"video_id": ids, "path": [f"{i}.mp4" for i in ids]}), "videos", batch)
     got = store.query_df("SELECT * FROM video_scores ORDER BY video_id")
     assert got["video_id"].tolist() == ["a", "b", "c"]
     assert got[["aes", "aes_error", "flow", "flow_error", "match", "match_error"]].isna().all().all()
 
-    _commit(store, tmp_path, "aesthetic_scores", "b0", _scores("b0", ["a"]))
-    errors = pd.DataFrame({"video_id": ["b"], "match": [None], "error": ["cannot decode"]})
-    _commit(store, tmp_path, "matching_scores", "b0", errors)
+    store.publish(_scores("b0", ["a"]), "aesthetic_scores", "b0")
+    store.publish(pd.DataFrame({"video_id": ["b"], "match": [None], "error": ["cannot decode"]}), "matching_scores", "b0")
     got = store.query_df("SELECT video_id, aes, match, match_error FROM video_scores ORDER BY video_id")
     assert got["video_id"].tolist() == ["a", "b", "c"]
     assert got["aes"].tolist()[0] == 5.0 and got["aes"].isna().tolist() == [False, True, True]
     assert got["match_error"].tolist()[1] == "cannot decode"
+    # Queries can be limited to some batches (what a partition's checks read).
+    assert store.query_df("SELECT count(*) AS n FROM videos", keys=["b1"])["n"].tolist() == [1]
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+WRITER = """
+import sys
+import pandas as pd
+from vidscore_core.store import TableStore
+root, batch, tag = sys.argv[1:4]
+ids = [f"{batch}-{i}" for i in range(2000)]
+rows = pd.DataFrame({"video_id": ids, "aes": [float(len(tag))] * len(ids), "run_id": tag})
+for _ in range(5):
+    TableStore(root).publish(rows, "aesthetic_scores", batch)
+"""
+
+READER = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "ro")
+print("open", flush=True)
+for line in sys.stdin:
+    print(con.execute(line).fetchall(), flush=True)
+"""
+
+
+def test_writers_run_while_user_sessions_hold_the_database(settings: Settings) -> None:
+    """8 writer processes (one batch written by two of them) while a user holds vidscore.duckdb
+    open read-write: no writer waits or fails, no row is lost or doubled, the session sees them all."""
+    write_views(settings)
+    store = TableStore.from_settings(settings)
+    session = subprocess.Popen([sys.executable, "-c", READER, str(settings.db_path), "rw"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
+    try:
+        assert session.stdout.readline().strip() == "open"
+        jobs = [(f"b{i}", f"w{i}") for i in range(7)] + [("b0", "again")]
+        writers = [
+            subprocess.Popen([sys.executable, "-c", WRITER, store.root, batch, tag], cwd=REPO)
+            for batch, tag in jobs
+        ]
+        assert [w.wait(timeout=300) for w in writers] == [0] * len(writers)
+        session.stdin.write("SELECT count(*), count(DISTINCT video_id), count(DISTINCT batch) FROM aesthetic_scores\n")
+        session.stdin.write("SELECT DISTINCT run_id FROM aesthetic_scores WHERE batch = 'b0'\n")
+        session.stdin.flush()
+        assert session.stdout.readline().strip() == "[(14000, 14000, 7)]"
+        assert session.stdout.readline().strip() in ("[('w0',)]", "[('again',)]")  # one version, whole
+    finally:
+        session.stdin.close()
+        session.wait(timeout=60)

@@ -4,8 +4,9 @@
 (`clip_embeddings`, `flow_scores`): the Dagster step calls it on the whole batch when it runs alone,
 and each torchrun rank (`vidscore_core.torchrun_worker`) calls it on its own disjoint shard, so the
 two give the same rows.
-Each rank stages its rows as a separate Parquet part (`<batch>@rank<r>.parquet`); the step then
-commits all parts in one transaction (`Store.commit_partition` takes a list of files).
+Each rank writes its rows as a Parquet part (`rank<r>.parquet`) in a folder private to the run
+and batch; the step then publishes all parts as the batch's one file. Parts of another run are
+never read, so no run can adopt or delete another's work.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import pandas as pd
 
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
-from vidscore_core.store import staged_path
 
 WORKER_MODULE = "vidscore_core.torchrun_worker"
 
@@ -44,34 +44,13 @@ def shard(frame: pd.DataFrame, rank: int, world_size: int) -> pd.DataFrame:
     return frame.iloc[start:stop].reset_index(drop=True)
 
 
-def part_name(rank: int) -> str:
-    return f"rank{rank}"
+def part_path(parts_dir: Path, rank: int) -> Path:
+    return Path(parts_dir) / f"rank{rank}.parquet"
 
 
-def part_paths(staging_dir: Path, asset: str, batch: str, world_size: int) -> list[Path]:
-    """The staged parts the ranks of a world of `world_size` write for one partition."""
-    return [staged_path(staging_dir, asset, batch, part_name(r)) for r in range(world_size)]
-
-
-def existing_parts(staging_dir: Path, asset: str, batch: str) -> list[Path]:
-    """Rank parts already staged for the partition (any world size), ordered by rank."""
-    whole = staged_path(staging_dir, asset, batch)
-    # Encoded keys hold no glob metacharacters (staged_path percent-encodes them).
-    found = list(whole.parent.glob(f"{whole.stem}@rank*.parquet")) if whole.parent.is_dir() else []
-
-    def rank_of(path: Path) -> int:
-        suffix = path.stem.rsplit("@rank", 1)[-1]
-        return int(suffix) if suffix.isdigit() else -1
-
-    return sorted((p for p in found if rank_of(p) >= 0), key=rank_of)
-
-
-def clear_parts(staging_dir: Path, asset: str, batch: str) -> int:
-    """Remove rank parts left by an earlier run (another world size would mix with the new ones)."""
-    parts = existing_parts(staging_dir, asset, batch)
-    for path in parts:
-        path.unlink(missing_ok=True)
-    return len(parts)
+def part_paths(parts_dir: Path, world_size: int) -> list[Path]:
+    """The parts the ranks of a world of `world_size` write."""
+    return [part_path(parts_dir, r) for r in range(world_size)]
 
 
 # -- launching -----------------------------------------------------------------------------------
@@ -84,7 +63,7 @@ class WorkerSpec:
     asset: str
     batch: str
     videos_path: str  # Parquet with the batch's `videos` rows (video_id, path, text, error)
-    staging_dir: str
+    parts_dir: str  # where rank r writes rank<r>.parquet: private to this run and batch
     settings: dict = field(default_factory=dict)  # Settings fields, paths as strings
     options: dict = field(default_factory=dict)  # JobOptions fields except `progress`
     flow_backend: str = "unimatch"
@@ -98,6 +77,7 @@ class WorkerSpec:
         asset: str,
         batch: str,
         videos_path: Path,
+        parts_dir: Path,
         settings: Settings,
         options: JobOptions,
         flow_backend: str = "unimatch",
@@ -115,7 +95,7 @@ class WorkerSpec:
             asset=asset,
             batch=batch,
             videos_path=str(videos_path),
-            staging_dir=str(settings.staging_dir),
+            parts_dir=str(parts_dir),
             settings=settings_fields,
             options=option_fields,
             flow_backend=flow_backend,

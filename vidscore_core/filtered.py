@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from vidscore_core.filtering import FilterSpec
-from vidscore_core.store import Store
+from vidscore_core.store import TableStore
 
 # Named presets users can pick without typing thresholds (Open-Sora's usual aesthetic cut-offs).
 PRESETS: dict[str, FilterSpec] = {
@@ -28,13 +28,13 @@ ORDER BY v.batch, v.meta_row
 """
 
 
-def select_rows(store: Store, spec: FilterSpec) -> pd.DataFrame:
+def select_rows(store: TableStore, spec: FilterSpec) -> pd.DataFrame:
     """Readable clips that pass `spec` (one row per clip, even if it was ingested in two batches)."""
     predicate, params = spec.sql()
     return store.query_df(CANDIDATES_SQL.format(predicate=predicate), params)
 
 
-def source_counts(store: Store) -> dict[str, int]:
+def source_counts(store: TableStore) -> dict[str, int]:
     counts = store.query_df(
         "SELECT (SELECT count(*) FROM videos) AS videos, (SELECT count(aes) FROM aesthetic_scores) AS aes, "
         '(SELECT count(flow) FROM flow_scores) AS flow, (SELECT count("match") FROM matching_scores) AS "match"'

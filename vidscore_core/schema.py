@@ -1,7 +1,9 @@
-"""DuckDB table definitions, in one place.
+"""Table definitions, in one place.
 
-Everything the store generates (CREATE TABLE, migrations, the `video_scores` view, identifier
-quoting) is derived from the data below, so a new column is added here and nowhere else.
+Tables are Parquet partitions (one file per table and batch) that DuckDB reads through views.
+Everything derived from a table's definition (the Arrow schema files are written with, the views of
+`vidscore.duckdb`, the `video_scores` join, identifier quoting) comes from the data below, so a new
+column is added here and nowhere else. Old partition files lacking a new column read it as NULL.
 """
 
 from __future__ import annotations
@@ -9,15 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-# Bump when a change needs more than "add the missing columns" (the store records it in vidscore_meta).
-SCHEMA_VERSION = 1
-
-META_TABLE = "vidscore_meta"
-META_COLUMNS: list[tuple[str, str]] = [
-    ("key", "VARCHAR"),
-    ("value", "VARCHAR"),
-    ("updated_at", "TIMESTAMPTZ"),
-]
+# Bump when a change needs more than "add the missing columns".
+SCHEMA_VERSION = 2
 
 # Shared by every score table: which model/weights/params produced the row, and in which run.
 LINEAGE_COLUMNS: list[tuple[str, str]] = [
@@ -32,6 +27,17 @@ LINEAGE_COLUMNS: list[tuple[str, str]] = [
 _KEY_COLUMNS: list[tuple[str, str]] = [("video_id", "VARCHAR"), ("batch", "VARCHAR")]
 
 TABLES: dict[str, list[tuple[str, str]]] = {
+    # A batch of an ingested meta file, as the `meta_files` asset split it (internal: no view).
+    "manifests": [
+        ("video_id", "VARCHAR"),
+        ("batch", "VARCHAR"),
+        ("path", "VARCHAR"),
+        ("path_original", "VARCHAR"),
+        ("text", "VARCHAR"),
+        ("meta_file", "VARCHAR"),
+        ("meta_row", "INTEGER"),
+        ("extra", "JSON"),
+    ],
     "videos": [
         *_KEY_COLUMNS,
         ("path", "VARCHAR"),
@@ -111,6 +117,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
 
 # The column whose value names a table's partition (what commit_partition replaces).
 PARTITION_KEYS: dict[str, str] = {
+    "manifests": "batch",
     "videos": "batch",
     "clip_embeddings": "batch",
     "aesthetic_scores": "batch",
@@ -119,6 +126,8 @@ PARTITION_KEYS: dict[str, str] = {
     "filtered_videos": "preset",
 }
 PARTITIONED_TABLES: frozenset[str] = frozenset(t for t, key in PARTITION_KEYS.items() if key == "batch")
+# Tables users query (a view each in vidscore.duckdb); `manifests` is the pipeline's own input.
+PUBLIC_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "manifests")
 
 # Score tables joined into `video_scores`: table -> (alias, score column, name of its error column there).
 SCORE_TABLES: dict[str, tuple[str, str, str]] = {
@@ -136,7 +145,7 @@ VIEW_COLUMNS: list[str] = [
 ]
 
 _IDENTIFIERS: frozenset[str] = frozenset(
-    {META_TABLE, "video_scores", *TABLES, *(c for c, _ in META_COLUMNS), *VIEW_COLUMNS}
+    {"video_scores", *TABLES, *VIEW_COLUMNS}
     | {c for cols in TABLES.values() for c, _ in cols}
 )
 
@@ -164,14 +173,17 @@ def partition_key(table: str) -> str:
     return PARTITION_KEYS[table]
 
 
-def create_table_sql(table: str) -> str:
-    cols = ", ".join(f"{quote_ident(c)} {t}" for c, t in columns(table))
-    return f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} ({cols})"
+def select_sql(table: str, source: str) -> str:
+    """SELECT of `table` from a relation with its raw Parquet columns, in the table's column order.
 
-
-def create_meta_sql() -> str:
-    cols = ", ".join(f"{quote_ident(c)} {t}" for c, t in META_COLUMNS)
-    return f"CREATE TABLE IF NOT EXISTS {quote_ident(META_TABLE)} ({cols})"
+    Parquet has no JSON type: JSON columns are stored as text and cast back here, so views and
+    internal queries see the same types as the definition above.
+    """
+    cols = []
+    for name, dtype in columns(table):
+        q = quote_ident(name)
+        cols.append(f"CAST({q} AS JSON) AS {q}" if dtype == "JSON" else q)
+    return f"SELECT {', '.join(cols)} FROM {source}"
 
 
 def video_scores_sql() -> str:
@@ -198,6 +210,6 @@ def video_scores_sql() -> str:
 
 
 def fingerprint() -> str:
-    """A hash of the whole definition: when it changes, the store re-creates the view."""
+    """A hash of the whole definition: when it changes, the views are re-created."""
     blob = json.dumps([SCHEMA_VERSION, TABLES, PARTITION_KEYS, video_scores_sql()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

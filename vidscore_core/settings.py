@@ -28,6 +28,8 @@ class Settings:
     aesthetic_weights_override: Path | None = None
     unimatch_weights_override: Path | None = None
     device: str = "auto"
+    # Where the tables' Parquet partitions live: a local/shared folder or `s3://bucket/prefix`.
+    tables: str = field(default_factory=lambda: os.environ.get("VIDSCORE_TABLES") or "")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,6 +44,7 @@ class Settings:
             aesthetic_weights_override=opt("VIDSCORE_AESTHETIC_WEIGHTS"),
             unimatch_weights_override=opt("VIDSCORE_UNIMATCH_WEIGHTS"),
             device=os.environ.get("VIDSCORE_DEVICE") or "auto",
+            tables=os.environ.get("VIDSCORE_TABLES") or "",
         )
 
     @property
@@ -49,8 +52,16 @@ class Settings:
         return self.home / "vidscore.duckdb"
 
     @property
-    def staging_dir(self) -> Path:
-        return self.home / "staging"
+    def tables_root(self) -> str:
+        """`VIDSCORE_TABLES`, else `$VIDSCORE_HOME/tables` (absolute, so no run depends on its cwd)."""
+        if self.tables.startswith("s3://"):
+            return self.tables.rstrip("/")
+        return str((Path(self.tables).expanduser() if self.tables else self.home / "tables").resolve())
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space of running steps (torchrun inputs and rank parts), one folder per run."""
+        return self.home / "work"
 
     @property
     def exports_dir(self) -> Path:

@@ -1,8 +1,14 @@
-"""The DuckDB store: stage results as Parquet, then commit them in one short transaction.
+"""The table store: one Parquet file per (table, partition), published atomically; DuckDB reads them.
 
-DuckDB allows one writer process at a time, and a read-only connection cannot open while a writer
-holds the file. So every connection here is opened for one operation and closed right after, and
-opening retries on lock errors with backoff (see DESIGN.md, "Storage: stage, then commit").
+Layout under the root (`Settings.tables_root`, a folder or `s3://bucket/prefix`):
+`<table>/_schema.parquet` (zero rows, the table's current columns: it keeps an empty table
+queryable and gives old files the columns added since) and `<table>/<key column>=<key>.parquet`.
+
+A step writes a partition's whole file and publishes it in one step: on a POSIX file system
+(local or shared) it writes a temporary name in the same folder, fsyncs and renames; on S3 the
+object appears only when its upload completes. Whoever publishes last wins whole; a reader sees the
+old file or the new one, never a mix, and no lock is ever taken. Queries run in a private
+in-memory DuckDB over these files, so no process ever waits for another's database file.
 """
 
 from __future__ import annotations
@@ -10,29 +16,28 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vidscore_core import schema
-from vidscore_core.schema import quote_ident
 
 _SCALAR_ARROW: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),
-    "JSON": pa.string(),  # DuckDB parses the text on insert into a JSON column
+    "JSON": pa.string(),  # Parquet has no JSON type: text, cast back to JSON by the views
     "INTEGER": pa.int32(),
     "BIGINT": pa.int64(),
     "DOUBLE": pa.float64(),
@@ -40,269 +45,223 @@ _SCALAR_ARROW: dict[str, pa.DataType] = {
     "BOOLEAN": pa.bool_(),
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
 }
-
-# Substrings of DuckDB errors that mean "someone else has the file right now": worth waiting for.
-_LOCK_MESSAGES = (
-    "could not set lock on file",
-    "conflicting lock",
-    "different configuration than existing connections",  # same process, read-only vs read-write
-    "resource temporarily unavailable",
-)
+SCHEMA_FILE = "_schema.parquet"
 
 
 def arrow_type(duckdb_type: str) -> pa.DataType:
-    """The Arrow type that inserts cleanly into a column of the given DuckDB type."""
+    """The Arrow type a column of the given DuckDB type is written as."""
     if duckdb_type.endswith("[]"):
         return pa.list_(arrow_type(duckdb_type[:-2]))
     return _SCALAR_ARROW[duckdb_type]
 
 
-def staged_path(staging_dir: Path, asset: str, key: str, part: str | None = None) -> Path:
-    """Where `stage` writes an asset's partition: `<staging_dir>/<asset>/<key>[@<part>].parquet`.
+def arrow_schema(table: str) -> pa.Schema:
+    return pa.schema([pa.field(c, arrow_type(t)) for c, t in schema.columns(table)])
 
-    Keys are percent-encoded where needed (`/`, quotes, `@`, a leading dot...), so no key can
-    escape the directory and distinct (key, part) pairs never share a file.
-    """
-    schema.columns(asset)
+
+def partition_file_name(table: str, key: str) -> str:
+    """`batch=<key>.parquet`: keys are percent-encoded where needed, so none escapes its folder."""
     if not key:
         raise ValueError("partition key must be a non-empty string")
-    name = _safe_name(key) + (f"@{_safe_name(part)}" if part else "")
-    return Path(staging_dir) / asset / f"{name}.parquet"
+    name = quote(key, safe="-_.")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    return f"{schema.partition_key(table)}={name}.parquet"
 
 
-def _safe_name(text: str) -> str:
-    name = quote(text, safe="-_=.")
-    return "%2E" + name[1:] if name.startswith(".") else name
+def _key_of(table: str, file_name: str) -> str | None:
+    prefix = schema.partition_key(table) + "="
+    if not (file_name.startswith(prefix) and file_name.endswith(".parquet")):
+        return None
+    return unquote(file_name[len(prefix) : -len(".parquet")])
 
 
-def _is_lock_error(exc: BaseException) -> bool:
-    return isinstance(exc, duckdb.Error) and any(m in str(exc).lower() for m in _LOCK_MESSAGES)
+@dataclass(frozen=True)
+class Published:
+    """What `TableStore.publish` wrote."""
+
+    table: str
+    key: str
+    path: str
+    rows: int
+    bytes: int
 
 
-class Store:
-    """The vidscore DuckDB database at `db_path` (usually `Settings.from_env().db_path`)."""
+class TableStore:
+    """The tables under `root` (a local folder, or `s3://bucket/prefix` with the usual AWS variables)."""
 
-    def __init__(self, db_path: Path, *, lock_timeout_s: float = 120.0) -> None:
-        self.db_path = Path(db_path)
-        self.lock_timeout_s = lock_timeout_s
-        self._schema_ok = False  # once ensure_schema succeeded, skip re-checking in this process
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        root = str(root)
+        self.is_s3 = root.startswith("s3://")
+        if self.is_s3:
+            self.root = root.rstrip("/")
+            self.fs: pafs.FileSystem = _s3_filesystem()
+            self._base = self.root[len("s3://") :]
+        else:
+            self.root = str(Path(root).expanduser().resolve())
+            self.fs = pafs.LocalFileSystem()
+            self._base = self.root
 
-    # -- connections ---------------------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Any) -> TableStore:
+        return cls(settings.tables_root)
 
-    @contextmanager
-    def _connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = self._retry_on_lock(lambda: duckdb.connect(str(self.db_path), read_only=read_only))
-        try:
-            yield con
-        finally:
-            con.close()
+    def __repr__(self) -> str:
+        return f"TableStore({self.root!r})"
 
-    def _retry_on_lock(self, open_fn: Callable[[], duckdb.DuckDBPyConnection]) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.02
-        while True:
+    # -- layout --------------------------------------------------------------------------------
+
+    def table_dir(self, table: str) -> str:
+        """The table's folder as DuckDB and users name it (a path, or an s3:// URL)."""
+        schema.columns(table)
+        return f"{self.root}/{table}"
+
+    def partition_path(self, table: str, key: str) -> str:
+        return f"{self.table_dir(table)}/{partition_file_name(table, key)}"
+
+    def _fs_path(self, table: str, name: str = "") -> str:
+        return f"{self._base}/{table}" + (f"/{name}" if name else "")
+
+    def ensure_layout(self, tables: Iterable[str] | None = None) -> None:
+        """Write each table's `_schema.parquet` when missing or outdated. Idempotent and atomic."""
+        for table in tables or schema.TABLES:
+            want = arrow_schema(table)
+            path = self._fs_path(table, SCHEMA_FILE)
             try:
-                return open_fn()
-            except duckdb.Error as exc:
-                if not _is_lock_error(exc):
-                    raise
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"DuckDB file {self.db_path} stayed locked by another connection or process for "
-                        f"{self.lock_timeout_s:g}s (close open SQL sessions on it); last error: {exc}"
-                    ) from exc
-                # Exponential backoff with jitter, so waiting processes do not retry in lockstep.
-                time.sleep(min(left, delay * random.uniform(0.5, 1.0)))
-                delay = min(delay * 2, 1.0)
-
-    # -- schema --------------------------------------------------------------------------------
-
-    def ensure_schema(self) -> None:
-        """Create missing tables and the view, add columns missing from older tables. Idempotent."""
-        if self._schema_ok:
-            return
-        if self.db_path.exists():
-            # Cheap read-only check first: when nothing is missing, never take the write lock.
-            with self._connect(read_only=True) as con:
-                if not _schema_plan(con):
-                    self._schema_ok = True
-                    return
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect(read_only=False) as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                # Re-plan under the write lock: another process may have migrated meanwhile.
-                for sql, params in _schema_plan(con):
-                    con.execute(sql, params)
-                con.execute("COMMIT")
-            except BaseException:
-                _rollback(con)
-                raise
-        self._schema_ok = True
-
-    def schema_version(self) -> int | None:
-        """The schema version recorded in the database (None before ensure_schema ran)."""
-        if not self.db_path.exists():
-            return None
-        with self._connect(read_only=True) as con:
-            meta = _read_meta(con)
-        return int(meta["schema_version"]) if "schema_version" in meta else None
+                if pq.read_schema(path, filesystem=self.fs).equals(want):
+                    continue
+            except (FileNotFoundError, OSError, pa.ArrowInvalid):
+                pass
+            self._write(want.empty_table(), table, SCHEMA_FILE)
 
     # -- writing -------------------------------------------------------------------------------
 
-    def stage(
-        self, df: pd.DataFrame, asset: str, batch: str, staging_dir: Path, *, part: str | None = None
-    ) -> Path:
-        """Write `df` as the staged Parquet file of partition `batch` of `asset`; returns its path.
+    def publish(self, df: pd.DataFrame | pa.Table, table: str, key: str) -> Published:
+        """Replace partition `key` of `table` with these rows, atomically (see the module docstring).
 
-        The file is typed after schema.py (so it commits cleanly) and appears atomically: a reader
-        sees either the previous file or the complete new one. A missing key column is filled in.
-        `part` names one of several files of the partition (e.g. one per torchrun rank).
+        The rows are typed after schema.py; a missing key column is filled in; rows of another
+        partition or unknown columns are refused with ValueError before anything is written.
         """
-        key = schema.partition_key(asset)
-        if key not in df.columns:
-            df = df.assign(**{key: batch})
-        table = _to_arrow(df, asset)
-        _check_keys(table, asset, key, batch)
-        path = staged_path(staging_dir, asset, batch, part)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        key_col = schema.partition_key(table)
+        arrow = df if isinstance(df, pa.Table) else to_arrow(df, table, fill={key_col: key})
+        if key_col not in arrow.column_names:
+            arrow = arrow.append_column(key_col, pa.array([key] * arrow.num_rows, pa.string()))
+        check_keys(arrow, table, key_col, key)
+        arrow = _conform(arrow, table)
+        self.ensure_layout([table])
+        name = partition_file_name(table, key)
+        size = self._write(arrow, table, name)
+        return Published(table, key, self.partition_path(table, key), arrow.num_rows, size)
+
+    def _write(self, arrow: pa.Table, table: str, name: str) -> int:
+        final = self._fs_path(table, name)
+        if self.is_s3:
+            # An S3 object becomes visible only when its (multipart) upload completes: atomic.
+            pq.write_table(arrow, final, filesystem=self.fs)
+            return int(self.fs.get_file_info(final).size)
+        folder = Path(self._fs_path(table))
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            pq.write_table(table, tmp)
+            pq.write_table(arrow, tmp)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())  # the rename must never expose a file whose data is not on disk
-            os.replace(tmp, path)
+            size = tmp.stat().st_size
+            os.replace(tmp, folder / name)
         finally:
             tmp.unlink(missing_ok=True)
-        return path
+        return size
 
-    def commit_partition(
-        self,
-        table: str,
-        batch: str,
-        parquet_path: Path | Sequence[Path],
-        *,
-        key_column: str | None = None,
-    ) -> int:
-        """Replace partition `batch` of `table` with the staged file(s); returns rows inserted.
-
-        One transaction: DELETE the partition's rows, INSERT the file's rows BY NAME (columns the
-        file lacks become NULL). Refused with ValueError, nothing changed, when the file has
-        columns the table lacks or a row whose key is not `batch`. `key_column` defaults to the
-        table's partition key from schema.py.
-        """
-        key = key_column or schema.partition_key(table)
-        known = {c for c, _ in schema.columns(table)}
-        if key not in known:
-            raise ValueError(f"{key!r} is not a column of {table}")
-        paths = [parquet_path] if isinstance(parquet_path, (str, os.PathLike)) else list(parquet_path)
-        # Read before locking: the lock is held only for the delete+insert, and what is inserted
-        # is exactly what was validated even if the staged file is replaced meanwhile.
-        staged = _read_staged(paths)
-        unknown = [c for c in staged.column_names if c not in known]
-        if unknown:
-            raise ValueError(f"staged file {paths[0]} has columns not in table {table}: {unknown}")
-        _check_keys(staged, table, key, batch)
-        self.ensure_schema()
-        cols = ", ".join(quote_ident(c) for c in staged.column_names)
-        with self._connect(read_only=False) as con:
-            con.register("_vidscore_staged", staged)
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"DELETE FROM {quote_ident(table)} WHERE {quote_ident(key)} = ?", [batch])
-                row = con.execute(
-                    f"INSERT INTO {quote_ident(table)} BY NAME SELECT {cols} FROM _vidscore_staged"
-                ).fetchone()
-                con.execute("COMMIT")
-            except BaseException:
-                _rollback(con)
-                raise
-        return int(row[0]) if row else 0
-
-    def delete_partition(self, table: str, batch: str) -> int:
-        """Delete partition `batch` of `table`; returns rows deleted."""
-        key = schema.partition_key(table)
-        if not self.db_path.exists():
-            return 0
-        self.ensure_schema()
-        with self._connect(read_only=False) as con:
-            row = con.execute(
-                f"DELETE FROM {quote_ident(table)} WHERE {quote_ident(key)} = ?", [batch]
-            ).fetchone()
-        return int(row[0]) if row else 0
+    def delete(self, table: str, key: str) -> bool:
+        """Remove partition `key` of `table`; False when it did not exist."""
+        path = self._fs_path(table, partition_file_name(table, key))
+        try:
+            self.fs.delete_file(path)
+        except FileNotFoundError:
+            return False
+        return True
 
     # -- reading -------------------------------------------------------------------------------
 
-    def query_df(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pd.DataFrame:
-        """Run a read-only query (`?` or `$name` parameters); waits while a writer holds the file."""
-        if not self.db_path.exists():
-            self.ensure_schema()
-        with self._connect(read_only=True) as con:
-            _set_utc(con)
-            return con.execute(sql, params).df()
-
-    def partition_counts(self, table: str) -> dict[str, int]:
-        """Rows per partition key of `table`."""
-        key = quote_ident(schema.partition_key(table))
-        df = self.query_df(f"SELECT {key} AS k, count(*) AS n FROM {quote_ident(table)} GROUP BY {key}")
-        return {str(k): int(n) for k, n in zip(df["k"], df["n"], strict=True) if k is not None}
+    def partition_files(self, table: str) -> dict[str, str]:
+        """Published partitions of `table`: key -> file system path."""
+        schema.columns(table)
+        selector = pafs.FileSelector(self._fs_path(table), allow_not_found=True)
+        found: dict[str, str] = {}
+        for info in self.fs.get_file_info(selector):
+            key = _key_of(table, info.base_name)
+            if key is not None and info.type == pafs.FileType.File:
+                found[key] = info.path
+        return found
 
     def partitions(self, table: str) -> set[str]:
-        """The partition keys present in `table`."""
-        return set(self.partition_counts(table))
+        return set(self.partition_files(table))
+
+    def has(self, table: str, key: str) -> bool:
+        info = self.fs.get_file_info(self._fs_path(table, partition_file_name(table, key)))
+        return info.type == pafs.FileType.File
+
+    def dataset(self, table: str, keys: Iterable[str] | None = None) -> pds.Dataset:
+        """An Arrow dataset over the table's partitions (all, or `keys`), with the current columns."""
+        files = self.partition_files(table)
+        if keys is not None:
+            files = {k: files[k] for k in dict.fromkeys(keys) if k in files}
+        return pds.dataset(list(files.values()), schema=arrow_schema(table), format="parquet",
+                           filesystem=self.fs)  # fmt: skip
+
+    def read(self, table: str, keys: Iterable[str] | None = None, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Rows of `table` (partitions `keys`, or all) as a DataFrame."""
+        return self.dataset(table, keys).to_table(columns=list(columns) if columns else None).to_pandas()
+
+    def connect(self, keys: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
+        """A private in-memory DuckDB with every table as a view (restricted to partitions `keys`).
+
+        Nothing is locked or written: it reads the published files as they are now.
+        """
+        keys = list(keys) if keys is not None else None
+        con = duckdb.connect()
+        _set_utc(con)
+        for table in schema.TABLES:
+            part_keys = keys if schema.partition_key(table) == "batch" else None
+            name = f"_arrow_{table}"
+            con.register(name, self.dataset(table, part_keys))
+            con.execute(f"CREATE VIEW {schema.quote_ident(table)} AS {schema.select_sql(table, name)}")
+        con.execute(schema.video_scores_sql())
+        return con
+
+    def query_df(
+        self, sql: str, params: list[Any] | dict[str, Any] | None = None, *, keys: Iterable[str] | None = None
+    ) -> pd.DataFrame:
+        """Run a query over the tables (`?` or `$name` parameters); `keys` limits it to those batches."""
+        con = self.connect(keys)
+        try:
+            return con.execute(sql, params).df()
+        finally:
+            con.close()
+
+    def partition_counts(self, table: str) -> dict[str, int]:
+        """Rows per partition of `table`, from the Parquet footers (no data read)."""
+        counts = {}
+        for key, path in self.partition_files(table).items():
+            counts[key] = pq.ParquetFile(self.fs.open_input_file(path)).metadata.num_rows
+        return counts
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _read_meta(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = ?",
-        [schema.META_TABLE],
-    ).fetchone()
-    if not exists or not exists[0]:
-        return {}
-    rows = con.execute(
-        f"SELECT {quote_ident('key')}, {quote_ident('value')} FROM {quote_ident(schema.META_TABLE)}"
-    )
-    return {k: v for k, v in rows.fetchall()}
-
-
-def _schema_plan(con: duckdb.DuckDBPyConnection) -> list[tuple[str, list[Any]]]:
-    """Statements that bring the database to schema.py's definition (empty when it is current)."""
-    found: dict[str, set[str]] = {}
-    for table, column in con.execute(
-        "SELECT table_name, column_name FROM duckdb_columns() "
-        "WHERE database_name = current_database() AND schema_name = 'main'"
-    ).fetchall():
-        found.setdefault(table, set()).add(column)
-    meta = _read_meta(con)
-    plan: list[tuple[str, list[Any]]] = []
-    if schema.META_TABLE not in found:
-        plan.append((schema.create_meta_sql(), []))
-    for table, cols in schema.TABLES.items():
-        if table not in found:
-            plan.append((schema.create_table_sql(table), []))
-            continue
-        for column, dtype in cols:
-            if column not in found[table]:  # migration: older databases gain new columns as NULL
-                plan.append(
-                    (f"ALTER TABLE {quote_ident(table)} ADD COLUMN {quote_ident(column)} {dtype}", [])
-                )
-    want = {
-        "schema_version": str(max(schema.SCHEMA_VERSION, int(meta.get("schema_version", 0)))),
-        "schema_fingerprint": schema.fingerprint(),
-    }
-    if plan or "video_scores" not in found or meta.get("schema_fingerprint") != want["schema_fingerprint"]:
-        plan.append((schema.video_scores_sql(), []))
-    meta_t, k, v, at = (quote_ident(n) for n in (schema.META_TABLE, "key", "value", "updated_at"))
-    for name, value in want.items():
-        if meta.get(name) != value:
-            plan.append((f"DELETE FROM {meta_t} WHERE {k} = ?", [name]))
-            plan.append((f"INSERT INTO {meta_t} ({k}, {v}, {at}) VALUES (?, ?, now())", [name, value]))
-    return plan
+def _s3_filesystem() -> pafs.S3FileSystem:
+    """S3 from the usual AWS variables; `AWS_ENDPOINT_URL` (or `_S3`) selects a compatible server."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        scheme, _, rest = endpoint.partition("://")
+        kwargs.update(endpoint_override=rest or scheme, scheme=scheme if rest else "https")
+        kwargs["force_virtual_addressing"] = False
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
 
 
 def _set_utc(con: duckdb.DuckDBPyConnection) -> None:
@@ -313,15 +272,17 @@ def _set_utc(con: duckdb.DuckDBPyConnection) -> None:
         pass  # DuckDB built without ICU has no time zones beyond UTC anyway
 
 
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    # Best effort: when COMMIT itself failed there is no transaction left, and the original error matters.
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
+def _conform(arrow: pa.Table, table: str) -> pa.Table:
+    """The table's columns in schema order; missing ones as NULL (their file reads like the schema)."""
+    want = arrow_schema(table)
+    cols = [
+        arrow.column(f.name).cast(f.type) if f.name in arrow.column_names else pa.nulls(arrow.num_rows, f.type)
+        for f in want
+    ]
+    return pa.Table.from_arrays(cols, schema=want)
 
 
-def _check_keys(table: pa.Table, name: str, key: str, expected: str) -> None:
+def check_keys(table: pa.Table, name: str, key: str, expected: str) -> None:
     if table.num_rows == 0:
         return
     if key not in table.column_names:
@@ -330,21 +291,17 @@ def _check_keys(table: pa.Table, name: str, key: str, expected: str) -> None:
     wrong = [v for v in values if v != expected]
     if wrong:
         raise ValueError(
-            f"refusing to commit {name} partition {expected!r}: rows have {key} = {wrong[:5]!r}; "
-            "nothing was changed"
+            f"refusing to publish {name} partition {expected!r}: rows have {key} = {wrong[:5]!r}; "
+            "nothing was published"
         )
 
 
-def _read_staged(paths: list[Path]) -> pa.Table:
-    if not paths:
-        raise ValueError("no staged files given")
-    tables = [pq.read_table(p) for p in paths]
-    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-
-
-def _to_arrow(df: pd.DataFrame, asset: str) -> pa.Table:
+def to_arrow(df: pd.DataFrame, asset: str, fill: dict[str, Any] | None = None) -> pa.Table:
     """Convert a DataFrame to the Arrow types of `asset`'s table (ValueError on unknown columns)."""
     types = dict(schema.columns(asset))
+    for column, value in (fill or {}).items():
+        if column not in df.columns:
+            df = df.assign(**{column: value})
     unknown = [c for c in df.columns if c not in types]
     if unknown:
         raise ValueError(f"columns not in table {asset}: {unknown}")
@@ -408,3 +365,17 @@ def _to_list(value: Any) -> list[Any] | None:
 def utc_now() -> datetime:
     """A tz-aware UTC timestamp for `scored_at`/`ingested_at` columns."""
     return datetime.now(timezone.utc)
+
+
+def write_parquet(data: pd.DataFrame | pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write a local Parquet file under a temporary name, then rename it: it appears complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,9 +1,9 @@
-"""One torchrun rank: score this rank's shard of a batch and stage it as its own Parquet part.
+"""One torchrun rank: score this rank's shard of a batch and write it as its own Parquet part.
 
 Launched by the Dagster step (through dagster-pipes) as
 `torchrun --standalone --nproc-per-node N -m vidscore_core.torchrun_worker --spec SPEC.json`.
 Every rank opens the pipes channel, so its progress shows up in the step's log; outside Dagster
-the same lines go to stderr. Ranks never touch DuckDB: the step commits the parts afterwards.
+the same lines go to stderr. Ranks publish nothing: the step publishes the parts as one partition afterwards.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import pandas as pd
 
 from vidscore_core.distributed import (
     WorkerSpec,
-    part_name,
+    part_path,
     rank_device,
     shard,
 )
 from vidscore_core.scoring.batch import ScoreSummary, score_videos
 from vidscore_core.scoring.options import JobOptions, progress_lines
-from vidscore_core.store import Store
+from vidscore_core.store import to_arrow, write_parquet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,22 +109,20 @@ def run(spec: WorkerSpec, rank: RankInfo, log: RankLog, pipes: Any | None) -> Sc
             spec.asset, mine, spec.batch, settings, options, flow_backend=spec.flow_backend, log=log.info
         )
         summary.rank = rank.rank
-        path = Store(settings.db_path).stage(
-            frame, spec.asset, spec.batch, settings.staging_dir, part=part_name(rank.rank)
-        )
-        log.info(f"staged {len(frame)} rows to {path}")
+        path = write_parquet(to_arrow(frame, spec.asset), part_path(spec.parts_dir, rank.rank))
+        log.info(f"wrote {len(frame)} rows to {path}")
         if pipes is not None:
             pipes.report_custom_message(
                 {"rank": rank.rank, "path": str(path), "rows": len(frame), **dataclasses.asdict(summary)}
             )
         if distributed:
-            # Every rank waits here until all parts are staged, so a success means the set is complete.
+            # Every rank waits here until all parts are written, so a success means the set is complete.
             gathered: list[Any] = [None] * rank.world_size
             dist.all_gather_object(gathered, dataclasses.asdict(summary))
             if rank.rank == 0:
                 clips = sum(s["clips"] for s in gathered)
                 slowest = max(s["seconds"] for s in gathered)
-                log.info(f"all {rank.world_size} ranks staged {clips} clips; slowest rank {slowest:.1f}s")
+                log.info(f"all {rank.world_size} ranks wrote {clips} clips; slowest rank {slowest:.1f}s")
         return summary
     finally:
         if distributed and dist.is_initialized():

@@ -2,21 +2,21 @@
 
 import dagster as dg
 
-from vidscore_dagster.defs.automation.jobs import run_executor, score_batch
+from vidscore_dagster.defs.automation.jobs import ingest_meta_file, run_executor, score_batch
 from vidscore_dagster.defs.automation.schedules import schedules
 from vidscore_dagster.defs.automation.sensors import sensors
 from vidscore_dagster.defs.filtering.assets import filtered_videos
 from vidscore_dagster.defs.filtering.checks import filtering_checks
-from vidscore_dagster.defs.ingest.assets import videos
+from vidscore_dagster.defs.ingest.assets import meta_files, videos
 from vidscore_dagster.defs.ingest.checks import videos_checks
 from vidscore_dagster.defs.resources import default_resources
 from vidscore_dagster.defs.scores.assets import score_assets
 from vidscore_dagster.defs.scores.checks import score_checks
 
 defs = dg.Definitions(
-    assets=[videos, *score_assets, filtered_videos],
+    assets=[meta_files, videos, *score_assets, filtered_videos],
     asset_checks=[*videos_checks, *score_checks, *filtering_checks],
-    jobs=[score_batch],
+    jobs=[score_batch, ingest_meta_file],
     schedules=schedules,
     sensors=sensors,
     resources=default_resources(),

@@ -22,21 +22,24 @@ ORDER BY v.meta_row
 
 def run_demo(settings: Settings, folder: Path | None = None) -> int:
     """Returns the process exit code."""
-    from vidscore_core.ingest import stage_manifests
-    from vidscore_core.store import Store
+    from vidscore_core.store import TableStore
     from vidscore_core.synth import make_demo_corpus
+    from vidscore_core.views import write_views
     from vidscore_dagster.cli import available_assets
     from vidscore_dagster.defs.resources import default_resources
-    from vidscore_dagster.runner import instance_for, materialize_batches, register_batches
+    from vidscore_dagster.runner import ingest_meta_file, instance_for, materialize_batches
 
     folder = Path(folder or settings.home / "demo")
     click.secho(f"1. making a sample corpus in {folder}", bold=True)
     meta = make_demo_corpus(folder)
 
-    click.secho("2. ingesting it into Dagster partitions", bold=True)
-    keys = stage_manifests(meta, settings, batch_size=5000)
+    click.secho("2. ingesting it into Dagster partitions (a `meta_files` run)", bold=True)
     instance = instance_for(settings)
-    register_batches(instance, keys)
+    keys, reason = ingest_meta_file(instance, meta, 5000)
+    if reason:
+        click.secho(f"   FAILED: {reason}", fg="red")
+        return 1
+    write_views(settings)
 
     click.secho("3. model weights", bold=True)
     have = {row["name"]: row for row in weights.status(settings, compute_sha256=False)}
@@ -65,8 +68,8 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
     ok = all(outcome.values())
     click.echo(f"   {'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s")
 
-    click.secho("5. results (DuckDB)", bold=True)
-    df = Store(settings.db_path).query_df(SUMMARY_SQL, [keys])
+    click.secho("5. results (DuckDB over the Parquet tables)", bold=True)
+    df = TableStore.from_settings(settings).query_df(SUMMARY_SQL, [keys])
     click.echo(df.to_string(index=False, max_colwidth=48))
 
     click.secho("\nNext steps", bold=True)

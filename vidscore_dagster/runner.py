@@ -54,6 +54,9 @@ def materialize_batches(
     from vidscore_dagster.definitions import defs
     from vidscore_dagster.defs.resources import default_resources
 
+    from vidscore_dagster.launcher import reap_dead_runs
+
+    reap_dead_runs(instance)  # a run killed earlier must not hold the pool slots this one needs
     wanted = {dg.AssetKey(n) for n in asset_names}
     assets = [a for a in defs.assets or [] if set(a.keys) & wanted]
     checks = [c for c in defs.asset_checks or [] if {k.asset_key for k in c.check_keys} & wanted]
@@ -75,21 +78,48 @@ def materialize_batches(
     return outcome
 
 
+def ingest_meta_file(
+    instance: dg.DagsterInstance, meta: Path, batch_size: int, *, resources: dict | None = None
+) -> tuple[list[str], str]:
+    """Materialize `meta_files` for one meta file, in-process; returns (batch keys, failure reason or "")."""
+    from vidscore_dagster.defs.ingest.assets import meta_files
+    from vidscore_dagster.defs.resources import default_resources
+
+    result = dg.materialize(
+        [meta_files],
+        instance=instance,
+        resources=resources or default_resources(),
+        raise_on_error=False,
+        tags={"vidscore/launched_by": "cli"},
+        run_config={
+            "ops": {"meta_files": {"config": {"path": str(Path(meta).resolve()), "batch_size": batch_size}}},
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        },
+    )
+    if not result.success:
+        return [], failure_reason(result)
+    materialization = result.asset_materializations_for_node("meta_files")[0]
+    return list(materialization.metadata["batches"].value), ""
+
+
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
     """The first failed step and its error message, for a one-line report."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            message = event.step_failure_data.error.message.strip().splitlines()[0]
+            error = event.step_failure_data.error
+            while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
+                error = error.cause
+            message = error.message.strip().splitlines()[0]
             return f"{event.step_key}: {message}"
     return "the run did not succeed (see the run in the Dagster UI)"
 
 
 def set_pool_limits(instance: dg.DagsterInstance | None = None) -> dict[str, int]:
-    """`gpu` = the number of visible GPUs (at least 1), `duckdb` = 1 (one writer)."""
+    """`gpu` = the number of visible GPUs (at least 1)."""
     import torch
 
     instance = instance or dg.DagsterInstance.get()
-    limits = {"gpu": max(1, torch.cuda.device_count()), "duckdb": 1}
+    limits = {"gpu": max(1, torch.cuda.device_count())}
     for pool, limit in limits.items():
         instance.event_log_storage.set_concurrency_slots(pool, limit)
     return limits

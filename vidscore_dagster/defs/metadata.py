@@ -48,6 +48,8 @@ def histogram_markdown(values: np.ndarray, title: str) -> dg.MetadataValue:
 
 def score_metadata(frame: pd.DataFrame, column: str, title: str) -> dict[str, dg.MetadataValue | int | float]:
     """Counts, mean/quantiles and a histogram of one score column."""
+    if column not in frame:
+        return {"scored": 0}
     values = pd.to_numeric(frame[column], errors="coerce").dropna().to_numpy(dtype=float)
     meta: dict = {
         "dagster/row_count": int(len(frame)),

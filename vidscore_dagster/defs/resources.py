@@ -1,54 +1,61 @@
-"""Resources: settings, the DuckDB store and the scoring options, configured from the environment."""
+"""Resources: where data and weights live, and how scoring runs.
+
+Every field left empty means "from the environment, read when the step runs" (the variables of
+DESIGN.md's contract). So a per-run override of one field in the launchpad changes that field
+only: the others keep the deployment's values instead of falling back to class defaults, and no
+run can silently write to another table location.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
-from vidscore_core.store import Store
+from vidscore_core.store import TableStore
 
-
-def env_or(name: str, default: str) -> str | dg.EnvVar:
-    """An `EnvVar` when the variable is set (the UI then shows where the value comes from), else the default."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+FROM_ENV = "empty: from the environment"
 
 
 class VidscoreSettings(dg.ConfigurableResource):
-    """Where data and weights live (VIDSCORE_HOME, VIDSCORE_MODELS_DIR and the per-file overrides)."""
+    """Where tables and weights live (VIDSCORE_HOME, VIDSCORE_TABLES, VIDSCORE_MODELS_DIR, overrides)."""
 
-    home: str = "./.vidscore"
-    models_dir: str = "./pretrained_models"
-    clip_weights: str = ""
-    aesthetic_weights: str = ""
-    unimatch_weights: str = ""
+    home: str = Field(default="", description=f"VIDSCORE_HOME; {FROM_ENV}, else ./.vidscore")
+    tables: str = Field(default="", description=f"VIDSCORE_TABLES (a folder or s3://bucket/prefix); {FROM_ENV}, "
+                        "else $VIDSCORE_HOME/tables")  # fmt: skip
+    models_dir: str = Field(default="", description=f"VIDSCORE_MODELS_DIR; {FROM_ENV}")
+    clip_weights: str = Field(default="", description=f"VIDSCORE_CLIP_WEIGHTS; {FROM_ENV}")
+    aesthetic_weights: str = Field(default="", description=f"VIDSCORE_AESTHETIC_WEIGHTS; {FROM_ENV}")
+    unimatch_weights: str = Field(default="", description=f"VIDSCORE_UNIMATCH_WEIGHTS; {FROM_ENV}")
 
     def settings(self) -> Settings:
-        def opt(value: str) -> Path | None:
-            return Path(value).expanduser() if value else None
+        from pathlib import Path
+
+        env = Settings.from_env()
+
+        def path(value: str, fallback):
+            return Path(value).expanduser() if value else fallback
 
         return Settings(
-            home=Path(self.home).expanduser(),
-            models_dir=Path(self.models_dir).expanduser(),
-            clip_weights_override=opt(self.clip_weights),
-            aesthetic_weights_override=opt(self.aesthetic_weights),
-            unimatch_weights_override=opt(self.unimatch_weights),
+            home=path(self.home, env.home),
+            models_dir=path(self.models_dir, env.models_dir),
+            clip_weights_override=path(self.clip_weights, env.clip_weights_override),
+            aesthetic_weights_override=path(self.aesthetic_weights, env.aesthetic_weights_override),
+            unimatch_weights_override=path(self.unimatch_weights, env.unimatch_weights_override),
+            device=env.device,
+            tables=self.tables or env.tables,
         )
 
+    def store(self) -> TableStore:
+        return TableStore.from_settings(self.settings())
 
-class DuckDBStore(dg.ConfigurableResource):
-    """The DuckDB file; steps open it only for short reads and one-transaction commits."""
 
-    database: str = "./.vidscore/vidscore.duckdb"
-    lock_timeout_s: float = 300.0
-
-    def store(self) -> Store:
-        store = Store(Path(self.database).expanduser(), lock_timeout_s=self.lock_timeout_s)
-        store.ensure_schema()
-        return store
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
 
 
 class ScoringOptions(dg.ConfigurableResource):
@@ -56,48 +63,51 @@ class ScoringOptions(dg.ConfigurableResource):
 
     `num_processes` > 1 splits each batch of the per-clip scores (clip_embeddings, flow_scores) over
     that many torchrun ranks on this machine, one GPU each; `dist_backend` is the torch.distributed
-    backend of those ranks (auto: nccl on CUDA, gloo on CPU).
+    backend of those ranks (auto: nccl on CUDA, gloo on CPU). Empty fields come from the environment.
     """
 
-    device: str = "auto"
-    batch_size: int = 16
-    num_workers: int = 2
-    decode_timeout_s: float = 60.0
-    precision: str = "auto"
-    flow_backend: str = "unimatch"
-    num_processes: int = 1
-    dist_backend: str = "auto"
+    device: str = Field(default="", description=f"VIDSCORE_DEVICE; {FROM_ENV}, else auto")
+    batch_size: int | None = Field(default=None, description="VIDSCORE_BATCH_SIZE, else 16")
+    num_workers: int | None = Field(default=None, description="VIDSCORE_NUM_WORKERS, else 2")
+    decode_timeout_s: float | None = Field(default=None, description="seconds per clip, else 60")
+    precision: str = Field(default="", description="auto, fp32, fp16, bf16, tf32; empty: auto")
+    flow_backend: str = Field(default="", description=f"VIDSCORE_FLOW_BACKEND; {FROM_ENV}, else unimatch")
+    num_processes: int | None = Field(default=None, description="VIDSCORE_NUM_PROCESSES, else 1")
+    dist_backend: str = Field(default="", description=f"VIDSCORE_DIST_BACKEND; {FROM_ENV}, else auto")
+
+    def resolved(self) -> dict:
+        """Every option with its effective value (config, else environment, else default)."""
+        return {
+            "device": self.device or os.environ.get("VIDSCORE_DEVICE") or "auto",
+            "batch_size": self.batch_size or _env_int("VIDSCORE_BATCH_SIZE", 16),
+            "num_workers": self.num_workers if self.num_workers is not None else _env_int("VIDSCORE_NUM_WORKERS", 2),
+            "decode_timeout_s": self.decode_timeout_s or 60.0,
+            "precision": self.precision or "auto",
+            "flow_backend": self.flow_backend or os.environ.get("VIDSCORE_FLOW_BACKEND") or "unimatch",
+            "num_processes": self.num_processes or _env_int("VIDSCORE_NUM_PROCESSES", 1),
+            "dist_backend": self.dist_backend or os.environ.get("VIDSCORE_DIST_BACKEND") or "auto",
+        }  # fmt: skip
+
+    @property
+    def effective_flow_backend(self) -> str:
+        return self.resolved()["flow_backend"]
 
     def job_options(self, run_id: str, progress=None) -> JobOptions:
+        values = self.resolved()
         return JobOptions(
-            device=self.device,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            decode_timeout_s=self.decode_timeout_s,
-            precision=self.precision,
+            device=values["device"],
+            batch_size=values["batch_size"],
+            num_workers=values["num_workers"],
+            decode_timeout_s=values["decode_timeout_s"],
+            precision=values["precision"],
             run_id=run_id,
             progress=progress,
         )
 
 
 def default_resources(flow_backend: str | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Resources from the environment; `flow_backend` overrides VIDSCORE_FLOW_BACKEND (the demo uses it)."""
-    home = os.environ.get("VIDSCORE_HOME") or "./.vidscore"
+    """The code location's resources; `flow_backend` pins the flow backend (the demo uses `dis`)."""
     return {
-        "vidscore": VidscoreSettings(
-            home=env_or("VIDSCORE_HOME", "./.vidscore"),
-            models_dir=env_or("VIDSCORE_MODELS_DIR", "./pretrained_models"),
-            clip_weights=env_or("VIDSCORE_CLIP_WEIGHTS", ""),
-            aesthetic_weights=env_or("VIDSCORE_AESTHETIC_WEIGHTS", ""),
-            unimatch_weights=env_or("VIDSCORE_UNIMATCH_WEIGHTS", ""),
-        ),
-        "duckdb": DuckDBStore(database=str(Path(home) / "vidscore.duckdb")),
-        "scoring": ScoringOptions(
-            device=env_or("VIDSCORE_DEVICE", "auto"),
-            batch_size=int(os.environ.get("VIDSCORE_BATCH_SIZE") or 16),
-            num_workers=int(os.environ.get("VIDSCORE_NUM_WORKERS") or 2),
-            flow_backend=flow_backend or env_or("VIDSCORE_FLOW_BACKEND", "unimatch"),
-            num_processes=int(os.environ.get("VIDSCORE_NUM_PROCESSES") or 1),
-            dist_backend=env_or("VIDSCORE_DIST_BACKEND", "auto"),
-        ),
+        "vidscore": VidscoreSettings(),
+        "scoring": ScoringOptions(flow_backend=flow_backend or ""),
     }

@@ -1,4 +1,4 @@
-"""The job the inbox sensor and the backfill schedule launch: one batch through ingest and scoring."""
+"""Jobs the sensors and the schedule launch: ingest a meta file; one batch through probing and scoring."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 SCORE_BATCH_JOB = "score_batch"
+INGEST_JOB = "ingest_meta_file"
 # In dependency order; a run may select a subset (the backfill schedule selects what is missing).
 BATCH_ASSETS = ("videos", "clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
 
@@ -33,4 +34,10 @@ score_batch = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*BATCH_ASSETS),
     executor_def=run_executor(),
     description="Probe one batch (`videos`) and compute its scores, with their asset checks.",
+)
+
+ingest_meta_file = dg.define_asset_job(
+    INGEST_JOB,
+    selection=dg.AssetSelection.assets("meta_files"),
+    description="Ingest one meta file: its batch manifests and partitions (config: ops.meta_files.config.path).",
 )

@@ -1,7 +1,9 @@
 """Scheduled backfills: re-run the batches whose scores are missing, retryable or stale.
 
-Each tick (daily at 03:00 UTC by default; `VIDSCORE_BACKFILL_CRON` changes it) compares the
-DuckDB tables with what the current code and weights would produce:
+Dagster's own automation (`automation_sensor`, on_missing) fills partitions that were never
+materialized; what it cannot know is in the rows. Each tick (daily at 03:00 UTC by default;
+`VIDSCORE_BACKFILL_CRON` changes it) compares the tables with what the current code and weights
+would produce:
 * missing: a registered batch without `videos` rows (when its manifest exists), or a score table
   with fewer clips than `videos` has for the batch;
 * retryable: rows whose `error` matches `VIDSCORE_RETRYABLE_ERRORS` (decoder timeouts, CUDA out
@@ -20,18 +22,16 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 
 from vidscore_core import lineage, weights
-from vidscore_core.ingest import manifest_path
 from vidscore_core.scoring import options
 from vidscore_core.settings import Settings
-from vidscore_core.store import Store
+from vidscore_core.store import TableStore
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, score_batch
 from vidscore_dagster.defs.partitions import BATCHES
-from vidscore_dagster.defs.resources import DuckDBStore, ScoringOptions, VidscoreSettings
+from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 DEFAULT_CRON = "0 3 * * *"
 # RE2 syntax (DuckDB's regexp_matches): what is worth another attempt, not a broken file.
@@ -115,7 +115,7 @@ class BatchPlan:
         return hashlib.sha256(self.summary().encode()).hexdigest()[:12]
 
 
-def _table_state(store: Store, table: str, exp: Expected, pattern: str) -> dict[str, dict[str, int]]:
+def _table_state(store: TableStore, table: str, exp: Expected, pattern: str) -> dict[str, dict[str, int]]:
     stale_weights = "weights_sha256 IS DISTINCT FROM $sha" if exp.check_weights else "false"
     stale_backend = "backend IS DISTINCT FROM $backend" if exp.backend is not None else "false"
     params: dict[str, object] = {"code": exp.code_version, "pattern": pattern}
@@ -140,7 +140,7 @@ def _table_state(store: Store, table: str, exp: Expected, pattern: str) -> dict[
 
 
 def plan_backfill(
-    store: Store,
+    store: TableStore,
     settings: Settings,
     batch_keys: Iterable[str],
     expected: dict[str, Expected],
@@ -151,11 +151,14 @@ def plan_backfill(
     videos = store.partition_counts("videos")
     states = {t: _table_state(store, t, expected[t], retryable_pattern) for t in SCORE_TABLES}
     plans: list[BatchPlan] = []
+    manifests: set[str] | None = None
     for batch in batch_keys:
         plan = BatchPlan(batch)
         n_videos = videos.get(batch, 0)
         if n_videos == 0:
-            if manifest_path(settings, batch).exists():
+            if manifests is None:
+                manifests = store.partitions("manifests")
+            if batch in manifests:
                 plan.need("videos", "missing")
         else:
             for table in SCORE_TABLES:
@@ -181,8 +184,8 @@ def plan_backfill(
 def batches_in_flight(instance: dg.DagsterInstance) -> set[str]:
     """Batches that a queued or running run already covers, whatever launched it (not requested again).
 
-    Two runs of one batch at once would race on its staged file; the automation sensor's runs
-    (job `__ASSET_JOB`) and UI backfills count as much as this schedule's own.
+    A second run would only redo the same work; the automation sensor's runs (job `__ASSET_JOB`)
+    and UI backfills count as much as this schedule's own.
     """
     active = [dg.DagsterRunStatus[s] for s in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")]
     busy: set[str] = set()
@@ -207,7 +210,7 @@ def batches_in_flight(instance: dg.DagsterInstance) -> set[str]:
 def backfill_requests(
     context: dg.ScheduleEvaluationContext,
     settings: Settings,
-    store: Store,
+    store: TableStore,
     flow_backend: str,
     *,
     max_runs: int | None = None,
@@ -267,14 +270,10 @@ def backfill_cron() -> str:
 def score_backfill_schedule(
     context: dg.ScheduleEvaluationContext,
     vidscore: VidscoreSettings,
-    duckdb: DuckDBStore,
     scoring: ScoringOptions,
 ):
     settings = vidscore.settings()
-    # A short lock wait: the tick must answer within the gRPC timeout even while a commit runs.
-    store = Store(Path(duckdb.database).expanduser(), lock_timeout_s=20.0)
-    store.ensure_schema()
-    return backfill_requests(context, settings, store, scoring.flow_backend)
+    return backfill_requests(context, settings, TableStore.from_settings(settings), scoring.effective_flow_backend)
 
 
 schedules = [score_backfill_schedule]

@@ -1,15 +1,15 @@
-"""The inbox sensor: meta files dropped in `$VIDSCORE_HOME/inbox/` are ingested and scored.
+"""Sensors: the inbox (meta files dropped in `$VIDSCORE_HOME/inbox/`) and new batches.
 
-A tick lists the inbox once (os.scandir, no recursion), orders the meta files by arrival and
-handles at most a few of them:
+The inbox sensor only notices files and requests runs; the work happens in runs:
 * a file is taken only once it has settled (not modified for `VIDSCORE_INBOX_SETTLE_S`, default
   5 s); dotfiles and `.tmp`/`.part` names are never taken, so "write to a temp name, then
   rename" is the way to drop a file at once. The tick never goes past an unsettled file, so the
   cursor cannot skip it;
-* its content fingerprint (sha256) names its copy in `inbox/processed/`, so the same content
-  always gives the same batch keys and run keys: a file dropped twice is ingested once;
-* a file that cannot be read as a meta file moves to `inbox/rejected/` with `<name>.reason.txt`.
-The cursor is the last handled (arrival time, name) plus a bounded set of recent fingerprints.
+* its content fingerprint (sha256) names its copy in `inbox/processed/` and the run key of the
+  `meta_files` run that ingests that copy: a file dropped twice is ingested once;
+* a file whose name is not a meta file's moves to `inbox/rejected/` with `<name>.reason.txt`; a
+  file that cannot be read as a meta file fails its `meta_files` run, which says why.
+`batches_sensor` then requests one `score_batch` run per batch a `meta_files` run registered.
 """
 
 from __future__ import annotations
@@ -19,17 +19,14 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
-from vidscore_core.ingest import DEFAULT_BATCH_SIZE, stage_manifests
-from vidscore_core.settings import Settings
-from vidscore_dagster.defs.automation.jobs import score_batch
-from vidscore_dagster.defs.partitions import batches
+from vidscore_core.ingest import DEFAULT_BATCH_SIZE
+from vidscore_dagster.defs.automation.jobs import ingest_meta_file, score_batch
 from vidscore_dagster.defs.resources import VidscoreSettings
 
 META_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
@@ -161,67 +158,30 @@ def _place(source: Path, target: Path) -> bool:
 class Outcome:
     name: str
     fingerprint: str
-    batches: list[str] = field(default_factory=list)
-    status: str = "ingested"  # ingested | duplicate | rejected
+    target: str  # the copy in processed/ that the run ingests
+    status: str = "queued"  # queued | duplicate | rejected
     detail: str = ""
 
 
-def _is_machine_error(exc: BaseException, path: Path) -> bool:
-    """An OSError about another file (staging disk full...): the tick fails and is retried."""
-    return isinstance(exc, OSError) and not (exc.filename is not None and Path(exc.filename) == path)
-
-
-def handle(
-    arrival: Arrival, fp: str, inbox: Path, settings: Settings, batch_size: int, recent: bool
-) -> Outcome:
-    """Ingest one settled meta file, or recognise it as a duplicate, or reject it.
-
-    `recent`: the cursor saw this content lately (a duplicate even if processed/ was cleaned up).
-    """
+def handle(arrival: Arrival, fp: str, inbox: Path) -> Outcome:
+    """Move one settled meta file to `processed/` under its content's name (cheap: a link or a copy)."""
     processed = inbox / PROCESSED
-    markers = processed / FINGERPRINTS
-    markers.mkdir(parents=True, exist_ok=True)
+    processed.mkdir(parents=True, exist_ok=True)
     path = arrival.path
     target = processed / f"{path.stem}-{fp[:8]}{path.suffix.lower()}"
-    marker = markers / f"{fp[:32]}.json"
-    if marker.exists() or recent:
-        # Same content as a file ingested before: re-emit its run requests (same run keys, so
-        # Dagster launches nothing twice: this also completes a tick that crashed half-way).
-        record = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else {}
-        _place(path, target)
-        path.unlink(missing_ok=True)
-        earlier = record.get("processed", "a recently ingested file")
-        return Outcome(
-            path.name, fp, list(record.get("batches", [])), "duplicate", f"same content as {earlier}"
-        )
     created = _place(path, target)
-    try:
-        # Batch keys come from the copy's path, which holds the fingerprint: same content, same keys.
-        keys = stage_manifests(target, settings, batch_size=batch_size)
-    except Exception as exc:
-        if _is_machine_error(exc, target):
-            raise
-        if created:
-            target.unlink(missing_ok=True)
-        reason = f"{type(exc).__name__}: {exc}"
-        reject(arrival, inbox, reason)
-        return Outcome(path.name, fp, [], "rejected", reason)
-    record = {"fingerprint": fp, "name": path.name, "processed": target.name, "batches": keys,
-              "ingested_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
-    tmp = marker.with_name(f".{marker.name}.tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, marker)  # written before the original goes: a crash after this re-emits, never loses
     path.unlink(missing_ok=True)
-    return Outcome(path.name, fp, keys, "ingested", f"-> {PROCESSED}/{target.name}")
+    status = "queued" if created else "duplicate"
+    return Outcome(path.name, fp, str(target), status, f"-> {PROCESSED}/{target.name}")
 
 
-def run_requests(outcome: Outcome) -> Iterator[dg.RunRequest]:
-    for key in outcome.batches:
-        yield dg.RunRequest(
-            run_key=f"inbox:{outcome.fingerprint[:16]}:{key}",
-            partition_key=key,
-            tags={"vidscore/source": "inbox", "vidscore/meta_file": outcome.name[:200]},
-        )
+def run_request(outcome: Outcome, batch_size: int) -> dg.RunRequest:
+    """The `meta_files` run of a file; the run key is its content, so Dagster launches it once."""
+    return dg.RunRequest(
+        run_key=f"inbox:{outcome.fingerprint[:32]}",
+        run_config={"ops": {"meta_files": {"config": {"path": outcome.target, "batch_size": batch_size}}}},
+        tags={"vidscore/source": "inbox", "vidscore/meta_file": outcome.name[:200]},
+    )
 
 
 def evaluate_inbox(context: dg.SensorEvaluationContext, vidscore: VidscoreSettings) -> dg.SensorResult:
@@ -234,6 +194,7 @@ def evaluate_inbox(context: dg.SensorEvaluationContext, vidscore: VidscoreSettin
     cursor = InboxCursor.parse(context.cursor)
     started = time.monotonic()
     outcomes: list[Outcome] = []
+    requests: list[dg.RunRequest] = []
     waiting: str | None = None
     for arrival in scan(inbox, cursor):
         if len(outcomes) >= limit or time.monotonic() - started > TICK_BUDGET_S:
@@ -243,7 +204,7 @@ def evaluate_inbox(context: dg.SensorEvaluationContext, vidscore: VidscoreSettin
             break
         if arrival.path.suffix.lower() not in META_SUFFIXES:  # rejected before hashing a stray video
             reject(arrival, inbox, f"not a meta file: the name must end in one of {', '.join(META_SUFFIXES)}")
-            outcomes.append(Outcome(arrival.path.name, "", [], "rejected", "not a meta file"))
+            outcomes.append(Outcome(arrival.path.name, "", "", "rejected", "not a meta file"))
             cursor.after = arrival.key
             continue
         try:
@@ -254,33 +215,47 @@ def evaluate_inbox(context: dg.SensorEvaluationContext, vidscore: VidscoreSettin
         if (st.st_size, st.st_mtime_ns) != (arrival.size, arrival.mtime_ns):
             waiting = arrival.path.name  # still being written despite the settle time
             break
-        outcome = handle(arrival, fp, inbox, settings, batch_size, recent=fp in cursor.recent)
+        outcome = handle(arrival, fp, inbox)
         outcomes.append(outcome)
+        requests.append(run_request(outcome, batch_size))  # a duplicate's request has the same key
         cursor.remember(fp)
         cursor.after = arrival.key
-        context.log.info(f"{outcome.status} {outcome.name}: {outcome.detail} batches={outcome.batches}")
-    requests = [r for o in outcomes for r in run_requests(o)]
-    keys = list(dict.fromkeys(k for o in outcomes for k in o.batches))
+        context.log.info(f"{outcome.status} {outcome.name}: {outcome.detail}")
     if not outcomes:
         reason = f"waiting for {waiting} to settle" if waiting else "no new meta files in the inbox"
         return dg.SensorResult(skip_reason=reason, cursor=cursor.dump())
-    return dg.SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[batches.build_add_request(keys)] if keys else [],
-        cursor=cursor.dump(),
-    )
+    return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
 
 
 @dg.sensor(
     name="inbox_sensor",
-    job=score_batch,
+    job=ingest_meta_file,
     minimum_interval_seconds=int(os.environ.get("VIDSCORE_INBOX_INTERVAL_S") or 30),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Ingest meta files dropped in $VIDSCORE_HOME/inbox/ and score their batches; bad files "
-    "go to inbox/rejected/ with a reason, handled ones to inbox/processed/.",
+    description="Request a `meta_files` run for each meta file dropped in $VIDSCORE_HOME/inbox/ (moved "
+    "to inbox/processed/); files that are not meta files go to inbox/rejected/ with a reason.",
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, vidscore: VidscoreSettings) -> dg.SensorResult:
     return evaluate_inbox(context, vidscore)
+
+
+@dg.asset_sensor(
+    asset_key=dg.AssetKey("meta_files"),
+    job=score_batch,
+    name="batches_sensor",
+    minimum_interval_seconds=int(os.environ.get("VIDSCORE_INBOX_INTERVAL_S") or 30),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="One `score_batch` run for each batch a `meta_files` run registered.",
+)
+def batches_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    materialization = asset_event.asset_materialization
+    keys = materialization.metadata.get("batches") if materialization else None
+    for key in (keys.value if keys is not None else []):
+        yield dg.RunRequest(
+            run_key=f"batch:{asset_event.run_id}:{key}",
+            partition_key=key,
+            tags={"vidscore/source": "meta_files", "vidscore/meta_files_run": asset_event.run_id},
+        )
 
 
 # Evaluates the assets' automation conditions (see policies.py). Declared here rather
@@ -295,4 +270,4 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "`videos` partitions).",
 )
 
-sensors = [inbox_sensor, automation_sensor]
+sensors = [inbox_sensor, batches_sensor, automation_sensor]

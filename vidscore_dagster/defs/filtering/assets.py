@@ -10,6 +10,7 @@ from pydantic import Field
 from vidscore_core import lineage
 from vidscore_core.filtered import PRESETS, select_rows, source_counts, write_exports
 from vidscore_core.filtering import FilterSpec
+from vidscore_core.store import TableStore
 from vidscore_dagster.defs.metadata import score_metadata, table_schema
 
 FILTER_CODE = ("vidscore_core.filtered", "vidscore_core.filtering")
@@ -34,10 +35,9 @@ class FilterConfig(dg.Config):
 
 @dg.asset(
     deps=["videos", "aesthetic_scores", "flow_scores", "matching_scores"],
-    pool="duckdb",
     group_name="datasets",
-    kinds={"duckdb", "parquet", "csv"},
-    required_resource_keys={"duckdb", "vidscore"},
+    kinds={"parquet", "csv"},
+    required_resource_keys={"vidscore"},
     description="Clips passing the preset's thresholds over every batch, in Open-Sora's meta format "
     "(table filtered_videos, exports under $VIDSCORE_HOME/exports/).",
 )
@@ -46,7 +46,7 @@ def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig) -> 
         raise ValueError(f"preset name {config.preset!r}: use letters, digits, '_' or '-'")
     spec = config.spec()
     settings = context.resources.vidscore.settings()
-    store = context.resources.duckdb.store()
+    store = TableStore.from_settings(settings)
     sources = source_counts(store)
     rows = select_rows(store, spec)
     exports = write_exports(rows, settings.exports_dir, config.preset)
@@ -57,9 +57,7 @@ def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig) -> 
         code_version=lineage.code_version(*FILTER_CODE),
         filtered_at=pd.Timestamp(lineage.utc_now()),
     )
-    staged = store.stage(table, "filtered_videos", config.preset, settings.staging_dir)
-    kept = store.commit_partition("filtered_videos", config.preset, staged)
-    staged.unlink(missing_ok=True)
+    kept = store.publish(table, "filtered_videos", config.preset).rows
     context.log.info(f"preset {config.preset}: kept {kept} of {sources['videos']} clips ({spec.to_json()})")
     meta = score_metadata(rows.assign(error=None), "aes", "aesthetic score of kept clips") if kept else {}
     return dg.MaterializeResult(

@@ -1,26 +1,91 @@
-"""The `videos` asset: probe every file of a batch and record what it is (or why it is unreadable)."""
+"""Ingest: `meta_files` (a meta file → its batch manifests and partitions) and `videos` (probed files)."""
 
-from __future__ import annotations
+
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
-from vidscore_core.ingest import probe_rows, read_manifest
-from vidscore_dagster.defs.staging import StageContext, staged_asset
+from vidscore_core.ingest import DEFAULT_BATCH_SIZE, probe_rows, read_manifest, write_manifests
+from vidscore_core.meta import batch_keys
+from vidscore_core.schema import PARTITIONED_TABLES
+from vidscore_core.store import TableStore
+from vidscore_dagster.defs.automation.policies import batch_backfill_policy
+from vidscore_dagster.defs.partitions import BATCHES, batches
+from vidscore_dagster.defs.publishing import BatchContext, publish_batches
 
 
-def _probe(ctx: StageContext) -> pd.DataFrame:
-    manifest = read_manifest(ctx.settings, ctx.batch)
+class MetaFileConfig(dg.Config):
+    """The meta file to ingest (CSV, TSV or Parquet with a `path` column)."""
+
+    path: str = Field(description="Meta file to ingest; relative paths resolve against the run's folder.")
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, description="At most this many clips per batch.")
+
+
+@dg.asset(
+    group_name="ingest",
+    kinds={"parquet", "csv"},
+    required_resource_keys={"vidscore"},
+    description="An ingested meta file: its rows split into batch manifests (table `manifests`), each "
+    "batch registered as a partition of `batches`. Lineage of every clip starts here.",
+)
+def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig) -> dg.MaterializeResult:
+    settings = context.resources.vidscore.settings()
+    store = TableStore.from_settings(settings)
+    path = Path(config.path).expanduser().resolve()
+    rows = write_manifests(path, store, batch_size=config.batch_size)
+    new = [k for k in rows if not context.instance.has_dynamic_partition(BATCHES, k)]
+    if new:
+        context.instance.add_dynamic_partitions(BATCHES, new)
+    dropped = drop_stale_batches(context, store, path, set(rows))
+    _refresh_views(context, settings)
+    context.log.info(f"{path}: {sum(rows.values())} clips in {len(rows)} batches ({len(new)} new)")
+    return dg.MaterializeResult(
+        metadata={
+            "meta_file": dg.MetadataValue.path(str(path)),
+            "clips": sum(rows.values()),
+            "batches": dg.MetadataValue.json(list(rows)),
+            "new_batches": len(new),
+            "dropped_batches": dg.MetadataValue.json(dropped),
+            "dagster/uri": store.table_dir("manifests"),
+        }
+    )
+
+
+def drop_stale_batches(context: dg.AssetExecutionContext, store, path: Path, kept: set[str]) -> list[str]:
+    """Batches of an earlier, longer version of this meta file: their partitions and rows go."""
+    prefix = batch_keys(path, 1, 1)[0].rsplit("-", 1)[0] + "-"
+    stale = sorted(k for k in store.partitions("manifests") if k.startswith(prefix) and k not in kept)
+    for key in stale:
+        for table in PARTITIONED_TABLES:
+            store.delete(table, key)
+        context.instance.delete_dynamic_partition(BATCHES, key)
+    if stale:
+        context.log.info(f"removed {len(stale)} batches the meta file no longer has: {stale[:10]}")
+    return stale
+
+
+def _refresh_views(context: dg.AssetExecutionContext, settings) -> None:
+    """Create vidscore.duckdb's views if needed; never wait for a user session holding the file."""
+    from vidscore_core.views import ViewsBusyError, write_views
+
+    try:
+        write_views(settings)
+    except ViewsBusyError as exc:
+        context.log.warning(f"views not refreshed (another process holds {settings.db_path}): {exc}")
+
+
+def _probe(ctx: BatchContext) -> pd.DataFrame:
+    manifest = read_manifest(ctx.store, ctx.batch)
     ctx.context.log.info(f"probing {len(manifest)} files of batch {ctx.batch}")
-    workers = max(2, ctx.scoring.num_workers * 2)
-    return probe_rows(manifest, ctx.batch, workers=workers, run_id=ctx.context.run_id)
+    workers = max(2, int(ctx.scoring.resolved()["num_workers"]) * 2)
+    return probe_rows(manifest, ctx.batch, workers=workers, run_id=ctx.context.run.run_id)
 
 
-def _manifest_ids(ctx: StageContext) -> set[str]:
-    return set(read_manifest(ctx.settings, ctx.batch)["video_id"])
-
-
-def _describe(frame: pd.DataFrame) -> dict:
+def describe_videos(frame: pd.DataFrame) -> dict:
+    if frame.empty:
+        return {"errors": 0}
     errors = frame["error"].notna()
     sizes = frame.loc[~errors & frame["width"].notna()]
     resolutions = (
@@ -40,13 +105,16 @@ def _describe(frame: pd.DataFrame) -> dict:
     }
 
 
-videos = staged_asset(
-    name="videos",
-    produce=_probe,
-    describe=_describe,
-    pool=None,
-    expected_ids=_manifest_ids,
+@dg.asset(
+    deps=["meta_files"],
+    partitions_def=batches,
+    backfill_policy=batch_backfill_policy(),
     group_name="ingest",
-    description="One row per distinct clip of an ingested batch: probed size, frame count, fps, "
-    "resolution, codec, or the reason the file cannot be read.",
+    kinds={"parquet"},
+    required_resource_keys={"vidscore", "scoring"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
+    description="One row per distinct clip of a batch: probed size, frame count, fps, resolution, "
+    "codec, or the reason the file cannot be read.",
 )
+def videos(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return publish_batches(context, "videos", _probe, describe_videos)

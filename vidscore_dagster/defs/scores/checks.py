@@ -1,6 +1,5 @@
 """Checks on the score tables."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -1,0 +1,150 @@
+"""`$VIDSCORE_HOME/vidscore.duckdb`: views over the tables' Parquet files, for any DuckDB client.
+
+The views read `<table>/*.parquet` through a glob, so publishing a partition never touches this
+file: it is written only when it is missing or the table definitions changed (`vidscore ingest`,
+`vidscore ui`, `vidscore views`, and best-effort by the `meta_files` step, which gives up at once
+when a user session holds the file). Scoring runs never open it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from vidscore_core import schema
+from vidscore_core.settings import Settings
+from vidscore_core.store import TableStore
+
+FINGERPRINT_TABLE = "vidscore_views"
+
+
+class ViewsBusyError(RuntimeError):
+    """Another process holds vidscore.duckdb open (DuckDB allows one process per file)."""
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def view_statements(store: TableStore) -> list[str]:
+    """CREATE VIEW statements for every public table and `video_scores`."""
+    statements = []
+    for table in schema.PUBLIC_TABLES:
+        glob = _sql_literal(f"{store.table_dir(table)}/*.parquet")
+        source = f"read_parquet({glob}, union_by_name = true, hive_partitioning = false)"
+        statements.append(
+            f"CREATE OR REPLACE VIEW {schema.quote_ident(table)} AS {schema.select_sql(table, source)}"
+        )
+    statements.append(schema.video_scores_sql())
+    return statements
+
+
+def _wanted_fingerprint(store: TableStore) -> str:
+    return f"{schema.fingerprint()}:{store.root}"
+
+
+def current(db_path: Path, store: TableStore) -> bool:
+    """Whether the file's views are those of this code and table location (read-only look)."""
+    if not db_path.exists():
+        return False
+    try:
+        con = duckdb.connect(str(db_path), read_only=True)
+    except duckdb.IOException as exc:
+        raise ViewsBusyError(str(exc)) from exc
+    try:
+        row = con.execute(f"SELECT value FROM {FINGERPRINT_TABLE} WHERE name = 'fingerprint'").fetchone()
+    except duckdb.CatalogException:
+        return False
+    finally:
+        con.close()
+    return bool(row) and row[0] == _wanted_fingerprint(store)
+
+
+def write_views(settings: Settings) -> Path:
+    """Create or refresh the views in `settings.db_path` when needed; returns the file's path.
+
+    Raises ViewsBusyError at once (never waits) when another process holds the file.
+    """
+    store = TableStore.from_settings(settings)
+    store.ensure_layout()
+    db_path = settings.db_path
+    if current(db_path, store):
+        return db_path
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(db_path))
+    except duckdb.IOException as exc:
+        raise ViewsBusyError(str(exc)) from exc
+    try:
+        migrated = migrate_native_tables(con, store)
+        con.execute("BEGIN TRANSACTION")
+        for table in migrated:  # their rows are Parquet partitions now: the view takes the name
+            con.execute(f"DROP TABLE {schema.quote_ident(table)}")
+        con.execute("DROP TABLE IF EXISTS vidscore_meta")
+        for statement in view_statements(store):
+            con.execute(statement)
+        con.execute(f"CREATE OR REPLACE TABLE {FINGERPRINT_TABLE} (name VARCHAR, value VARCHAR)")
+        con.execute(
+            f"INSERT INTO {FINGERPRINT_TABLE} VALUES ('fingerprint', ?), ('tables', ?)",
+            [_wanted_fingerprint(store), store.root],
+        )
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return db_path
+
+
+def migrate_native_tables(con: duckdb.DuckDBPyConnection, store: TableStore) -> list[str]:
+    """Publish the rows of a schema-1 database (native DuckDB tables) as Parquet partitions.
+
+    Returns the tables copied; the caller drops them once every partition is published, so an
+    interrupted migration simply runs again.
+    """
+    native = {
+        name
+        for (name,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main'"
+        ).fetchall()
+    }
+    copied = []
+    for table in schema.PUBLIC_TABLES:
+        if table not in native:
+            continue
+        key = schema.partition_key(table)
+        names = {c for c, _ in schema.columns(table)}
+        have = [c for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main'", [table]
+        ).fetchall() if c in names]  # fmt: skip
+        select = ", ".join(schema.quote_ident(c) for c in have)
+        keys = [
+            k
+            for (k,) in con.execute(
+                f"SELECT DISTINCT {schema.quote_ident(key)} FROM {schema.quote_ident(table)}"
+            ).fetchall()
+        ]
+        for value in keys:
+            if value is None:
+                continue
+            rows = con.execute(
+                f"SELECT {select} FROM {schema.quote_ident(table)} WHERE {schema.quote_ident(key)} = ?",
+                [value],
+            ).df()
+            store.publish(rows, table, str(value))
+        copied.append(table)
+    return copied
+
+
+def connect_read_only(db_path: Path, store: TableStore) -> duckdb.DuckDBPyConnection:
+    """Open the views read-only with external access off: only the tables' folder can be read."""
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        if not store.is_s3:
+            con.execute(f"SET allowed_directories = [{_sql_literal(store.root + '/')}]")
+        con.execute("SET enable_external_access = false")
+    except BaseException:
+        con.close()
+        raise
+    return con

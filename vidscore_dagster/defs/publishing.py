@@ -1,0 +1,156 @@
+"""What every batch-partitioned asset does around its own computation: one step per asset.
+
+For each batch the run materializes (one, or a range when a backfill groups partitions), the asset
+computes the partition's rows and publishes them as one Parquet file (`TableStore.publish`:
+atomic, last writer wins whole). There is nothing to commit afterwards, no lock and no staged
+file another run could adopt: a killed run leaves the previous version of its partitions.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+
+from vidscore_core.scoring.options import progress_lines
+from vidscore_core.settings import Settings
+from vidscore_core.store import TableStore
+from vidscore_dagster.defs.metadata import table_schema
+
+RESOURCE_KEYS = {"vidscore", "scoring"}
+
+
+@dataclass
+class BatchContext:
+    """What a producer gets: the Dagster context, settings, the table store and the batch key."""
+
+    context: dg.AssetExecutionContext
+    settings: Settings
+    store: TableStore
+    batch: str
+
+    @property
+    def scoring(self):
+        return self.context.resources.scoring
+
+    def log_progress(self, label: str) -> Callable[[int, int], None]:
+        return progress_lines(f"{label}[{self.batch}]", self.context.log.info)
+
+    def videos(self) -> pd.DataFrame:
+        """The batch's `videos` rows in meta file order (what every score covers)."""
+        return videos_of_batch(self.store, self.batch)
+
+
+def videos_of_batch(store: TableStore, batch: str) -> pd.DataFrame:
+    if not store.has("videos", batch):
+        raise dg.Failure(f"batch {batch!r} has no `videos` partition yet: materialize `videos` first")
+    columns = ["video_id", "path", "text", "error", "media_type", "meta_row"]
+    return store.read("videos", [batch], columns).sort_values("meta_row", kind="stable").reset_index(drop=True)
+
+
+Producer = Callable[[BatchContext], pd.DataFrame]
+Describer = Callable[[pd.DataFrame], dict]
+
+
+def publish_batches(
+    context: dg.AssetExecutionContext, table: str, produce: Producer, describe: Describer
+) -> dg.MaterializeResult:
+    """Compute and publish partition after partition of `table`; one materialization for the run."""
+    settings = context.resources.vidscore.settings()
+    store = TableStore.from_settings(settings)
+    frames: list[pd.DataFrame] = []
+    rows_by_batch: dict[str, int] = {}
+    for batch in context.partition_keys:
+        started = time.perf_counter()
+        frame = produce(BatchContext(context, settings, store, batch))
+        published = store.publish(frame, table, batch)
+        rows_by_batch[batch] = published.rows
+        frames.append(frame)
+        context.log.info(
+            f"published {published.rows} rows of {table}[{batch}] to {published.path} "
+            f"in {time.perf_counter() - started:.1f}s"
+        )
+    combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    metadata = {
+        **describe(combined),
+        "dagster/row_count": sum(rows_by_batch.values()),
+        "dagster/column_schema": table_schema(table),
+        "dagster/uri": store.table_dir(table),
+    }
+    if len(rows_by_batch) > 1:
+        metadata["rows_by_batch"] = dg.MetadataValue.json(rows_by_batch)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def score_per_clip(ctx: BatchContext, asset: str, label: str) -> pd.DataFrame:
+    """Rows of a per-clip score for the batch: in this process, or over torchrun ranks."""
+    from vidscore_core.scoring.batch import score_videos
+
+    nproc = int(ctx.scoring.resolved()["num_processes"])
+    if nproc > 1:
+        return _score_with_torchrun(ctx, asset, nproc)
+    frame, _ = score_videos(
+        asset,
+        ctx.videos(),
+        ctx.batch,
+        ctx.settings,
+        ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress(label)),
+        flow_backend=ctx.scoring.effective_flow_backend,
+        log=ctx.context.log.info,
+    )
+    return frame
+
+
+class _RankMessageReader(dg.PipesTempFileMessageReader):
+    """One pipes message file shared by all torchrun ranks: each rank opens and closes it once."""
+
+    def __init__(self, writers: int) -> None:
+        super().__init__()
+        self._writers = writers
+
+    @property
+    def expected_writer_count(self) -> int:
+        return self._writers
+
+
+def _score_with_torchrun(ctx: BatchContext, asset: str, nproc: int) -> pd.DataFrame:
+    """Score the batch with `nproc` torchrun ranks launched through dagster-pipes; returns all rows.
+
+    The ranks' inputs and parts live in a folder of this run only, removed afterwards.
+    """
+    from vidscore_core import distributed
+
+    options = ctx.scoring.resolved()
+    work = ctx.settings.work_dir / ctx.context.run.run_id / f"{asset}-{ctx.batch}"
+    shutil.rmtree(work, ignore_errors=True)  # a retry of this same run starts clean
+    work.mkdir(parents=True)
+    try:
+        videos_path = work / "videos.parquet"
+        ctx.videos().to_parquet(videos_path, index=False)
+        spec = distributed.WorkerSpec.build(
+            asset=asset, batch=ctx.batch, videos_path=videos_path, parts_dir=work / "parts",
+            settings=ctx.settings, options=ctx.scoring.job_options(ctx.context.run.run_id),
+            flow_backend=options["flow_backend"], dist_backend=options["dist_backend"],
+        )  # fmt: skip
+        command = distributed.torchrun_command(nproc, spec.write(work / "spec.json"))
+        ctx.context.log.info(f"launching {nproc} ranks for {asset}[{ctx.batch}]: {' '.join(command)}")
+        device = "cpu" if str(options["device"]).lower() == "cpu" else "cuda"
+        client = dg.PipesSubprocessClient(message_reader=_RankMessageReader(nproc))
+        invocation = client.run(command=command, context=ctx.context, env=distributed.worker_env(nproc, device))
+        parts = distributed.part_paths(work / "parts", nproc)
+        missing = [str(p) for p in parts if not p.exists()]
+        if missing:
+            raise dg.Failure(f"torchrun finished but rank parts are missing: {missing}")
+        for report in sorted(
+            (m for m in invocation.get_custom_messages() if isinstance(m, dict) and "rank" in m),
+            key=lambda m: m["rank"],
+        ):
+            ctx.context.log.info(f"rank {report['rank']}: {report['rows']} rows, {report['clips']} clips "
+                                 f"({report['errors']} errors) in {report['seconds']:.1f}s on {report['device']}")  # fmt: skip
+        return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
