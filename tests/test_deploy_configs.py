@@ -47,6 +47,23 @@ WEIGHTS_JOB_YAML = K8S / "weights-job.yaml"
 CORE_SERVICES = {"postgres", "user-code", "dagster-webserver", "dagster-daemon"}
 GRPC_PORT = 4000
 
+# Where the tables are (empty: $VIDSCORE_HOME/tables) and what reaches S3 when that is s3://...;
+# every run container needs them, since each step publishes its own table partitions.
+TABLES_ENV = (
+    "VIDSCORE_TABLES",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+)
+S3_ENV = {
+    "VIDSCORE_TABLES": "s3://vidscore-bucket/tables",
+    "AWS_ACCESS_KEY_ID": "test-access-key",
+    "AWS_SECRET_ACCESS_KEY": "test-secret-key",
+    "AWS_REGION": "eu-central-1",
+    "AWS_ENDPOINT_URL": "http://minio:9000",
+}
+
 # A value for the one variable .env.example leaves empty on purpose (compose refuses to start
 # without it).
 TEST_PASSWORD = "test-password"
@@ -317,13 +334,15 @@ def test_dagster_yaml_loads_as_instance(instance):
     requests = launcher.container_kwargs["device_requests"]
     assert any(r["driver"] == "nvidia" and ["gpu"] in r["capabilities"] for r in requests)
     assert launcher.networks == [_load_yaml(COMPOSE_YAML)["networks"]["vidscore"]["name"]]
-    for name in ("DAGSTER_POSTGRES_HOST", "DAGSTER_POSTGRES_USER", "DAGSTER_POSTGRES_PASSWORD"):
+    for name in ("DAGSTER_POSTGRES_HOST", "DAGSTER_POSTGRES_USER", "DAGSTER_POSTGRES_PASSWORD", *TABLES_ENV):
         assert name in launcher.env_vars
 
     pools = instance.get_concurrency_config().pool_config
     assert pools.pool_granularity == PoolGranularity.OP
-    assert pools.default_pool_limit == 1, "a pool without its own limit (duckdb!) must stay serial"
+    assert pools.default_pool_limit == 1, "a gpu pool whose limit was not set must stay serial"
     assert instance.run_monitoring_enabled
+    # A run container killed without reporting must not keep its gpu slots.
+    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
 
 
 def test_run_container_arguments_accepted_by_docker_py(instance):
@@ -358,6 +377,68 @@ def test_run_container_arguments_accepted_by_docker_py(instance):
     env = _compose_env()
     assert binds["/data"].startswith(env["VIDSCORE_DATA_HOST_DIR"] + ":")
     assert binds["/models"].startswith(env["VIDSCORE_MODELS_HOST_DIR"] + ":")
+
+
+def _run_container_env(instance, monkeypatch, **overrides: str) -> dict[str, str]:
+    """The environment of a run container: the launcher's env_vars resolved in the daemon's
+    environment (as compose sets it), the way DockerRunLauncher resolves them, then passed through
+    docker-py."""
+    docker_models = pytest.importorskip("docker.models.containers")
+    from dagster._core.utils import parse_env_var
+    from docker.types import ContainerConfig
+
+    daemon_env = _service_env(_compose(_compose_env(**overrides))["services"]["dagster-daemon"])
+    for name in list(os.environ):
+        if name.startswith(("DAGSTER_", "VIDSCORE_", "AWS_")):
+            monkeypatch.delenv(name)
+    for name, value in daemon_env.items():
+        monkeypatch.setenv(name, value)
+    # Raises, as the launcher would when launching, for a listed variable the daemon lacks.
+    environment = dict(parse_env_var(v) for v in instance.run_launcher.env_vars)
+    created = docker_models._create_container_args(
+        {
+            "image": "vidscore-user-code:test",
+            "command": ["dagster"],
+            "version": "1.44",
+            "environment": environment,
+        }
+    )
+    return dict(item.split("=", 1) for item in ContainerConfig(version="1.44", **created)["Env"])
+
+
+def test_run_containers_get_the_tables_location(instance, monkeypatch):
+    """By default the tables are under /data/tables, on the shared bind mount; nothing S3 is set."""
+    from vidscore_core.settings import Settings
+
+    env = _run_container_env(instance, monkeypatch)
+    for name in TABLES_ENV:
+        assert env[name] == "", name
+    image_env = " ".join(a for kw, a in _dockerfile_stages()["user-code"]["instructions"] if kw == "ENV")
+    home = re.search(r"VIDSCORE_HOME=(\S+)", image_env).group(1)
+    monkeypatch.setenv("VIDSCORE_HOME", home)
+    tables = Settings.from_env().tables_root
+    assert tables == f"{home}/tables"
+    mounts = {b.split(":")[1]: b.split(":")[2] for b in _compose()["services"]["user-code"]["volumes"]}
+    assert any(tables.startswith(path + "/") and mode == "rw" for path, mode in mounts.items())
+
+
+def test_run_containers_get_the_s3_settings(instance, monkeypatch):
+    """VIDSCORE_TABLES=s3://... and the AWS_* settings in .env reach every run container, and the
+    table store built from them there points at that server."""
+    from vidscore_core.settings import Settings
+    from vidscore_core.store import TableStore
+
+    env = _run_container_env(instance, monkeypatch, **S3_ENV)
+    for name, value in S3_ENV.items():
+        assert env[name] == value, name
+    for name in list(os.environ):
+        if name.startswith(("VIDSCORE_", "AWS_")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    store = TableStore.from_settings(Settings.from_env())
+    assert store.is_s3 and store.root == S3_ENV["VIDSCORE_TABLES"]
+    assert store.fs.region == S3_ENV["AWS_REGION"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -458,6 +539,10 @@ def test_compose_user_code_has_gpus_and_mounts():
     assert mounts[env["VIDSCORE_VIDEOS_HOST_DIR"]] == "ro"
     service_env = _service_env(user_code)
     assert service_env["DAGSTER_CURRENT_IMAGE"] == user_code["image"]
+    for name in TABLES_ENV:  # schedules and `vidscore` commands in the code server read the tables
+        assert service_env[name] == "", name
+    s3_env = _service_env(_compose(_compose_env(**S3_ENV))["services"]["user-code"])
+    assert {name: s3_env[name] for name in S3_ENV} == S3_ENV
     assert user_code["build"]["target"] == "user-code"
     assert "4000" in " ".join(user_code["healthcheck"]["test"])
 
@@ -521,6 +606,9 @@ def test_compose_config_with_the_compose_cli(tmp_path):
     ports = rendered["services"]["dagster-webserver"]["ports"]
     published = ports[0] if isinstance(ports[0], str) else f"{ports[0]['host_ip']}:{ports[0]['published']}"
     assert published.startswith("127.0.0.1:3000")
+    for service in ("dagster-daemon", "user-code"):
+        environment = rendered["services"][service]["environment"]
+        assert set(TABLES_ENV) <= set(environment), service
 
     del env["DAGSTER_POSTGRES_PASSWORD"]
     refused = subprocess.run(
@@ -630,11 +718,47 @@ def test_shellcheck_init_script():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_init_script_sets_both_pools():
+def test_init_script_sets_only_the_gpu_pool():
     text = INIT_SCRIPT.read_text()
+    commands = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    pools = [m.group(1) for line in commands for m in [re.search(r"concurrency set (\S+)", line)] if m]
+    assert pools == ["gpu"]
     assert re.search(r"concurrency set gpu \"\$gpu_limit\"", text)
-    assert re.search(r"concurrency set duckdb 1\b", text)
     assert "dagster instance migrate" in text
+
+
+# The storage design this deployment runs: each step publishes its own table partitions (no
+# DuckDB writer, no lock, no staging folder, no commit steps), and `gpu` is the only pool.
+_RETIRED = re.compile(
+    r"\bduckdb\b`?\s+pool|pool\s+`?duckdb\b|concurrency set duckdb|\bstag(?:ing|ed)\b|_commit\b"
+    r"|\bcommit steps?\b|duckdb\s+(?:write\s+)?lock|one writer",
+    re.IGNORECASE,
+)
+
+
+def _deployment_files() -> list[Path]:
+    return sorted(p for p in DOCKER.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("path", _deployment_files(), ids=lambda p: str(p.relative_to(DOCKER)))
+def test_no_duckdb_pool_staging_or_commit_steps(path):
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        assert not _RETIRED.search(line), f"{path.name}:{number}: {line.strip()}"
+
+
+def test_no_pool_but_gpu_is_configured(values):
+    """Pool limits live in the instance's database: the init script sets `gpu` and nothing else,
+    and neither instance config names a pool of its own."""
+    for config in (_load_yaml(DAGSTER_YAML)["concurrency"], values["concurrency"]):
+        assert set(config["pools"]) <= {
+            "granularity",
+            "default_limit",
+            "defaultLimit",
+            "op_run_buffer",
+            "opGranularityRunBuffer",
+        }
+    for text in (VALUES_YAML.read_text(), INIT_SCRIPT.read_text()):
+        assert set(re.findall(r"concurrency set (\w+)", text)) == {"gpu"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -751,6 +875,46 @@ def test_values_volumes(deployment):
 
     shm = volumes[mounts["/dev/shm"]["name"]]
     assert shm["emptyDir"]["medium"] == "Memory"
+
+
+def test_values_tables_on_shared_storage(deployment):
+    """Every run pod publishes partitions: VIDSCORE_TABLES is S3 or a writable ReadWriteMany mount."""
+    env = {item["name"]: item.get("value") for item in deployment["env"]}
+    tables = env["VIDSCORE_TABLES"]
+    if tables.startswith("s3://"):
+        return
+    mount = max(
+        (m for m in deployment["volumeMounts"] if tables.startswith(m["mountPath"].rstrip("/") + "/")),
+        key=lambda m: len(m["mountPath"]),
+    )
+    assert not mount.get("readOnly", False)
+    volume = next(v for v in deployment["volumes"] if v["name"] == mount["name"])
+    claim = _claims()[volume["persistentVolumeClaim"]["claimName"]]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+
+
+def test_values_s3_option_when_uncommented():
+    """The commented S3 lines of the user deployment, uncommented, are valid chart values: the AWS
+    settings in env and the Secret the header tells to create in envSecrets."""
+    lines = VALUES_YAML.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "- name: VIDSCORE_TABLES" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "volumes:")
+    option = re.compile(r"^(\s*)# (\s*(?:- name: \S+|value: \S+|envSecrets:))$")
+    for i in range(start, end):
+        m = option.match(lines[i])
+        if m:
+            lines[i] = m.group(1) + m.group(2)
+    (deployment,) = yaml.safe_load("\n".join(lines))["dagster-user-deployments"]["deployments"]
+    assert set(deployment) <= USER_DEPLOYMENT_KEYS
+    env = {item["name"]: item["value"] for item in deployment["env"]}
+    assert {"AWS_REGION", "AWS_ENDPOINT_URL"} <= env.keys()
+    (secret,) = deployment["envSecrets"]
+    created = re.search(
+        rf"kubectl create secret generic {re.escape(secret['name'])} \\\n#(.*)", VALUES_YAML.read_text()
+    )
+    assert created, f"the header does not say how to create {secret['name']}"
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert f"--from-literal={key}=" in created.group(1)
 
 
 def test_values_run_launcher_requests_one_gpu(values):
