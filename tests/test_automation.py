@@ -1,7 +1,7 @@
 """Automation: the inbox sensor, the backfill schedule's plan, multi-partition runs, eager scores.
 
 The sensor and the schedule are evaluated as Dagster evaluates them (a real instance, a real
-cursor, resources injected), against real files and a real DuckDB file. The daemon-driven flow
+cursor, resources injected), against real files and real Parquet tables. The daemon-driven flow
 over Postgres is in tests/e2e/.
 """
 
@@ -18,9 +18,8 @@ import pandas as pd
 import pytest
 
 from vidscore_core import lineage
-from vidscore_core.ingest import manifest_path, stage_manifests
 from vidscore_core.scoring import options
-from vidscore_core.store import Store
+from vidscore_core.store import TableStore
 from vidscore_core.synth import make_demo_corpus
 from vidscore_dagster.defs.automation import policies
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, score_batch
@@ -30,8 +29,9 @@ from vidscore_dagster.defs.automation.schedules import (
     plan_backfill,
     score_backfill_schedule,
 )
-from vidscore_dagster.defs.automation.sensors import InboxCursor, inbox_sensor
-from vidscore_dagster.defs.resources import DuckDBStore, ScoringOptions, VidscoreSettings, default_resources
+from vidscore_dagster.defs.automation.sensors import InboxCursor, batches_sensor, inbox_sensor
+from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings, default_resources
+from vidscore_dagster.runner import failure_reason, ingest_meta_file
 
 OLD = time.time() - 3600  # an mtime well past the settle period
 
@@ -65,10 +65,18 @@ def tick(settings, instance: dg.DagsterInstance, cursor: str | None = None) -> d
         return inbox_sensor(context)
 
 
-def test_a_dropped_meta_file_is_ingested_and_its_batches_requested(home, corpus, monkeypatch):
-    settings, _ = home
+def run_ingest(instance: dg.DagsterInstance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """Execute a `meta_files` run request as the daemon would launch it."""
+    from vidscore_dagster.definitions import defs
+
+    return defs.resolve_job_def(request.job_name or "ingest_meta_file").execute_in_process(
+        instance=instance, run_config=request.run_config, tags=request.tags, raise_on_error=False
+    )
+
+
+def test_a_dropped_meta_file_becomes_a_meta_files_run_then_batch_runs(home, corpus, monkeypatch):
+    settings, store = home
     monkeypatch.setenv("VIDSCORE_INGEST_BATCH_SIZE", "5")
-    instance = dg.DagsterInstance.ephemeral()
     # Paths in the meta file are relative to the corpus: make them absolute as users should.
     meta = pd.read_csv(corpus)
     meta["path"] = [str(corpus.parent / p) for p in meta["path"]]
@@ -76,24 +84,31 @@ def test_a_dropped_meta_file_is_ingested_and_its_batches_requested(home, corpus,
     (settings.inbox_dir / ".hidden.csv").write_text("path\nx.mp4\n")  # dotfiles are never taken
     (settings.inbox_dir / "upload.csv.part").write_text("path\n")  # neither are partial downloads
 
-    result = tick(settings, instance)
+    with dg.instance_for_test() as instance:
+        result = tick(settings, instance)
+        # The tick itself reads nothing of the file: it requests the run that ingests it.
+        (request,) = result.run_requests
+        assert inbox_sensor.job_name == "ingest_meta_file" and request.tags["vidscore/meta_file"] == "corpus.csv"
+        assert not result.dynamic_partitions_requests and not store.partitions("manifests")
+        left = sorted(p.name for p in settings.inbox_dir.iterdir())
+        assert left == [".hidden.csv", "processed", "upload.csv.part"]
+        processed = [p.name for p in (settings.inbox_dir / "processed").iterdir() if p.is_file()]
+        assert len(processed) == 1 and processed[0].startswith("corpus-") and processed[0].endswith(".csv")
+        # The cursor moved: the next tick has nothing to do and says so.
+        again = tick(settings, instance, result.cursor)
+        assert not again.run_requests and "no new meta files" in str(again.skip_reason)
 
-    keys = [r.partition_key for r in result.run_requests]
-    assert len(keys) == 2  # 8 rows in batches of 5
-    assert all(manifest_path(settings, k).exists() for k in keys)
-    (add,) = result.dynamic_partitions_requests
-    assert add.partitions_def_name == "batches" and list(add.partition_keys) == keys
-    assert {r.job_name for r in result.run_requests} <= {None, "score_batch"}
-    assert len({r.run_key for r in result.run_requests}) == 2
-    assert all(r.tags["vidscore/meta_file"] == "corpus.csv" for r in result.run_requests)
-    left = sorted(p.name for p in settings.inbox_dir.iterdir())
-    assert left == [".hidden.csv", "processed", "upload.csv.part"]
-    processed = [p.name for p in (settings.inbox_dir / "processed").iterdir() if p.is_file()]
-    assert len(processed) == 1 and processed[0].startswith("corpus-") and processed[0].endswith(".csv")
-
-    # The cursor moved: the next tick has nothing to do and says so.
-    again = tick(settings, instance, result.cursor)
-    assert not again.run_requests and "no new meta files" in str(again.skip_reason)
+        # The run registers the batches (8 rows in batches of 5) ...
+        assert run_ingest(instance, request).success
+        keys = instance.get_dynamic_partitions("batches")
+        assert len(keys) == 2 and store.partitions("manifests") == set(keys)
+        # ... and the batches sensor asks for one score_batch run per batch, once.
+        with dg.build_sensor_context(instance=instance) as context:
+            batch_requests = [r for r in batches_sensor(context) or [] if isinstance(r, dg.RunRequest)]
+            assert sorted(r.partition_key for r in batch_requests) == sorted(keys)
+            assert {r.job_name for r in batch_requests} <= {None, "score_batch"}
+            again = list(batches_sensor(context) or [])  # the cursor moved past that materialization
+            assert not [r for r in again if isinstance(r, dg.RunRequest)]
 
 
 def test_the_same_content_is_ingested_once_even_under_another_name(home, corpus):
@@ -107,21 +122,13 @@ def test_the_same_content_is_ingested_once_even_under_another_name(home, corpus)
     second_path = drop(settings.inbox_dir, "b.csv", content)
     os.utime(second_path, (OLD, OLD))
     second = tick(settings, instance, first.cursor)
-    # Same batches and the same run keys: Dagster launches nothing new for them.
+    # The same run key: Dagster launches nothing new for it.
     assert [r.run_key for r in second.run_requests] == [r.run_key for r in first.run_requests]
-    assert [r.partition_key for r in second.run_requests] == [r.partition_key for r in first.run_requests]
     assert not second_path.exists()
-    # Even with processed/ cleaned up, the cursor still remembers the content.
-    for marker in (settings.inbox_dir / "processed" / ".fingerprints").iterdir():
-        marker.unlink()
-    drop(settings.inbox_dir, "c.csv", content)
-    third = tick(settings, instance, second.cursor)
-    assert not third.dynamic_partitions_requests and not third.run_requests
 
 
-def test_bad_files_are_rejected_with_a_reason_and_the_sensor_goes_on(home, corpus):
+def test_bad_files_are_rejected_or_fail_their_run_with_a_reason(home, corpus):
     settings, _ = home
-    instance = dg.DagsterInstance.ephemeral()
     inbox = settings.inbox_dir
     drop(inbox, "1_no_path_column.csv", "file,caption\na.mp4,hello\n", mtime=OLD)
     drop(inbox, "2_not_parquet.parquet", b"PAR1 this is not parquet", mtime=OLD + 1)
@@ -129,25 +136,17 @@ def test_bad_files_are_rejected_with_a_reason_and_the_sensor_goes_on(home, corpu
     good = pd.read_csv(corpus).assign(path=lambda f: [str(corpus.parent / p) for p in f["path"]])
     drop(inbox, "4_good.csv", good.to_csv(index=False), mtime=OLD + 3)
 
-    result = tick(settings, instance)
-
-    rejected = inbox / "rejected"
-    names = sorted(p.name for p in rejected.iterdir())
-    assert names == sorted(
-        [
-            "1_no_path_column.csv",
-            "1_no_path_column.csv.reason.txt",
-            "2_not_parquet.parquet",
-            "2_not_parquet.parquet.reason.txt",
-            "3_notes.txt",
-            "3_notes.txt.reason.txt",
-        ]
-    )
-    assert "no 'path' column" in (rejected / "1_no_path_column.csv.reason.txt").read_text()
-    assert "Parquet" in (rejected / "2_not_parquet.parquet.reason.txt").read_text()
-    assert "not a meta file" in (rejected / "3_notes.txt.reason.txt").read_text()
-    # The good file after them was still ingested in the same tick.
-    assert len(result.run_requests) == 1
+    with dg.instance_for_test() as instance:
+        result = tick(settings, instance)
+        # A name that is no meta file's is rejected at once, with a reason next to it.
+        assert sorted(p.name for p in (inbox / "rejected").iterdir()) == ["3_notes.txt", "3_notes.txt.reason.txt"]
+        assert "not a meta file" in (inbox / "rejected" / "3_notes.txt.reason.txt").read_text()
+        # The others get a run each; a file that cannot be read fails its run and says why.
+        runs = {r.tags["vidscore/meta_file"]: run_ingest(instance, r) for r in result.run_requests}
+        assert set(runs) == {"1_no_path_column.csv", "2_not_parquet.parquet", "4_good.csv"}
+        assert "no 'path' column" in failure_reason(runs["1_no_path_column.csv"])
+        assert "Parquet" in failure_reason(runs["2_not_parquet.parquet"])
+        assert runs["4_good.csv"].success
     assert not any(p.is_file() for p in inbox.iterdir())
 
 
@@ -188,11 +187,11 @@ def _rows(table: str, batch: str, ids: list[str], exp: Expected, **extra) -> pd.
     return frame
 
 
-def _put(store: Store, settings, table: str, batch: str, frame: pd.DataFrame) -> None:
-    store.commit_partition(table, batch, store.stage(frame, table, batch, settings.staging_dir))
+def _put(store: TableStore, settings, table: str, batch: str, frame: pd.DataFrame) -> None:
+    store.publish(frame, table, batch)
 
 
-def _seed(store: Store, settings, expected: dict[str, Expected], batch: str, ids: list[str]) -> None:
+def _seed(store: TableStore, settings, expected: dict[str, Expected], batch: str, ids: list[str]) -> None:
     """A batch whose tables are complete and current."""
     _put(store, settings, "videos", batch, pd.DataFrame({"video_id": ids}))
     for table in ("clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores"):
@@ -201,7 +200,6 @@ def _seed(store: Store, settings, expected: dict[str, Expected], batch: str, ids
 
 def test_the_backfill_plan_finds_missing_retryable_and_stale_rows(home, monkeypatch):
     settings, store = home
-    store.ensure_schema()
     expected, notes = current_lineage(settings, "dis")
     assert not notes
     shas = {"clip": lineage.file_sha256(settings.clip_weights()),
@@ -210,7 +208,7 @@ def test_the_backfill_plan_finds_missing_retryable_and_stale_rows(home, monkeypa
     ids = ["v1", "v2", "v3"]
     for batch in ("complete", "missing", "timeout", "stale_code", "stale_weights", "other_backend"):
         _seed(store, settings, expected, batch, ids)
-    store.delete_partition("flow_scores", "missing")
+    store.delete("flow_scores", "missing")
     exp = expected["clip_embeddings"]
     frame = _rows("clip_embeddings", "timeout", ids, exp, error=["decoder timed out after 60 s", None, None])
     _put(store, settings, "clip_embeddings", "timeout", frame)
@@ -233,8 +231,7 @@ def test_the_backfill_plan_finds_missing_retryable_and_stale_rows(home, monkeypa
         error=["cannot decode: moov atom not found", None, None],
     )
     _put(store, settings, "flow_scores", "complete", frame)
-    manifest_path(settings, "never_probed").parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"video_id": ids}).to_parquet(manifest_path(settings, "never_probed"))
+    store.publish(pd.DataFrame({"video_id": ids}), "manifests", "never_probed")
 
     batches = ["complete", "missing", "timeout", "stale_code", "stale_weights", "other_backend",
                "never_probed", "no_manifest"]  # fmt: skip
@@ -260,15 +257,13 @@ def test_the_backfill_plan_finds_missing_retryable_and_stale_rows(home, monkeypa
 
 def test_the_schedule_requests_idempotent_runs_for_what_needs_work(home):
     settings, store = home
-    store.ensure_schema()
     expected, _ = current_lineage(settings, "dis")
     for batch in ("b1", "b2"):
         _seed(store, settings, expected, batch, ["v1", "v2"])
-    store.delete_partition("aesthetic_scores", "b2")
+    store.delete("aesthetic_scores", "b2")
     resources = {
         "vidscore": VidscoreSettings(home=str(settings.home), clip_weights=str(settings.clip_weights()),
                                      aesthetic_weights=str(settings.aesthetic_weights())),
-        "duckdb": DuckDBStore(database=str(settings.db_path)),
         "scoring": ScoringOptions(flow_backend="dis"),
     }  # fmt: skip
     when = datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc)
@@ -320,7 +315,7 @@ def test_the_code_location_carries_the_automation():
     from vidscore_dagster.definitions import defs
 
     repo = defs.get_repository_def()
-    assert {"inbox_sensor", "automation_sensor"} <= {s.name for s in repo.sensor_defs}
+    assert {"inbox_sensor", "batches_sensor", "automation_sensor"} <= {s.name for s in repo.sensor_defs}
     assert "score_backfill_schedule" in {s.name for s in repo.schedule_defs}
     assert repo.has_job("score_batch")
 
@@ -337,16 +332,15 @@ def test_score_assets_carry_automation_and_a_grouping_backfill_policy():
     assert score_batch.name == "score_batch"
 
 
-def test_a_multi_partition_run_stages_and_commits_every_partition(home, corpus):
+def test_a_multi_partition_run_publishes_every_partition(home, corpus):
     """What a backfill with BackfillPolicy.multi_run launches: one run over a range of batches."""
     from vidscore_dagster.defs.ingest.assets import videos
     from vidscore_dagster.defs.scores.assets import flow_scores
 
     settings, store = home
     instance = dg.DagsterInstance.ephemeral()
-    keys = stage_manifests(corpus, settings, batch_size=3)
+    keys, _ = ingest_meta_file(instance, corpus, 3)
     assert len(keys) == 3
-    instance.add_dynamic_partitions("batches", keys)
     resources = default_resources(flow_backend="dis")
     result = dg.materialize(
         [videos, flow_scores],
@@ -367,7 +361,6 @@ def test_a_multi_partition_run_stages_and_commits_every_partition(home, corpus):
         keys[1]: 3,
         keys[2]: 2,
     }
-    assert not list((settings.staging_dir / "flow_scores").glob("*.parquet"))  # committed and removed
 
 
 def test_scores_follow_a_new_videos_partition_but_never_double_a_running_batch(home, corpus):
@@ -380,15 +373,13 @@ def test_scores_follow_a_new_videos_partition_but_never_double_a_running_batch(h
     scores = [
         dg.AssetKey(k) for k in ("clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
     ]
-    keys = stage_manifests(corpus, settings, batch_size=5)
-
     def requested(instance: dg.DagsterInstance, cursor):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         return {k.to_user_string(): result.get_requested_partitions(k) for k in scores}, result.cursor
 
     with dg.instance_for_test() as instance:
         _, cursor = requested(instance, None)
-        instance.add_dynamic_partitions("batches", keys)
+        keys, _ = ingest_meta_file(instance, corpus, 5)
         wanted, cursor = requested(instance, cursor)
         assert not any(wanted.values())  # videos is missing: nothing to score yet
 

@@ -1,7 +1,7 @@
-"""Several processes on one machine: torchrun ranks each score a shard and stage their own part.
+"""Several processes on one machine: torchrun ranks each score a shard and write their own part.
 
 On CPU with the gloo backend and 2 ranks, launched from the Dagster step through dagster-pipes,
-the committed rows equal those of the single-process step.
+the published rows equal those of the single-process step.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import pandas as pd
 import pytest
 
 from vidscore_core import distributed
-from vidscore_core.ingest import stage_manifests
-from vidscore_core.settings import Settings
-from vidscore_core.store import Store
+from vidscore_core.store import TableStore
 from vidscore_core.synth import make_demo_corpus
 from vidscore_dagster.defs.resources import default_resources
-from vidscore_dagster.runner import materialize_batches, register_batches
+from vidscore_dagster.runner import ingest_meta_file, materialize_batches
 
 ASSETS = ["videos", "clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores"]
 
@@ -38,19 +36,7 @@ def test_shards_are_disjoint_contiguous_and_balanced(n, world):
         distributed.shard_bounds(n, world, world)
 
 
-def test_leftover_rank_parts_are_found_in_rank_order_and_cleared(vidscore_env):
-    settings, store = vidscore_env
-    frame = pd.DataFrame({"video_id": ["a"], "num_frames": [3]})
-    for rank in (10, 2, 0, 1):
-        store.stage(frame, "flow_scores", "b-1", settings.staging_dir, part=distributed.part_name(rank))
-    store.stage(frame, "flow_scores", "b-10", settings.staging_dir, part="rank0")  # another batch
-    found = distributed.existing_parts(settings.staging_dir, "flow_scores", "b-1")
-    assert [p.name for p in found] == [f"b-1@rank{r}.parquet" for r in (0, 1, 2, 10)]
-    assert distributed.clear_parts(settings.staging_dir, "flow_scores", "b-1") == 4
-    assert [p.name for p in (settings.staging_dir / "flow_scores").iterdir()] == ["b-10@rank0.parquet"]
-
-
-def _tables(store: Store) -> dict[str, pd.DataFrame]:
+def _tables(store: TableStore) -> dict[str, pd.DataFrame]:
     out = {}
     for table, cols in {
         "clip_embeddings": ["video_id", "frame_index", "embedding", "error"],
@@ -80,23 +66,21 @@ def test_two_gloo_ranks_give_the_single_process_scores(vidscore_env, tmp_path, m
     settings, store = vidscore_env
     monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")
     meta = make_demo_corpus(tmp_path / "corpus")
-    (key,) = stage_manifests(meta, settings)
 
     single_home = tmp_path / "single"
     monkeypatch.setenv("VIDSCORE_HOME", str(single_home))
-    single_store = Store(single_home / "vidscore.duckdb")
-    stage_manifests(meta, Settings.from_env())
+    single_store = TableStore(single_home / "tables")
     instance = dg.DagsterInstance.ephemeral()
-    register_batches(instance, [key])
+    (key,), _ = ingest_meta_file(instance, meta, 5000)
     assert materialize_batches(instance, [key], ASSETS, resources=default_resources())[key]
     expected = _tables(single_store)
 
     monkeypatch.setenv("VIDSCORE_HOME", str(settings.home))
     monkeypatch.setenv("VIDSCORE_NUM_PROCESSES", "2")
     resources = default_resources()
-    assert resources["scoring"].num_processes == 2
+    assert resources["scoring"].resolved()["num_processes"] == 2
     instance = dg.DagsterInstance.ephemeral()
-    register_batches(instance, [key])
+    assert ingest_meta_file(instance, meta, 5000)[0] == [key]
     assert materialize_batches(instance, [key], ASSETS, resources=resources)[key]
     got = _tables(store)
 
@@ -109,38 +93,13 @@ def test_two_gloo_ranks_give_the_single_process_scores(vidscore_env, tmp_path, m
     messages = [
         e.user_message
         for e in instance.all_logs(instance.get_runs()[0].run_id)
-        if e.user_message and e.step_key == "clip_embeddings.clip_embeddings_stage"
+        if e.user_message and e.step_key == "clip_embeddings"
     ]
     assert any(m.startswith("[rank 0/2]") for m in messages) and any(
         m.startswith("[rank 1/2]") for m in messages
     )
-    assert any("all 2 ranks staged 8 clips" in m for m in messages)
-    # Parts were committed together and removed; no torchrun scratch is left behind.
-    assert not list(settings.staging_dir.rglob("*@rank*.parquet"))
-    assert not list((settings.staging_dir / "_torchrun").iterdir())
-
-
-def test_rank_parts_left_by_a_crash_are_committed_together(vidscore_env, fixtures, monkeypatch):
-    """torchrun finished staging, the step died before committing: the next run commits the parts."""
-    from vidscore_core.scoring.jobs import FlowJob, clips_from_frame
-    from vidscore_core.scoring.options import JobOptions
-
-    settings, store = vidscore_env
-    monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")
-    instance = dg.DagsterInstance.ephemeral()
-    (key,) = stage_manifests(fixtures / "media/meta.csv", settings)
-    register_batches(instance, [key])
-    assert materialize_batches(instance, [key], ["videos"], resources=default_resources())[key]
-    videos = store.query_df(
-        "SELECT video_id, path, text FROM videos WHERE batch = ? ORDER BY meta_row", [key]
-    )
-    job = FlowJob(settings, JobOptions(device="cpu", num_workers=0), "dis")
-    frame = job.rows(job.score(clips_from_frame(videos)), key)
-    frame["flow"] = frame["flow"].where(frame["flow"].isna(), 7.0)  # a value recomputation would not give
-    for rank in range(2):
-        part = distributed.shard(frame, rank, 2)
-        store.stage(part, "flow_scores", key, settings.staging_dir, part=distributed.part_name(rank))
-    assert materialize_batches(instance, [key], ["flow_scores"], resources=default_resources())[key]
-    committed = store.query_df("SELECT flow FROM flow_scores WHERE batch = ?", [key])
-    assert len(committed) == len(videos) and set(committed["flow"].dropna()) == {7.0}
-    assert not distributed.existing_parts(settings.staging_dir, "flow_scores", key)
+    assert any("all 2 ranks wrote 8 clips" in m for m in messages)
+    # The parts were published as the batch's one file; no torchrun scratch is left behind.
+    assert sorted(p.name for p in (settings.home / "tables/clip_embeddings").iterdir()) == [
+        "_schema.parquet", f"batch={key}.parquet"]
+    assert not [p for p in settings.work_dir.rglob("*") if p.is_file()]

@@ -7,10 +7,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from vidscore_core.ingest import stage_manifests
 from vidscore_dagster.definitions import defs
 from vidscore_dagster.defs.resources import default_resources
-from vidscore_dagster.runner import materialize_batches, register_batches
+from vidscore_dagster.runner import ingest_meta_file, materialize_batches
 
 SCORES = ["videos", "clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores"]
 
@@ -21,8 +20,7 @@ def scored(vidscore_env, fixtures, monkeypatch):
     settings, store = vidscore_env
     monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")
     instance = dg.DagsterInstance.ephemeral()
-    keys = stage_manifests(fixtures / "media/meta.csv", settings, batch_size=2)
-    register_batches(instance, keys)
+    keys, _ = ingest_meta_file(instance, fixtures / "media/meta.csv", 2)
     assert all(materialize_batches(instance, keys, SCORES, resources=default_resources()).values())
     return settings, store, instance
 
@@ -43,6 +41,7 @@ def test_filter_agrees_with_independent_sql_and_presets_coexist(scored):
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}  # fmt: skip
     assert checks["filtered_videos_meet_thresholds"] and checks["filtered_videos_subset_of_videos"]
 
+    # Through the user's path: vidscore.duckdb's views (the meta_files run created them).
     with duckdb.connect(str(settings.db_path), read_only=True) as con:
         independent = con.execute(
             "SELECT v.path FROM videos v JOIN aesthetic_scores a ON a.video_id = v.video_id "

@@ -61,7 +61,7 @@ def test_views_cover_every_table_with_its_columns_even_when_empty(settings: Sett
             described = con.execute(f"DESCRIBE {table}").df()
             assert list(described["column_name"]) == [c for c, _ in schema.columns(table)]
         assert con.execute("SELECT * FROM video_scores").df().empty
-        json_type = dict(zip(*con.execute("DESCRIBE videos").df()[["column_name", "column_type"]].T.values))
+        json_type = dict(zip(*con.execute("DESCRIBE videos").df()[["column_name", "column_type"]].T.values, strict=True))
         assert json_type["extra"] == "JSON" and json_type["ingested_at"] == "TIMESTAMP WITH TIME ZONE"
         # Users write `match` unquoted.
         assert con.execute("SELECT match FROM matching_scores").df().empty
