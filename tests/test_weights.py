@@ -116,9 +116,12 @@ def test_registry_holds_the_official_sources() -> None:
     # OpenAI's URL embeds the file's sha256, which is what its clip package checks.
     assert clip.sha256 and clip.sha256 in clip.url and clip.url.endswith("/ViT-L-14.pt")
     assert weights.get("aesthetic").url.endswith("sac+logos+ava1-l14-linearMSE.pth")
-    assert weights.get("aesthetic").sha256 is None
     unimatch = weights.get("unimatch")
     assert unimatch.sha256_prefix == "4e7b215d" and unimatch.url.endswith("-4e7b215d.pth")
+    # Every official file has a full sha256 pinned; UniMatch's starts with the prefix in its file name.
+    for spec in weights.REGISTRY.values():
+        assert spec.sha256 and len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
+    assert unimatch.sha256.startswith(unimatch.sha256_prefix)
     with pytest.raises(KeyError, match="clip, aesthetic, unimatch"):
         weights.get("vae")
 
@@ -174,10 +177,10 @@ def test_env_overrides_are_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         row = rows[name]
         assert row["present"] and row["size_bytes"] == len(name) * 100
         assert row["sha256"] == hashlib.sha256(name.encode() * 100).hexdigest()
-    # Arbitrary bytes are not the published files; the aesthetic file has no published digest to check.
+    # Arbitrary bytes are not the published files.
     assert rows["clip"]["verified"] is False
     assert rows["unimatch"]["verified"] is False
-    assert rows["aesthetic"]["verified"] is None
+    assert rows["aesthetic"]["verified"] is False
 
 
 def test_openai_clip_cache_is_used_but_never_overwritten(
@@ -230,12 +233,17 @@ def test_download_verifies_and_then_skips(
     assert len(server.requests) == 2
 
 
-def test_download_checks_torch_hub_style_prefix(
-    settings: Settings, server: FileServer, monkeypatch: pytest.MonkeyPatch
+def test_download_checks_the_full_digest_not_the_prefix(
+    settings: Settings, tmp_path: Path, server: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data, digest = _payload()
+    # Bytes whose digest starts with the published prefix but is not the pinned digest are refused.
+    _publish(monkeypatch, "unimatch", sha256_prefix=digest[:8], sha256=digest[:8] + "0" * 56)
     server.files["/unimatch.pth"] = data
-    _publish(monkeypatch, "unimatch", sha256_prefix=digest[:8])
+    with pytest.raises(weights.ChecksumMismatchError):
+        weights.download("unimatch", settings, url=server.url("/unimatch.pth"), progress=False)
+    assert not (tmp_path / "models" / UNIMATCH_FILE).exists()
+    _publish(monkeypatch, "unimatch", sha256_prefix=digest[:8], sha256=digest)
     target = weights.download("unimatch", settings, url=server.url("/unimatch.pth"), progress=False)
     assert target.read_bytes() == data
     assert weights.status(settings)[2]["verified"] is True
@@ -245,7 +253,7 @@ def test_download_with_wrong_digest_leaves_nothing(
     settings: Settings, tmp_path: Path, server: FileServer
 ) -> None:
     server.files["/fake.pth"] = os.urandom(200_000)  # not the official UniMatch checkpoint
-    with pytest.raises(weights.ChecksumMismatchError, match="4e7b215d"):
+    with pytest.raises(weights.ChecksumMismatchError, match=weights.get("unimatch").sha256):
         weights.download("unimatch", settings, url=server.url("/fake.pth"), progress=False)
     target = tmp_path / "models" / UNIMATCH_FILE
     assert not target.exists()
@@ -277,17 +285,84 @@ def test_truncated_download_leaves_nothing(settings: Settings, tmp_path: Path, s
     assert _leftovers(target.parent) == []
 
 
-def test_present_file_without_published_digest_is_not_refetched(
+def test_unpinned_file_needs_the_users_digest(
+    settings: Settings, tmp_path: Path, server: FileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were no digest pinned for a file, nothing could verify a download of it: --sha256 is then required.
+    _publish(monkeypatch, "aesthetic", sha256=None)
+    data, digest = _payload(5000)
+    server.files["/aesthetic.pth"] = data
+    target = tmp_path / "models" / AESTHETIC_FILE
+    with pytest.raises(weights.WeightsDownloadError, match="--sha256"):
+        weights.download("aesthetic", settings, url=server.url("/aesthetic.pth"), progress=False)
+    with pytest.raises(weights.WeightsDownloadError, match="--sha256"):
+        weights.download("aesthetic", settings, progress=False)  # the publisher's URL: same rule
+    assert server.requests == [] and not target.exists()
+    with pytest.raises(weights.ChecksumMismatchError):
+        weights.download(
+            "aesthetic", settings, url=server.url("/aesthetic.pth"), sha256="ab" * 32, progress=False
+        )
+    assert not target.exists() and _leftovers(target.parent) == []
+    with pytest.raises(ValueError, match="64 hex digits"):
+        weights.download("aesthetic", settings, url=server.url("/aesthetic.pth"), sha256=digest[:8])
+    got = weights.download(
+        "aesthetic", settings, url=server.url("/aesthetic.pth"), sha256=digest.upper(), progress=False
+    )
+    assert got == target and target.read_bytes() == data
+
+
+def test_user_digest_cannot_override_the_pinned_one(
     settings: Settings, tmp_path: Path, server: FileServer
+) -> None:
+    data, digest = _payload(5000)
+    server.files["/aesthetic.pth"] = data
+    with pytest.raises(weights.WeightsDownloadError, match="VIDSCORE_AESTHETIC_WEIGHTS"):
+        weights.download("aesthetic", settings, url=server.url("/aesthetic.pth"), sha256=digest)
+    assert server.requests == [] and not (tmp_path / "models" / AESTHETIC_FILE).exists()
+
+
+def test_present_file_that_verifies_is_not_refetched(
+    settings: Settings, tmp_path: Path, server: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "models" / AESTHETIC_FILE
     target.parent.mkdir(parents=True)
     target.write_bytes(b"mine")
+    _publish(monkeypatch, "aesthetic", sha256=hashlib.sha256(b"mine").hexdigest())
     server.files["/aesthetic.pth"] = b"theirs"
     assert weights.download("aesthetic", settings, url=server.url("/aesthetic.pth"), progress=False) == target
     assert server.requests == [] and target.read_bytes() == b"mine"
-    weights.download("aesthetic", settings, url=server.url("/aesthetic.pth"), progress=False, force=True)
+    # A present file that does not verify is replaced only by bytes that do.
+    _publish(monkeypatch, "aesthetic", sha256=hashlib.sha256(b"theirs").hexdigest())
+    weights.download("aesthetic", settings, url=server.url("/aesthetic.pth"), progress=False)
     assert target.read_bytes() == b"theirs"
+
+
+def test_file_url_of_another_file_installs_nothing(settings: Settings, tmp_path: Path) -> None:
+    other = tmp_path / "hostname"
+    other.write_text("not a checkpoint\n")
+    with pytest.raises(weights.ChecksumMismatchError, match=weights.get("aesthetic").sha256):
+        weights.download("aesthetic", settings, url=other.as_uri(), progress=False)
+    target = tmp_path / "models" / AESTHETIC_FILE
+    assert not target.exists() and _leftovers(target.parent) == []
+
+
+def test_missing_lists_every_absent_file(settings: Settings, tmp_path: Path) -> None:
+    assert [m.name for m in weights.missing(["clip", "aesthetic", "clip"], settings)] == ["clip", "aesthetic"]
+    with pytest.raises(weights.WeightsMissingError) as info:
+        weights.require_all(weights.needed_for("aesthetic"), settings, purpose="aesthetic scores")
+    err = info.value
+    assert [m.name for m in err.missing] == ["clip", "aesthetic"]
+    text = str(err)
+    assert "\n" not in text and "for aesthetic scores" in text
+    for name in ("clip", "aesthetic"):
+        assert str(weights.get(name).default_path(settings)) in text
+        assert f"VIDSCORE_{name.upper()}_WEIGHTS" in text
+        assert f"`vidscore weights download {name}`" in text
+    assert "`vidscore weights download clip aesthetic`" in text
+    assert weights.needed_for("flow", "dis") == () and weights.needed_for("matching") == ("clip",)
+    (tmp_path / "models" / "clip").mkdir(parents=True)
+    weights.get("clip").default_path(settings).write_bytes(b"x")
+    assert [m.name for m in weights.missing(weights.NAMES, settings)] == ["aesthetic", "unimatch"]
 
 
 def test_download_to_override_path(
@@ -296,6 +371,7 @@ def test_download_to_override_path(
     override = tmp_path / "custom" / "deep" / "aes.pth"
     monkeypatch.setenv("VIDSCORE_AESTHETIC_WEIGHTS", str(override))
     server.files["/a"] = b"x" * 1000
+    _publish(monkeypatch, "aesthetic", sha256=hashlib.sha256(b"x" * 1000).hexdigest())
     got = weights.download("aesthetic", Settings.from_env(), url=server.url("/a"), progress=True)
     assert got == override and override.read_bytes() == b"x" * 1000
 

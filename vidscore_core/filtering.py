@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,12 +30,24 @@ class FilterSpec:
     keep_unscored: bool = False
 
     def __post_init__(self) -> None:
+        """Reject bounds no row could meaningfully pass: NaN, ±inf, non-numbers, flowmin > flowmax."""
         for name, _, _ in BOUNDS:
             value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
+        if not isinstance(self.keep_unscored, bool):
+            raise ValueError(f"keep_unscored must be true or false, got {self.keep_unscored!r}")
         if self.flowmin is not None and self.flowmax is not None and self.flowmin > self.flowmax:
             raise ValueError(f"flowmin {self.flowmin} is above flowmax {self.flowmax}: nothing could pass")
+
+    def missing_columns(self, columns) -> list[tuple[str, str]]:
+        """(bound, score column) for each active bound whose column is not among `columns`."""
+        present = set(columns)
+        return [(name, column) for name, column, _, _ in self.active() if column not in present]
 
     def active(self) -> list[tuple[str, str, str, float]]:
         return [
@@ -75,14 +88,38 @@ class FilterSpec:
 def filter_meta_file(
     meta: str | Path, spec: FilterSpec, output: str | Path | None = None
 ) -> tuple[Path, int, int]:
-    """Filter a scored CSV/Parquet meta file; returns (output path, rows kept, rows read)."""
-    from vidscore_core.csv_scoring import input_rows, write_table
+    """Filter a scored CSV/Parquet meta file; returns (output path, rows kept, rows read).
+
+    Every row and column as written (duplicates too, paths as in the file); only the meta reader is
+    imported, not the scoring stack, so filtering a file takes a fraction of a second.
+    """
+    from vidscore_core.meta import read_meta
 
     meta = Path(meta)
     if not spec.active():
         raise ValueError("give at least one of --aesmin, --flowmin, --flowmax, --matchmin")
-    df, _ = input_rows(meta)
+    read = read_meta(meta, drop_duplicates=False)
+    df = read.drop(columns=["path_original", "video_id", "meta_row"]).assign(path=read["path_original"])
+    absent = spec.missing_columns(df.columns)
+    if absent:
+        columns = sorted({column for _, column in absent}, key=["aes", "flow", "match"].index)
+        bounds = ", ".join(f"--{name}" for name, _ in absent)
+        raise ValueError(
+            f"{meta} has no {' or '.join(repr(c) for c in columns)} column (needed by {bounds}): run "
+            f"`vidscore score all {meta}` first and filter its output, {meta.stem}_scores.csv"
+        )
     kept = df[spec.mask(df)]
     target = Path(output) if output else meta.with_name(f"{meta.stem}{spec.suffix()}{meta.suffix or '.csv'}")
-    write_table(kept, target)
+    _write_table(kept, target)
     return target, len(kept), len(df)
+
+
+def _write_table(df: pd.DataFrame, path: Path) -> None:
+    """CSV, or Parquet for a .parquet/.pq name, published with one rename (no half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False)
+    os.replace(tmp, path)

@@ -2,7 +2,8 @@
 
 Paths follow the public contract (DESIGN.md): `$VIDSCORE_MODELS_DIR` with the upstream file names, and a
 per-file override env var for each. Downloads are plain HTTP GETs from the publishers' own URLs (or a
-mirror given by the user), written to a temp file next to the target, verified, then renamed into place.
+mirror given by the user), written to a temp file next to the target, verified against the full sha256
+pinned below, then renamed into place. Nothing is installed without a full digest to check it against.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.parse
@@ -61,8 +63,19 @@ class WeightFile:
         return None
 
 
-# OpenAI's clip package names each download by its sha256 and checks it after download; we do the same.
+# Full sha256 digests of the official files. Sources:
+# * CLIP: OpenAI publishes the digest in the download URL itself (openai/CLIP clip/clip.py `_MODELS`), and
+#   its `_download` checks the file against that path component.
+# * aesthetic: the LAION publisher states none; this is the digest of the file in
+#   christophschuhmann/improved-aesthetic-predictor (3,714,759 bytes) that independent public projects pin
+#   for both the GitHub file and its Hugging Face mirrors.
+# * UniMatch: the publisher states the first 8 hex digits in the file name (torch.hub convention,
+#   "-4e7b215d.pth"); this full digest, which starts with them, is the one independent public projects pin
+#   for the file at the publisher's URL.
 _CLIP_SHA256 = "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"
+_AESTHETIC_SHA256 = "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0"
+_UNIMATCH_SHA256 = "4e7b215d5a25dc3b41bd2fb55cbbfe1b715a9c279bdcc8ad30bc31afe69421ca"
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 REGISTRY: dict[str, WeightFile] = {
     "clip": WeightFile(
@@ -87,7 +100,7 @@ REGISTRY: dict[str, WeightFile] = {
             "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
             "sac+logos+ava1-l14-linearMSE.pth"
         ),
-        # The publisher states no checksum, so a present file is trusted as is.
+        sha256=_AESTHETIC_SHA256,
         approx_size="about 3.7 MB",
     ),
     "unimatch": WeightFile(
@@ -101,6 +114,7 @@ REGISTRY: dict[str, WeightFile] = {
             "https://s3.eu-central-1.amazonaws.com/avg-projects/unimatch/pretrained/"
             "gmflow-scale2-regrefine6-mixdata-train320x576-4e7b215d.pth"
         ),
+        sha256=_UNIMATCH_SHA256,
         # torch.hub convention: the hex suffix of the file name is the start of its sha256.
         sha256_prefix="4e7b215d",
         approx_size="about 30 MB",
@@ -109,14 +123,64 @@ REGISTRY: dict[str, WeightFile] = {
 
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
+# The model files each score needs. Flow with the weight-free OpenCV `dis` backend needs none.
+SCORE_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "aesthetic": ("clip", "aesthetic"),
+    "matching": ("clip",),
+    "flow": ("unimatch",),
+}
+
+
+def needed_for(score: str, flow_backend: str = "unimatch") -> tuple[str, ...]:
+    """The model files `score` ("aesthetic", "matching" or "flow") needs with the given flow backend."""
+    if score not in SCORE_WEIGHTS:
+        raise KeyError(f"unknown score {score!r}: choose one of {', '.join(SCORE_WEIGHTS)}")
+    if score == "flow" and flow_backend == "dis":
+        return ()
+    return SCORE_WEIGHTS[score]
+
+
+@dataclass(frozen=True)
+class MissingWeights:
+    """One model file that is not where vidscore looks for it, and how to get it there."""
+
+    name: str
+    path: Path
+    env_var: str
+    location: str  # "override" (set by env_var), "models_dir" or "openai_cache"
+    description: str
+    url: str
+
+    @property
+    def command(self) -> str:
+        return f"vidscore weights download {self.name}"
+
+    def describe(self) -> str:
+        """One clause: which file, where it was looked for, the variable and the command."""
+        if self.location == "override":
+            return (
+                f"{self.name} weights not found at {self.path} (set by {self.env_var}; fix it, or unset it "
+                f"and run `{self.command}`)"
+            )
+        return (
+            f"{self.name} weights not found at {self.path} (run `{self.command}`, or set {self.env_var} "
+            "to a copy you have)"
+        )
+
 
 class WeightsMissingError(FileNotFoundError):
-    """A model file is not where vidscore looks for it. The message says where and how to fetch it."""
+    """Model files are not where vidscore looks for them. The message says where and how to fetch each.
 
-    def __init__(self, name: str, path: Path, message: str) -> None:
+    `name`/`path` are the first missing file's; `missing` lists them all.
+    """
+
+    def __init__(
+        self, name: str, path: Path, message: str, missing: list[MissingWeights] | None = None
+    ) -> None:
         super().__init__(message)
         self.name = name
         self.path = path
+        self.missing = list(missing or [])
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -168,8 +232,54 @@ def require(name: str, settings: Settings) -> Path:
     spec = get(name)
     path = spec.path(settings)
     if not path.is_file():
-        raise WeightsMissingError(name, path, _missing_message(spec, settings, path))
+        raise WeightsMissingError(name, path, _missing_message(spec, settings, path), missing(name, settings))
     return path
+
+
+def missing(names: str | list[str] | tuple[str, ...], settings: Settings) -> list[MissingWeights]:
+    """The model files among `names` that are not present, in the order given (duplicates once)."""
+    if isinstance(names, str):
+        names = [names]
+    out: list[MissingWeights] = []
+    for name in dict.fromkeys(names):
+        spec = get(name)
+        path = spec.path(settings)
+        if not path.is_file():
+            out.append(
+                MissingWeights(
+                    name=name,
+                    path=path,
+                    env_var=spec.env_var,
+                    location=_location(spec, settings),
+                    description=spec.description,
+                    url=spec.url,
+                )
+            )
+    return out
+
+
+def missing_error(absent: list[MissingWeights], purpose: str = "") -> WeightsMissingError:
+    """One error naming every missing file, each with its path, variable and download command."""
+    if not absent:
+        raise ValueError("missing_error needs at least one missing file")
+    for_what = f" for {purpose}" if purpose else ""
+    names = " ".join(m.name for m in absent)
+    if len(absent) == 1:
+        head = f"a model file is missing{for_what}: "
+        tail = ""
+    else:
+        head = f"{len(absent)} model files are missing{for_what}: "
+        tail = f"; fetch them all with `vidscore weights download {names}`"
+    message = head + "; ".join(m.describe() for m in absent) + tail
+    return WeightsMissingError(absent[0].name, absent[0].path, message, absent)
+
+
+def require_all(names: list[str] | tuple[str, ...], settings: Settings, purpose: str = "") -> dict[str, Path]:
+    """The paths of `names`, all present; otherwise one WeightsMissingError listing every missing file."""
+    absent = missing(list(names), settings)
+    if absent:
+        raise missing_error(absent, purpose)
+    return {name: get(name).path(settings) for name in dict.fromkeys(names)}
 
 
 def verify(name: str, settings: Settings) -> bool | None:
@@ -323,37 +433,70 @@ def fetch_url(
     return target
 
 
+def normalize_sha256(value: str) -> str:
+    """A full sha256 as 64 lower-case hex digits; ValueError for anything else (a prefix, say)."""
+    digest = value.strip().lower()
+    if not _SHA256_HEX.fullmatch(digest):
+        raise ValueError(f"--sha256 must be a full sha256 (64 hex digits), got {value!r}")
+    return digest
+
+
+def expected_sha256(name: str, url: str | None = None, sha256: str | None = None) -> str:
+    """The full digest a download of `name` must have: the pinned one, or the user's when none is pinned.
+
+    A user digest that differs from the pinned one is refused (that would be another file: point the
+    file's variable at it instead); so is a download with no full digest at all to check it against.
+    """
+    spec = get(name)
+    given = normalize_sha256(sha256) if sha256 else None
+    if spec.sha256:
+        if given and given != spec.sha256:
+            raise WeightsDownloadError(
+                f"--sha256 {given} is not the official {name} file (sha256 {spec.sha256}); to use another "
+                f"checkpoint, place it anywhere and set {spec.env_var} to its path"
+            )
+        return spec.sha256
+    if given:
+        return given
+    source = f"--url {url}" if url else spec.url
+    raise WeightsDownloadError(
+        f"no sha256 is pinned for the {name} file, so {source} cannot be verified: "
+        f"give its full digest with --sha256"
+    )
+
+
 def download(
     name: str,
     settings: Settings,
     *,
     url: str | None = None,
+    sha256: str | None = None,
     progress: bool = True,
     force: bool = False,
     timeout: float = 60.0,
 ) -> Path:
     """Fetch a model file to where vidscore looks for it, and return its path.
 
-    Skips the download when the file is present and verifies (or is present and has no published digest),
-    unless `force`. `url` points at a mirror; the mirror's bytes are still checked against the official
-    digest. OpenAI's own cache (~/.cache/clip) is never overwritten: a bad file there makes us download
-    into $VIDSCORE_MODELS_DIR instead, which then takes precedence.
+    Every download is checked against a full sha256: the one pinned in REGISTRY, or `sha256` when none is
+    pinned (`url` installs of such a file need it); a mismatch leaves nothing installed. Skips the download
+    when the file is present and verifies, unless `force`. `url` points at a mirror (http, https or file).
+    OpenAI's own cache (~/.cache/clip) is never overwritten: a bad file there makes us download into
+    $VIDSCORE_MODELS_DIR instead, which then takes precedence.
     """
     spec = get(name)
+    digest = expected_sha256(name, url, sha256)
     current = spec.path(settings)
     cache_file = sha256_cache_file(settings)
     if not force and current.is_file():
-        verdict = spec.check_digest(file_sha256(current, cache_file=cache_file))
-        if verdict is not False:
-            log.info("%s weights already present at %s (verified: %s)", name, current, verdict)
+        if file_sha256(current, cache_file=cache_file) == digest:
+            log.info("%s weights already present at %s (verified)", name, current)
             return current
-        log.warning("%s weights at %s do not match the published sha256; downloading again", name, current)
+        log.warning("%s weights at %s do not match sha256 %s; downloading again", name, current, digest)
     target = spec.default_path(settings) if _location(spec, settings) == "openai_cache" else current
     return fetch_url(
         url or spec.url,
         target,
-        sha256=spec.sha256,
-        sha256_prefix=spec.sha256_prefix,
+        sha256=digest,
         expected_size=spec.expected_size,
         progress=progress,
         timeout=timeout,

@@ -18,12 +18,54 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
-def _fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(1)
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip()) or "failed"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _fail(message: str, code: int = 1) -> None:
+    """Report a user-facing error as one `error: …` line on stderr and exit non-zero."""
+    click.secho(f"error: {_one_line(message)}", fg="red", err=True)
+    sys.exit(code)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is written for the user: shown as they are, without a type name."""
+    from vidscore_core.meta import MetaError
+    from vidscore_core.weights import WeightsDownloadError, WeightsMissingError
+
+    return (MetaError, WeightsMissingError, WeightsDownloadError)
+
+
+class _Cli(click.Group):
+    """The `vidscore` group: every error ends as one `error: …` line on stderr, never a traceback.
+
+    Usage errors (unknown command or choice, bad option value) exit 2, other errors 1.
+    `VIDSCORE_DEBUG=1` lets unexpected exceptions through with their traceback.
+    """
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            _fail(exc.format_message() + hint, exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        except Exception as exc:
+            if os.environ.get("VIDSCORE_DEBUG"):
+                raise
+            if isinstance(exc, _user_error_types()):
+                _fail(str(exc))
+            _fail(f"{type(exc).__name__}: {exc} (unexpected; rerun with VIDSCORE_DEBUG=1 for the traceback)")
+        # Non-standalone click returns the exit code of an explicit ctx.exit()/--help, else the result.
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """vidscore: score video clips (aesthetic, motion, text matching) and filter them, on Dagster + DuckDB."""
 
@@ -32,33 +74,61 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("task", type=click.Choice(["aesthetic", "flow", "matching"]))
+@click.argument("task", metavar="SCORE", type=click.Choice(["all", "aesthetic", "flow", "matching"]))
 @click.argument("meta", type=click.Path(path_type=Path))
-@click.option("--output", type=click.Path(path_type=Path), help="Output file (default META_<score>.csv).")
+@click.option("--output", type=click.Path(path_type=Path),
+              help="Output file (default META_<score>.csv; META_scores.csv for `all`).")  # fmt: skip
 @click.option("--bs", "batch_size", type=int, default=16, show_default=True, help="Clips per model batch.")
 @click.option("--num-workers", type=int, default=2, show_default=True, help="Decoding worker processes.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $VIDSCORE_DEVICE or auto).")
-@click.option("--backend", type=click.Choice(["unimatch", "dis"]), default="unimatch", show_default=True,
+@click.option("--backend", "--flow-backend", "backend", type=click.Choice(["unimatch", "dis"]),
+              default="unimatch", show_default=True,
               help="Flow backend: UniMatch (weights) or OpenCV DIS (no weights).")  # fmt: skip
 @click.option("--precision", type=click.Choice(["auto", "fp32", "tf32", "bf16", "fp16"]), default="auto",
               show_default=True, help="Model precision on CUDA (CPU always runs float32).")  # fmt: skip
 @click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
 def score(task, meta, output, batch_size, num_workers, device, backend, precision, decode_timeout) -> None:
-    """Score META (CSV or Parquet) and write META_aes.csv / META_flow.csv / META_match.csv."""
+    """Score META (CSV or Parquet) and write META_aes.csv / META_flow.csv / META_match.csv.
+
+    SCORE is aesthetic, flow, matching or all. `all` computes every score the installed weights allow
+    into one file, META_scores.csv (columns aes, flow, match, each with <score>_error), and says which it
+    skipped and why; flow uses the weight-free DIS backend only with --backend dis.
+    """
+    from vidscore_core import weights as w
     from vidscore_core.csv_scoring import score_meta_file
     from vidscore_core.meta import MetaError
     from vidscore_core.scoring.options import JobOptions
-    from vidscore_core.weights import WeightsMissingError
 
     settings = _settings()
-    with _progress_bar(f"{task}") as progress:
-        options = JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
-                             decode_timeout_s=decode_timeout, precision=precision, progress=progress)  # fmt: skip
-        try:
-            out, summary = score_meta_file(task, meta, settings, options, output=output, flow_backend=backend)
-        except (MetaError, WeightsMissingError, ValueError) as exc:
-            _fail(str(exc))
+
+    def options(progress=None) -> JobOptions:
+        return JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
+                          decode_timeout_s=decode_timeout, precision=precision, progress=progress)  # fmt: skip
+
+    try:
+        if task == "all":
+            _score_all(meta, settings, options(), output, backend)
+            return
+        w.require_all(w.needed_for(task, backend), settings, purpose=f"`vidscore score {task}`")
+        with _progress_bar(task) as progress:
+            out, summary = score_meta_file(task, meta, settings, options(progress), output=output,
+                                           flow_backend=backend)  # fmt: skip
+    except (MetaError, w.WeightsMissingError, ValueError) as exc:
+        _fail(str(exc))
     click.echo(f"wrote {out}: {summary}")
+
+
+def _score_all(meta: Path, settings: Settings, options, output: Path | None, backend: str) -> None:
+    from vidscore_core.score_all import score_all_file
+
+    result = score_all_file(meta, settings, options, output=output, flow_backend=backend,
+                            progress=_progress_bar)  # fmt: skip
+    for name, summary in result.scored.items():
+        click.echo(f"{name}: {summary}")
+    for skipped in result.skipped:
+        click.echo(f"{skipped.score}: skipped: {skipped.reason}")
+    columns = ", ".join({"aesthetic": "aes", "flow": "flow", "matching": "match"}[s] for s in result.scored)
+    click.echo(f"wrote {result.output}: {result.rows} rows with {columns}")
 
 
 @main.command(name="filter")
@@ -74,10 +144,10 @@ def filter_cmd(meta, aesmin, flowmin, flowmax, matchmin, output) -> None:
     """Keep the rows of a scored META file that pass the thresholds (rows without the score are dropped)."""
     from vidscore_core.filtering import FilterSpec, filter_meta_file
 
-    spec = FilterSpec(aesmin=aesmin, flowmin=flowmin, flowmax=flowmax, matchmin=matchmin)
     try:
+        spec = FilterSpec(aesmin=aesmin, flowmin=flowmin, flowmax=flowmax, matchmin=matchmin)
         out, kept, total = filter_meta_file(meta, spec, output=output)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # MetaError is a ValueError
         _fail(str(exc))
     click.echo(f"wrote {out}: kept {kept} of {total} rows")
 
@@ -202,21 +272,28 @@ def weights_status(as_json) -> None:
 
 @weights.command("download")
 @click.argument("names", nargs=-1)
-@click.option("--url", default=None, help="Download from this mirror URL instead (one name only).")
+@click.option("--url", default=None,
+              help="Download from this mirror URL instead (http, https or file; one name only).")  # fmt: skip
+@click.option("--sha256", default=None,
+              help="Full sha256 the file must have; only for a file with no digest pinned in vidscore.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Download even if a valid file is present.")
-def weights_download(names, url, force) -> None:
-    """Download the official model files (all three when no NAME is given)."""
+def weights_download(names, url, sha256, force) -> None:
+    """Download the official model files (all three when no NAME is given), verified by sha256."""
     from vidscore_core import weights as w
 
     names = names or w.NAMES
-    if url and len(names) != 1:
-        _fail("--url needs exactly one weight name")
+    if (url or sha256) and len(names) != 1:
+        _fail("--url and --sha256 need exactly one weight name")
+    unknown = [n for n in names if n not in w.REGISTRY]
+    if unknown:
+        _fail(f"unknown model file {', '.join(unknown)}: choose from {', '.join(w.NAMES)}")
     for name in names:
         try:
-            path = w.download(name, _settings(), url=url, force=force)
-        except (w.WeightsDownloadError, KeyError, OSError) as exc:
+            path = w.download(name, _settings(), url=url, sha256=sha256, force=force,
+                              progress=sys.stderr.isatty())  # fmt: skip
+        except (w.WeightsDownloadError, ValueError, OSError) as exc:
             _fail(str(exc))
-        click.echo(f"{name}: {path}")
+        click.echo(f"{name}: {path} (sha256 verified)")
 
 
 @main.command()
@@ -239,9 +316,37 @@ def ui(port, host) -> None:
     settings = _settings()
     home = ensure_dagster_home(settings)
     set_pool_limits()
+    workspace = _write_workspace(home)
     click.echo(f"DAGSTER_HOME={home}; open http://{host}:{port}")
-    args = ["dagster", "dev", "-m", "vidscore_dagster.definitions", "-h", host, "-p", str(port)]
-    os.execvp(args[0], args)
+    # This interpreter's own dagster: works from .venv/bin/vidscore without activating the venv.
+    args = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", host, "-p", str(port)]
+    try:
+        os.execv(sys.executable, args)
+    except OSError as exc:
+        _fail(f"cannot start dagster dev with {sys.executable}: {exc}")
+
+
+# The code location's name, as in workspace.yaml and pyproject's [tool.dagster] code_location_name:
+# `vidscore ui` and `dagster dev -w workspace.yaml` then show the same single location on one instance.
+CODE_LOCATION = "vidscore"
+DEFINITIONS_MODULE = "vidscore_dagster.definitions"
+
+
+def _write_workspace(home: Path) -> Path:
+    """A workspace file in DAGSTER_HOME loading the definitions under CODE_LOCATION (no repo checkout needed)."""
+    target = home / "workspace.yaml"
+    text = (
+        "# Written by `vidscore ui`; same location as the repository's workspace.yaml.\n"
+        "load_from:\n"
+        "  - python_module:\n"
+        f"      module_name: {DEFINITIONS_MODULE}\n"
+        f"      location_name: {CODE_LOCATION}\n"
+    )
+    if not target.is_file() or target.read_text() != text:
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    return target
 
 
 class _progress_bar:

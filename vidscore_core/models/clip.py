@@ -1,8 +1,10 @@
 """OpenAI-format CLIP checkpoints run through open_clip, with the numbers of ``clip.load``.
 
 Any OpenAI CLIP file loads: the TorchScript archive OpenAI distributes (``ViT-L-14.pt``) or a
-plain state dict with the same key names. The architecture is read from the weights, as
-OpenAI's ``build_model`` does. What makes the numbers match the reference:
+plain state dict with the same key names. Neither runs code from the file: the archive's tensors
+are read as data (never ``torch.jit.load``), a state dict through ``torch.load(weights_only=True)``.
+The architecture is read from the weights, as OpenAI's ``build_model`` does. What makes the
+numbers match the reference:
 
 * QuickGELU activations (OpenAI trained with them) and the text tower's causal mask
   (open_clip's ``CLIP`` class, the same module names as OpenAI's, so the keys load strictly);
@@ -13,8 +15,12 @@ OpenAI's ``build_model`` does. What makes the numbers match the reference:
 
 from __future__ import annotations
 
+import ast
+import collections
+import io
 import math
-import warnings
+import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -39,6 +45,7 @@ __all__ = [
     "load_clip",
     "normalize_uint8",
     "read_clip_state_dict",
+    "read_torchscript_tensors",
     "tokenize",
 ]
 
@@ -167,21 +174,17 @@ def build_clip(arch: ClipArch, device: str | torch.device | None = None) -> CLIP
 
 
 def read_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The tensors of a CLIP checkpoint file on CPU, from a TorchScript archive or a pickled dict."""
+    """The tensors of a CLIP checkpoint file on CPU, from a TorchScript archive or a pickled dict.
+
+    Nothing in the file is executed: a TorchScript archive is read as data (see
+    ``read_torchscript_tensors``), a pickled dict through ``torch.load(weights_only=True)``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CLIP weights not found: {path}")
-    loaded: object = None
     if _looks_like_torchscript(path):
-        try:
-            # A path, not a file object: torch.jit.load consumes a handle (openai/CLIP#396).
-            # torch.jit warns that it is deprecated; it is still the format OpenAI distributes.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                loaded = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception:
-            loaded = None  # not loadable as TorchScript after all: try a plain pickle below
-    if loaded is None:
+        loaded: object = read_torchscript_tensors(path)
+    else:
         try:
             loaded = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle/zip/EOF errors come in many types; report them uniformly
@@ -205,6 +208,185 @@ def _looks_like_torchscript(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+# --------------------------------------------------------------------------------------------------------
+# TorchScript archives, read as data
+# --------------------------------------------------------------------------------------------------------
+#
+# ``torch.jit.load`` compiles the archive's ``code/`` and runs its ``__setstate__`` methods, so a crafted
+# file runs its own code when loaded. OpenAI distributes CLIP as such an archive; all we need from it is
+# its ``state_dict()``: the parameters and buffers of each module. They are in ``data.pkl`` (a pickle of
+# the module tree whose tensors point at ``data/<key>`` entries), and each module class in ``code/``
+# declares which of its attributes are parameters and buffers. We read both as data: the pickle through
+# an unpickler that knows only tensors and plain containers, the class declarations as text.
+
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+}
+_CLASS_LINE = re.compile(r"^class (\w+)\(", re.MULTILINE)
+_DECLARED = re.compile(r"^  __(parameters|buffers)__ = (\[[^\]\n]*\])", re.MULTILINE)
+_CUSTOM_STATE = re.compile(r"^  def __setstate__\(", re.MULTILINE)
+
+
+class _ScriptObject:
+    """Stands in for an instance of a TorchScript class: keeps its pickled state, runs none of its code."""
+
+    qualname = ""
+    state: object = None
+
+    def __setstate__(self, state: object) -> None:  # pickle's BUILD: store, do not interpret
+        self.state = state
+
+
+@dataclass(frozen=True)
+class _Storage:
+    dtype: torch.dtype
+
+
+def _rebuild_tensor(storage: Tensor, offset: int, size: tuple, stride: tuple, *_: object) -> Tensor:
+    return torch.as_strided(storage, tuple(size), tuple(stride), int(offset))
+
+
+def _rebuild_parameter(data: Tensor, *_: object) -> Tensor:
+    return data
+
+
+def _same(value: object, *_: object) -> object:
+    return value
+
+
+# (module, name) in the pickle → what it becomes here. Everything else is refused.
+_SAFE_GLOBALS: dict[tuple[str, str], object] = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch.jit._pickle", "restore_type_tag"): _same,
+    **{("torch.jit._pickle", f"build_{kind}list"): _same for kind in ("int", "double", "bool", "tensor")},
+    **{("torch", name): _Storage(dtype) for name, dtype in _STORAGE_DTYPES.items()},
+}
+
+
+class _ArchiveUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, path: Path) -> None:
+        super().__init__(io.BytesIO(data))
+        self.archive, self.prefix, self.path = archive, prefix, path
+        self.classes: dict[str, type[_ScriptObject]] = {}
+
+    def find_class(self, module: str, name: str) -> object:
+        if module == "__torch__" or module.startswith("__torch__."):
+            qualname = f"{module}.{name}"
+            if qualname not in self.classes:
+                self.classes[qualname] = type(name, (_ScriptObject,), {"qualname": qualname})
+            return self.classes[qualname]
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise ValueError(
+                f"{self.path}: its data.pkl refers to {module}.{name}, which a TorchScript checkpoint of "
+                "tensors does not need; refusing to load it"
+            ) from None
+
+    def persistent_load(self, pid: object) -> Tensor:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise ValueError(f"{self.path}: unexpected persistent reference {pid!r} in data.pkl")
+        _, kind, key, _location, numel = pid
+        if not isinstance(kind, _Storage):
+            raise ValueError(f"{self.path}: unexpected storage type {kind!r} in data.pkl")
+        raw = self.archive.read(f"{self.prefix}/data/{key}")
+        if len(raw) == 0:
+            return torch.empty(0, dtype=kind.dtype)
+        flat = torch.frombuffer(bytearray(raw), dtype=kind.dtype)
+        if flat.numel() != numel:
+            raise ValueError(
+                f"{self.path}: storage {key} holds {flat.numel()} elements, data.pkl says {numel}"
+            )
+        return flat
+
+
+def read_torchscript_tensors(path: str | Path) -> dict[str, Tensor]:
+    """The ``state_dict()`` of a TorchScript archive (parameters and buffers), without running its code.
+
+    ValueError when the archive is not one we can read as data: a module with its own ``__setstate__``
+    (its state would only be meaningful through that code), an unknown pickle global, or a big-endian file.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pickles = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                raise ValueError(f"{path} is not a TorchScript archive: no single <name>/data.pkl")
+            prefix = pickles[0].rsplit("/", 1)[0]
+            byteorder = f"{prefix}/byteorder"
+            if byteorder in names and archive.read(byteorder).strip() != b"little":
+                raise ValueError(f"{path}: big-endian TorchScript archives are not supported")
+            declared = _declared_state(archive, prefix, names)
+            unpickler = _ArchiveUnpickler(archive.read(pickles[0]), archive, prefix, path)
+            try:
+                root = unpickler.load()
+            except ValueError:
+                raise
+            except Exception as exc:  # a malformed pickle: many exception types, one answer
+                raise ValueError(f"{path}: unreadable TorchScript data.pkl: {exc!r}") from exc
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise ValueError(f"{path} is not a readable TorchScript archive: {exc}") from exc
+    state: dict[str, Tensor] = {}
+    _collect(root, "", declared, state, path)
+    return state
+
+
+def _declared_state(archive: zipfile.ZipFile, prefix: str, names: list[str]) -> dict[str, set[str] | None]:
+    """Class qualname → the attribute names it declares as ``__parameters__`` and ``__buffers__``.
+
+    None for a class with its own ``__setstate__``: its pickled state means what that code makes of it.
+    """
+    code = f"{prefix}/code/"
+    declared: dict[str, set[str] | None] = {}
+    for name in names:
+        if not (name.startswith(code) and name.endswith(".py")):
+            continue
+        module = name[len(code) : -len(".py")].replace("/", ".")
+        text = archive.read(name).decode("utf-8", "replace")
+        starts = [(m.start(), m.group(1)) for m in _CLASS_LINE.finditer(text)] + [(len(text), "")]
+        for (begin, cls), (end, _) in zip(starts, starts[1:], strict=False):
+            attrs: set[str] = set()
+            for match in _DECLARED.finditer(text, begin, end):
+                listed = ast.literal_eval(match.group(2))  # a list of string literals, nothing else
+                attrs.update(str(a) for a in listed)
+            custom = _CUSTOM_STATE.search(text, begin, end) is not None
+            declared[f"{module}.{cls}"] = None if custom else attrs
+    return declared
+
+
+def _collect(
+    obj: object, prefix: str, declared: dict[str, set[str] | None], out: dict[str, Tensor], path: Path
+) -> None:
+    if not isinstance(obj, _ScriptObject):
+        return
+    if not isinstance(obj.state, dict) or (obj.qualname in declared and declared[obj.qualname] is None):
+        raise ValueError(
+            f"{path}: module {prefix.rstrip('.') or '<root>'} ({obj.qualname}) restores its state with its "
+            "own __setstate__ code, which vidscore does not run; refusing to load this checkpoint "
+            "(save the model's state_dict() with torch.save instead)"
+        )
+    wanted = declared.get(obj.qualname)  # no code for the class: every tensor attribute
+    for attr, value in obj.state.items():
+        if isinstance(value, Tensor):
+            if wanted is None or attr in wanted:
+                out[f"{prefix}{attr}"] = value
+        elif isinstance(value, _ScriptObject):
+            _collect(value, f"{prefix}{attr}.", declared, out, path)
 
 
 class _OpenAITokenizer(SimpleTokenizer):
