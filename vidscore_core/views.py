@@ -19,7 +19,11 @@ from vidscore_core.store import TableStore
 FINGERPRINT_TABLE = "vidscore_views"
 
 
-class ViewsBusyError(RuntimeError):
+class ViewsNotWritten(RuntimeError):
+    """The views could not be written now; the tables themselves are fine."""
+
+
+class ViewsBusyError(ViewsNotWritten):
     """Another process holds vidscore.duckdb open (DuckDB allows one process per file)."""
 
 
@@ -77,6 +81,8 @@ def write_views(settings: Settings) -> Path:
     except duckdb.IOException as exc:
         raise ViewsBusyError(str(exc)) from exc
     try:
+        if store.is_s3:
+            _load_httpfs(con)
         migrated = migrate_native_tables(con, store)
         con.execute("BEGIN TRANSACTION")
         for table in migrated:  # their rows are Parquet partitions now: the view takes the name
@@ -93,6 +99,18 @@ def write_views(settings: Settings) -> Path:
     finally:
         con.close()
     return db_path
+
+
+def _load_httpfs(con: duckdb.DuckDBPyConnection) -> None:
+    """Views over s3:// need DuckDB's httpfs extension (and credentials) in every client that reads them."""
+    try:
+        con.execute("LOAD httpfs")
+        con.execute("CREATE OR REPLACE PERSISTENT SECRET vidscore_s3 (TYPE s3, PROVIDER credential_chain)")
+    except duckdb.Error as exc:
+        raise ViewsNotWritten(
+            f"views over {'s3://'} tables need DuckDB's httpfs extension, which is not available here "
+            f"({str(exc).splitlines()[0]}); `vidscore sql` reads the tables without it"
+        ) from exc
 
 
 def migrate_native_tables(con: duckdb.DuckDBPyConnection, store: TableStore) -> list[str]:

@@ -53,7 +53,6 @@ def materialize_batches(
     """Materialize `asset_names` (with their checks) for each batch, in-process; returns success per batch."""
     from vidscore_dagster.definitions import defs
     from vidscore_dagster.defs.resources import default_resources
-
     from vidscore_dagster.launcher import reap_dead_runs
 
     reap_dead_runs(instance)  # a run killed earlier must not hold the pool slots this one needs

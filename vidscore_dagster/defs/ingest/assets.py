@@ -68,12 +68,12 @@ def drop_stale_batches(context: dg.AssetExecutionContext, store, path: Path, kep
 
 def _refresh_views(context: dg.AssetExecutionContext, settings) -> None:
     """Create vidscore.duckdb's views if needed; never wait for a user session holding the file."""
-    from vidscore_core.views import ViewsBusyError, write_views
+    from vidscore_core.views import ViewsNotWritten, write_views
 
     try:
         write_views(settings)
-    except ViewsBusyError as exc:
-        context.log.warning(f"views not refreshed (another process holds {settings.db_path}): {exc}")
+    except ViewsNotWritten as exc:
+        context.log.warning(f"views in {settings.db_path} not refreshed: {exc}")
 
 
 def _probe(ctx: BatchContext) -> pd.DataFrame:
