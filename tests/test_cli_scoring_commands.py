@@ -189,3 +189,26 @@ def test_weights_download_verifies_every_file_url(tmp_path: Path) -> None:
     assert "64 hex digits" in line
     models = tmp_path / "models"
     assert not models.exists() or [p for p in models.rglob("*") if p.is_file()] == []  # nothing installed
+
+
+def test_an_unexpected_exception_is_one_line_unless_debugging(
+    tmp_path: Path, scored_meta: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from vidscore_core import filtering
+    from vidscore_dagster.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(filtering, "filter_meta_file", broken)
+    monkeypatch.delenv("VIDSCORE_DEBUG", raising=False)
+    result = CliRunner().invoke(main, ["filter", str(scored_meta), "--aesmin", "5"])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "error: RuntimeError: a bug (unexpected; rerun with VIDSCORE_DEBUG=1 for the traceback)"
+    ]
+    monkeypatch.setenv("VIDSCORE_DEBUG", "1")
+    result = CliRunner().invoke(main, ["filter", str(scored_meta), "--aesmin", "5"])
+    assert isinstance(result.exception, RuntimeError)  # the traceback is there for whoever asks

@@ -103,3 +103,24 @@ def test_ui_serves_the_one_code_location_from_the_venv(tmp_path: Path) -> None:
     finally:
         _stop(proc)
     assert "FileNotFoundError" not in log_path.read_text()
+
+
+def test_ui_on_a_taken_port_is_one_error_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDSCORE_", "DAGSTER_"))}
+    env.update(HOME=str(tmp_path), VIDSCORE_HOME=str(tmp_path / "home"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [str(VIDSCORE), "ui", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: cannot serve on 127.0.0.1:{port}: Address already in use; pick another with --port"
+    ]

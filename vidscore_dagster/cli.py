@@ -313,6 +313,7 @@ def ui(port, host) -> None:
     """Start `dagster dev` (webserver + daemon) on the instance the CLI uses."""
     from vidscore_dagster.runner import ensure_dagster_home, set_pool_limits
 
+    _check_port_free(host, port)
     settings = _settings()
     home = ensure_dagster_home(settings)
     set_pool_limits()
@@ -324,6 +325,23 @@ def ui(port, host) -> None:
         os.execv(sys.executable, args)
     except OSError as exc:
         _fail(f"cannot start dagster dev with {sys.executable}: {exc}")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one line now, rather than after dagster has started its daemon, when the port is taken."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        _fail(f"cannot use --host {host}: {exc.strerror}")
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            _fail(f"cannot serve on {host}:{port}: {exc.strerror}; pick another with --port")
 
 
 # The code location's name, as in workspace.yaml and pyproject's [tool.dagster] code_location_name:
