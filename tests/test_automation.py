@@ -103,12 +103,31 @@ def test_a_dropped_meta_file_becomes_a_meta_files_run_then_batch_runs(home, corp
         keys = instance.get_dynamic_partitions("batches")
         assert len(keys) == 2 and store.partitions("manifests") == set(keys)
         # ... and the batches sensor asks for one score_batch run per batch, once.
-        with dg.build_sensor_context(instance=instance) as context:
-            batch_requests = [r for r in batches_sensor(context) or [] if isinstance(r, dg.RunRequest)]
+        resources = {"vidscore": VidscoreSettings(), "scoring": ScoringOptions()}
+        from vidscore_dagster.definitions import defs
+
+        with (
+            dg.partition_loading_context(dynamic_partitions_store=instance),  # what the daemon provides
+            dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context,
+        ):
+            batch_requests = batches_sensor.evaluate_tick(context).run_requests
             assert sorted(r.partition_key for r in batch_requests) == sorted(keys)
             assert {r.job_name for r in batch_requests} <= {None, "score_batch"}
-            again = list(batches_sensor(context) or [])  # the cursor moved past that materialization
-            assert not [r for r in again if isinstance(r, dg.RunRequest)]
+            # The fixture weights are all present: every batch asset is selected.
+            assert {k.to_user_string() for k in batch_requests[0].asset_selection} == set(BATCH_ASSETS)
+            context.update_cursor(batches_sensor.evaluate_tick(context).cursor)
+            assert not batches_sensor.evaluate_tick(context).run_requests  # the cursor moved past it
+        # Without the aesthetic MLP, no run is launched that would fail for lack of it: the rest runs,
+        # and the run says what waits.
+        monkeypatch.setenv("VIDSCORE_AESTHETIC_WEIGHTS", str(settings.home / "missing.pth"))
+        with (
+            dg.partition_loading_context(dynamic_partitions_store=instance),
+            dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context,
+        ):
+            request = batches_sensor.evaluate_tick(context).run_requests[0]
+            assert dg.AssetKey("aesthetic_scores") not in request.asset_selection
+            assert dg.AssetKey("matching_scores") in request.asset_selection
+            assert request.tags["vidscore/waiting_for_weights"] == "aesthetic_scores"
 
 
 def test_the_same_content_is_ingested_once_even_under_another_name(home, corpus):

@@ -101,6 +101,28 @@ def test_ingest_materialize_and_sql(weights_env, fixtures):
     assert result.exit_code == 1 and "no_such_table" in result.output
 
 
+def test_sql_reads_only_the_tables_and_never_creates_a_database(weights_env, fixtures, tmp_path):
+    _run("ingest", str(fixtures / "media/meta.csv"))
+    for query in (
+        f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'",
+        "SELECT * FROM read_text('/etc/hostname')",
+        f"ATTACH '{tmp_path / 'other.duckdb'}' AS other (READ_WRITE)",
+        "CREATE TABLE t AS SELECT 1",
+    ):
+        result = CliRunner().invoke(main, ["sql", query])
+        assert result.exit_code == 1 and result.output.startswith("error: "), (query, result.output)
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
+    # From another folder (or with a mistyped VIDSCORE_HOME) it says where it looked, creates nothing.
+    missing = tmp_path / "typo"
+    env = {k: v for k, v in os.environ.items()}
+    env["VIDSCORE_HOME"] = str(missing)
+    proc = subprocess.run([str(Path(sys.executable).with_name("vidscore")), "sql", "SELECT 1"],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and str(missing) in proc.stderr and "Traceback" not in proc.stderr
+    assert not missing.exists()
+
+
 def test_demo_runs_on_a_fresh_home(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDSCORE_", "DAGSTER_"))}
     env.update(
@@ -114,12 +136,25 @@ def test_demo_runs_on_a_fresh_home(tmp_path):
     assert "motion is scored with the weight-free OpenCV DIS backend" in proc.stdout
     assert "vidscore weights download clip" in proc.stdout
     assert "vidscore ui" in proc.stdout
-    from vidscore_core.store import Store
+    from vidscore_core.store import TableStore
 
-    rows = Store(tmp_path / "home/vidscore.duckdb").query_df(
-        "SELECT path_original, flow, flow_error FROM video_scores"
-    )
+    rows = TableStore(tmp_path / "home/tables").query_df("SELECT path_original, flow, flow_error FROM video_scores")
     scored = rows.set_index("path_original")
     assert scored.loc["static_texture.mp4", "flow"] < 0.1
     assert scored.loc["fast_pan_left_8px.mp4", "flow"] > scored.loc["slow_pan_right_1px.mp4", "flow"] > 1
     assert pd.notna(scored.loc["broken_truncated.mp4", "flow_error"])
+
+
+def test_ingest_materialize_builds_a_preset_and_summarizes(weights_env, fixtures, monkeypatch):
+    monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")
+    out = _run("ingest", str(fixtures / "media/meta.csv"), "--materialize", "--preset", "fair")
+    assert "filtered_videos[fair]: ok" in out
+    summary = out[out.index("summary:"):]
+    assert "5 clips in 1 batch(es), 1 unreadable" in summary and "flow 3" in summary
+    assert "not a video: a still image has no motion to score" in summary  # errors by reason, in full
+    assert "tables:" in summary and "next: vidscore sql" in summary
+    assert (weights_env / "home/exports/filtered_fair.csv").exists()
+    # Unknown assets are one error line before any work starts.
+    result = CliRunner().invoke(main, ["ingest", str(fixtures / "media/meta.csv"), "--materialize",
+                                       "--assets", "videos,flow_scorez"])  # fmt: skip
+    assert result.exit_code == 1 and result.output.startswith("error: --assets: unknown asset(s) flow_scorez")

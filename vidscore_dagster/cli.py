@@ -160,50 +160,58 @@ def filter_cmd(meta, aesmin, flowmin, flowmax, matchmin, output) -> None:
 @click.option("--batch-size", type=int, default=5000, show_default=True, help="Rows per batch partition.")
 @click.option("--materialize", is_flag=True, help="Also materialize the batches now (in this process).")
 @click.option("--assets", default="auto", show_default=True,
-              help="With --materialize: comma-separated assets, or 'auto' (everything the weights allow).")  # fmt: skip
-def ingest(meta, batch_size, materialize, assets) -> None:
-    """Split META into batches, stage them and register them as `batches` partitions in Dagster."""
-    from vidscore_core.ingest import stage_manifests
-    from vidscore_core.meta import MetaError
-    from vidscore_dagster.runner import instance_for, register_batches
+              help="With --materialize: comma-separated assets (filtered_videos included), or 'auto' "
+              "(everything the weights allow).")  # fmt: skip
+@click.option("--preset", default=None, help="With --materialize: also build filtered_videos with this preset "
+              "(fair: aes >= 5.5, good: aes >= 6.5, or a name of your own).")  # fmt: skip
+def ingest(meta, batch_size, materialize, assets, preset) -> None:
+    """Ingest META (a `meta_files` run): batch manifests, registered as `batches` partitions in Dagster."""
+    from vidscore_core.views import ViewsNotWritten, write_views
+    from vidscore_dagster import runner
 
     settings = _settings()
+    if not Path(meta).is_file():
+        _fail(f"{meta}: no such file")
+    if batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    names, build_filtered = _chosen_assets(settings, assets, preset) if materialize else ([], False)
+    instance = runner.instance_for(settings)
+    keys, reason = runner.ingest_meta_file(instance, Path(meta), batch_size)
+    if reason:
+        _fail(f"{meta}: {reason}")
     try:
-        keys = stage_manifests(meta, settings, batch_size=batch_size)
-    except (MetaError, ValueError) as exc:
-        _fail(str(exc))
-    instance = instance_for(settings)
-    new = register_batches(instance, keys)
-    click.echo(
-        f"{meta}: {len(keys)} batch(es), {len(new)} new: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
-    )
+        write_views(settings)
+    except ViewsNotWritten as exc:
+        click.echo(f"note: views in {settings.db_path} not refreshed: {exc}", err=True)
+    click.echo(f"{meta}: {len(keys)} batch(es): {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}")
     click.echo(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
-    if materialize:
-        names = (
-            available_assets(settings)
-            if assets == "auto"
-            else [a.strip() for a in assets.split(",") if a.strip()]
-        )
-        outcome = _materialize(instance, keys, names)
-        if not all(outcome.values()):
-            _fail(f"{sum(not ok for ok in outcome.values())} of {len(keys)} batch(es) failed")
+    if not materialize:
+        click.echo("next: vidscore ingest META --materialize, or materialize the batches in `vidscore ui`")
+        return
+    outcome = _materialize(instance, keys, names) if names else {}
+    failed = [k for k, ok in outcome.items() if not ok]
+    if build_filtered and not failed:
+        ok, reason = runner.materialize_filtered(instance, preset or "default")
+        click.secho(f"  filtered_videos[{preset or 'default'}]: {'ok' if ok else f'FAILED: {reason}'}",
+                    fg="green" if ok else "red")  # fmt: skip
+        failed += [] if ok else ["filtered_videos"]
+    click.echo(runner.summary(settings, keys, preset if build_filtered else None))
+    if failed:
+        _fail(f"{len(failed)} of {len(keys) + int(build_filtered)} step(s) failed: {', '.join(failed[:5])}")
 
 
-def available_assets(settings: Settings, flow_backend: str | None = None) -> list[str]:
-    """The assets whose model files are present (flow: the configured backend's)."""
-    from vidscore_core import weights
+def _chosen_assets(settings: Settings, assets: str, preset: str | None) -> tuple[list[str], bool]:
+    """The batch assets to run and whether to build filtered_videos; one error line for unknown names."""
+    from vidscore_dagster.runner import available_assets
 
-    names = ["videos"]
-    have = {row["name"]: row["present"] for row in weights.status(settings, compute_sha256=False)}
-    if have["clip"]:
-        names.append("clip_embeddings")
-        names.append("matching_scores")
-        if have["aesthetic"]:
-            names.append("aesthetic_scores")
-    backend = flow_backend or os.environ.get("VIDSCORE_FLOW_BACKEND", "unimatch")
-    if backend == "dis" or have["unimatch"]:
-        names.append("flow_scores")
-    return [n for n in ASSET_ORDER if n in names]
+    if assets.strip() == "auto":
+        return available_assets(settings), preset is not None
+    names = [a.strip() for a in assets.split(",") if a.strip()]
+    known = (*ASSET_ORDER, "filtered_videos")
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        _fail(f"--assets: unknown asset(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)} or auto")
+    return [n for n in ASSET_ORDER if n in names], "filtered_videos" in names or preset is not None
 
 
 def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:
@@ -223,16 +231,28 @@ def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
 )
 def sql(query, fmt) -> None:
-    """Run a read-only SQL query on the vidscore DuckDB file and print the result."""
+    """Run a read-only SQL query on the tables (the views of $VIDSCORE_HOME/vidscore.duckdb)."""
     import duckdb
 
-    from vidscore_core.store import Store
+    from vidscore_core.store import TableStore
+    from vidscore_core.views import connect_read_only
 
     settings = _settings()
+    store = TableStore.from_settings(settings)
     try:
-        df = Store(settings.db_path).query_df(query)
-    except (duckdb.Error, TimeoutError) as exc:
-        _fail(str(exc))
+        if store.is_s3:  # views over s3:// need DuckDB's httpfs; read the tables through Arrow instead
+            con = store.connect()
+        elif not settings.db_path.exists():
+            _fail(f"no vidscore database at {settings.db_path.resolve()} (VIDSCORE_HOME="
+                  f"{settings.home}): ingest a meta file first, or set VIDSCORE_HOME")  # fmt: skip
+        else:
+            con = connect_read_only(settings.db_path, store)
+        try:
+            df = con.execute(query).df()
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        _fail(str(exc).strip().splitlines()[0])
     if fmt == "csv":
         click.echo(df.to_csv(index=False), nl=False)
     elif fmt == "json":

@@ -25,9 +25,8 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
     from vidscore_core.store import TableStore
     from vidscore_core.synth import make_demo_corpus
     from vidscore_core.views import ViewsNotWritten, write_views
-    from vidscore_dagster.cli import available_assets
     from vidscore_dagster.defs.resources import default_resources
-    from vidscore_dagster.runner import ingest_meta_file, instance_for, materialize_batches
+    from vidscore_dagster.runner import available_assets, ingest_meta_file, instance_for, materialize_batches
 
     folder = Path(folder or settings.home / "demo")
     click.secho(f"1. making a sample corpus in {folder}", bold=True)

@@ -101,6 +101,67 @@ def ingest_meta_file(
     return list(materialization.metadata["batches"].value), ""
 
 
+def available_assets(settings: Settings, flow_backend: str | None = None) -> list[str]:
+    """The batch assets whose model files are present (flow: the configured backend's), in order."""
+    from vidscore_core import weights
+    from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
+
+    names = ["videos"]
+    have = {row["name"]: row["present"] for row in weights.status(settings, compute_sha256=False)}
+    if have["clip"]:
+        names += ["clip_embeddings", "matching_scores"]
+        if have["aesthetic"]:
+            names.append("aesthetic_scores")
+    backend = flow_backend or os.environ.get("VIDSCORE_FLOW_BACKEND") or "unimatch"
+    if backend == "dis" or have["unimatch"]:
+        names.append("flow_scores")
+    return [n for n in BATCH_ASSETS if n in names]
+
+
+def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources: dict | None = None) -> tuple[bool, str]:
+    """Build `filtered_videos` for a preset (and its checks), in-process; returns (ok, failure reason)."""
+    from vidscore_dagster.definitions import defs
+    from vidscore_dagster.defs.resources import default_resources
+
+    key = dg.AssetKey("filtered_videos")
+    assets = [a for a in defs.assets or [] if key in a.keys]
+    checks = [c for c in defs.asset_checks or [] if any(k.asset_key == key for k in c.check_keys)]
+    result = dg.materialize(
+        [*assets, *checks], instance=instance, resources=resources or default_resources(), raise_on_error=False,
+        tags={"vidscore/launched_by": "cli"},
+        run_config={"ops": {"filtered_videos": {"config": {"preset": preset}}},
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )  # fmt: skip
+    return result.success, "" if result.success else failure_reason(result)
+
+
+def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) -> str:
+    """What the batches hold now: rows, scores, errors by reason, where to look next."""
+    from vidscore_core.store import TableStore
+
+    store = TableStore.from_settings(settings)
+    totals = store.query_df(
+        "SELECT count(*) AS clips, count(video_error) AS unreadable, count(aes) AS aes, count(flow) AS flow, "
+        'count("match") AS "match" FROM video_scores',
+        keys=keys,
+    ).iloc[0]
+    errors = store.query_df(
+        "SELECT reason, count(*) AS n FROM (SELECT coalesce(video_error, aes_error, flow_error, match_error) "
+        "AS reason FROM video_scores) WHERE reason IS NOT NULL GROUP BY reason ORDER BY n DESC LIMIT 5",
+        keys=keys,
+    )
+    lines = [
+        f"summary: {int(totals['clips'])} clips in {len(keys)} batch(es), {int(totals['unreadable'])} unreadable; "
+        f"scored: aes {int(totals['aes'])}, flow {int(totals['flow'])}, match {int(totals['match'])}",
+    ]
+    lines += [f"  {int(n)} × {reason}" for reason, n in zip(errors["reason"], errors["n"], strict=True)]
+    lines.append(f"tables: {store.root} (SQL views: {settings.db_path})")
+    if preset:
+        lines.append(f"filtered: {settings.exports_dir / f'filtered_{preset}.csv'}")
+    lines.append('next: vidscore sql "SELECT path, aes, flow, match FROM video_scores ORDER BY aes DESC LIMIT 10"')
+    return "\n".join(lines)
+
+
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
     """The first failed step and its error message, for a one-line report."""
     for event in result.all_events:

@@ -27,7 +27,7 @@ import dagster as dg
 
 from vidscore_core.ingest import DEFAULT_BATCH_SIZE
 from vidscore_dagster.defs.automation.jobs import ingest_meta_file, score_batch
-from vidscore_dagster.defs.resources import VidscoreSettings
+from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 META_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 # Names that writers use while a file is incomplete (browsers, rsync, curl -o x.part, editors).
@@ -245,17 +245,32 @@ def inbox_sensor(context: dg.SensorEvaluationContext, vidscore: VidscoreSettings
     name="batches_sensor",
     minimum_interval_seconds=int(os.environ.get("VIDSCORE_INBOX_INTERVAL_S") or 30),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="One `score_batch` run for each batch a `meta_files` run registered.",
+    description="One `score_batch` run for each batch a `meta_files` run registered, selecting the assets "
+    "the present weights allow (the run's tags say which wait for weights).",
 )
-def batches_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+def batches_sensor(
+    context: dg.SensorEvaluationContext,
+    asset_event: dg.EventLogEntry,
+    vidscore: VidscoreSettings,
+    scoring: ScoringOptions,
+):
+    from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
+    from vidscore_dagster.runner import available_assets
+
     materialization = asset_event.asset_materialization
     keys = materialization.metadata.get("batches") if materialization else None
-    for key in (keys.value if keys is not None else []):
+    runnable = available_assets(vidscore.settings(), scoring.effective_flow_backend)
+    waiting = [a for a in BATCH_ASSETS if a not in runnable]
+    if waiting:
+        context.log.info(f"not requested for lack of weights (see `vidscore weights status`): {', '.join(waiting)}")
+    for key in keys.value if keys is not None else []:
         yield dg.RunRequest(
             run_key=f"batch:{asset_event.run_id}:{key}",
             partition_key=key,
-            tags={"vidscore/source": "meta_files", "vidscore/meta_files_run": asset_event.run_id},
-        )
+            asset_selection=[dg.AssetKey(a) for a in runnable],
+            tags={"vidscore/source": "meta_files", "vidscore/meta_files_run": asset_event.run_id,
+                  **({"vidscore/waiting_for_weights": ",".join(waiting)} if waiting else {})},
+        )  # fmt: skip
 
 
 # Evaluates the assets' automation conditions (see policies.py). Declared here rather
