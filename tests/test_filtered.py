@@ -89,3 +89,24 @@ def test_readme_near_duplicate_query_runs(scored):
     pairs = store.query_df(sql)
     assert len(pairs) == 6  # 4 readable clips at the 50 % frame (the image's only frame counts): 4 choose 2
     assert pairs["sim"].between(-1.0001, 1.0001).all()
+
+
+def test_every_readme_sql_example_runs_on_the_views(scored):
+    """The README's SQL block, statement by statement, through vidscore.duckdb's views (the user's path)."""
+    import re
+    from pathlib import Path
+
+    from vidscore_core.views import connect_read_only
+
+    settings, store, _ = scored
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sql\n(.*?)```", readme, flags=re.S)
+    statements = [s.strip() for block in blocks for s in block.split(";") if s.strip()]
+    statements = [s for s in statements if any(not line.startswith("--") for line in s.splitlines())]
+    assert len(statements) >= 5
+    con = connect_read_only(settings.db_path, store)
+    try:
+        for statement in statements:
+            con.execute(statement).fetchall()
+    finally:
+        con.close()
