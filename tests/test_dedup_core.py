@@ -154,6 +154,17 @@ def test_same_resolution_splits_groups(corpus, method):
         assert _edge_set(res) == edges
 
 
+def test_auto_chooses_per_resolution_and_reports_it(corpus, brute, monkeypatch):
+    import vidscore_core.dedup as dedup
+
+    monkeypatch.setattr(dedup, "EXACT_MAX_N", 1000)
+    resolution = np.where(np.arange(len(corpus)) < 300, "640x360", "1280x720")
+    label, _ = _brute_components(corpus, THR, resolution)
+    res = near_duplicate_groups(corpus, resolution=resolution)
+    assert res.method == "exact+ivf"
+    np.testing.assert_array_equal(res.group_id, label)
+
+
 def test_resized_copy_joins_only_without_resolution():
     rng = np.random.default_rng(11)
     base = _unit(rng.standard_normal(D))

@@ -82,7 +82,8 @@ def near_duplicate_groups(
     ``embeddings`` is (n, d), ideally float32 and L2-normalised (rows that are not are normalised
     for the candidate search; the exact re-check uses the true cosine, and zero rows never match).
     ``resolution`` restricts edges to rows with equal values (e.g. "1280x720"); each resolution is
-    searched on its own, which is both exact for the restriction and cheaper. ``device="cuda"``
+    searched on its own, which is both exact for the restriction and cheaper (a missing resolution,
+    None, is a value of its own: such clips only match each other). ``device="cuda"``
     runs the exact search on that GPU. ``block_size`` is the exact-search tile edge (default 4096
     on CPU, 16384 on CUDA: fewer, larger launches). ``nlist``/``nprobe`` override the ivf defaults.
     """
