@@ -10,10 +10,13 @@ import pandas as pd
 from vidscore_core.filtering import FilterSpec
 from vidscore_core.store import TableStore
 
-# Named presets users can pick without typing thresholds (Open-Sora's usual aesthetic cut-offs).
+# Named presets users can pick without typing thresholds, in the real models' units (README, "What
+# the numbers mean"): Open-Sora's usual aesthetic cut-offs, and a curated training set.
 PRESETS: dict[str, FilterSpec] = {
     "fair": FilterSpec(aesmin=5.5),
     "good": FilterSpec(aesmin=6.5),
+    # Good-looking, moving but not shaky, captioned to match, at least 2 s at 8 fps, no near-duplicates.
+    "curated": FilterSpec(aesmin=5.0, flowmin=0.5, flowmax=100.0, matchmin=20.0, fmin=16, dedup=True),
 }
 
 CANDIDATES_SQL = """
@@ -22,6 +25,7 @@ FROM videos v
 LEFT JOIN aesthetic_scores a USING (video_id, batch)
 LEFT JOIN flow_scores f USING (video_id, batch)
 LEFT JOIN matching_scores m USING (video_id, batch)
+{dedup_join}
 WHERE v.error IS NULL AND ({predicate})
 QUALIFY row_number() OVER (PARTITION BY v.video_id ORDER BY v.batch) = 1
 ORDER BY v.batch, v.meta_row
@@ -31,7 +35,14 @@ ORDER BY v.batch, v.meta_row
 def select_rows(store: TableStore, spec: FilterSpec) -> pd.DataFrame:
     """Readable clips that pass `spec` (one row per clip, even if it was ingested in two batches)."""
     predicate, params = spec.sql()
-    return store.query_df(CANDIDATES_SQL.format(predicate=predicate), params)
+    dedup_join = ""
+    if spec.dedup:
+        if not store.partitions("near_duplicates"):
+            raise ValueError("dedup asked for, but `near_duplicates` has not been materialized yet")
+        # Clips without a 50 % frame embedding have no group: nothing to deduplicate them against.
+        dedup_join = "LEFT JOIN near_duplicates n USING (video_id, batch)"
+        predicate = f"({predicate}) AND coalesce(n.keep, TRUE)"
+    return store.query_df(CANDIDATES_SQL.format(predicate=predicate, dedup_join=dedup_join), params)
 
 
 def source_counts(store: TableStore) -> dict[str, int]:

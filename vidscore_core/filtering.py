@@ -1,12 +1,14 @@
-"""Threshold filters over scores: one spec for CSV files (Open-Sora's datautil) and for DuckDB tables."""
+"""Filters over scores and technical limits: one spec for CSV files (Open-Sora's datautil) and for the tables."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -17,6 +19,48 @@ BOUNDS: tuple[tuple[str, str, str], ...] = (
     ("flowmin", "flow", ">="),
     ("flowmax", "flow", "<="),
 )
+# Technical limits: (spec field, derived column, comparison). The columns are computed from a clip's
+# metadata (`technical_columns`): frames, fps, height × width, aspect ratio = height / width (as in
+# Open-Sora's meta files: 0.5625 for 16:9 landscape), duration in seconds.
+LIMITS: tuple[tuple[str, str, str], ...] = (
+    ("fmin", "num_frames", ">="),
+    ("fmax", "num_frames", "<="),
+    ("fpsmax", "fps", "<="),
+    ("hwmax", "hw", "<="),
+    ("aspect_min", "aspect_ratio", ">="),
+    ("aspect_max", "aspect_ratio", "<="),
+    ("duration_min", "duration", ">="),
+    ("duration_max", "duration", "<="),
+)
+# The SQL expression of each derived column over the `videos` table (alias `v`).
+LIMIT_SQL: dict[str, str] = {
+    "num_frames": "v.num_frames",
+    "fps": "v.fps",
+    "hw": "(v.height * v.width)",
+    "aspect_ratio": "(v.height::DOUBLE / nullif(v.width, 0))",
+    "duration": "v.duration_s",
+}
+_RANGES = (("flowmin", "flowmax"), ("fmin", "fmax"), ("aspect_min", "aspect_max"), ("duration_min", "duration_max"))
+
+
+def technical_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """`num_frames`, `fps`, `hw`, `aspect_ratio`, `duration` from whatever metadata columns `df` has
+    (num_frames, fps, height, width, duration_s or duration); NaN where they cannot be derived."""
+
+    def col(*names: str) -> pd.Series:
+        for name in names:
+            if name in df.columns:
+                return pd.to_numeric(df[name], errors="coerce")
+        return pd.Series(float("nan"), index=df.index)
+
+    frames, fps, height, width = col("num_frames"), col("fps"), col("height"), col("width")
+    duration = col("duration_s", "duration")
+    duration = duration.where(duration.notna(), frames / fps.where(fps > 0))
+    return pd.DataFrame(
+        {"num_frames": frames, "fps": fps, "hw": height * width,
+         "aspect_ratio": height / width.where(width > 0), "duration": duration},
+        index=df.index,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -28,10 +72,19 @@ class FilterSpec:
     flowmax: float | None = None
     matchmin: float | None = None
     keep_unscored: bool = False
+    fmin: float | None = None
+    fmax: float | None = None
+    fpsmax: float | None = None
+    hwmax: float | None = None
+    aspect_min: float | None = None
+    aspect_max: float | None = None
+    duration_min: float | None = None
+    duration_max: float | None = None
+    dedup: bool = False  # keep only the `keep` clip of each near-duplicate group
 
     def __post_init__(self) -> None:
-        """Reject bounds no row could meaningfully pass: NaN, ±inf, non-numbers, flowmin > flowmax."""
-        for name, _, _ in BOUNDS:
+        """Reject bounds no row could meaningfully pass: NaN, ±inf, non-numbers, a min above its max."""
+        for name, _, _ in (*BOUNDS, *LIMITS):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -39,10 +92,13 @@ class FilterSpec:
                 raise ValueError(f"{name} must be a number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value}")
-        if not isinstance(self.keep_unscored, bool):
-            raise ValueError(f"keep_unscored must be true or false, got {self.keep_unscored!r}")
-        if self.flowmin is not None and self.flowmax is not None and self.flowmin > self.flowmax:
-            raise ValueError(f"flowmin {self.flowmin} is above flowmax {self.flowmax}: nothing could pass")
+        for flag in ("keep_unscored", "dedup"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        for low, high in _RANGES:
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"{low} {lo} is above {high} {hi}: nothing could pass")
 
     def missing_columns(self, columns) -> list[tuple[str, str]]:
         """(bound, score column) for each active bound whose column is not among `columns`."""
@@ -56,9 +112,20 @@ class FilterSpec:
             if getattr(self, name) is not None
         ]
 
+    def active_limits(self) -> list[tuple[str, str, str, float]]:
+        return [
+            (name, col, op, getattr(self, name))
+            for name, col, op in LIMITS
+            if getattr(self, name) is not None
+        ]
+
+    def any_active(self) -> bool:
+        return bool(self.active() or self.active_limits() or self.dedup)
+
     def suffix(self) -> str:
-        """Open-Sora datautil's file-name suffix, e.g. `_aesmin5.0_flowmin0.5`."""
-        return "".join(f"_{name}{value}" for name, _, _, value in self.active())
+        """Open-Sora datautil's file-name suffix, e.g. `_aesmin5.0_flowmin0.5_fmax300.0_dedup`."""
+        parts = [f"_{name}{value}" for name, _, _, value in (*self.active(), *self.active_limits())]
+        return "".join(parts) + ("_dedup" if self.dedup else "")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -72,6 +139,15 @@ class FilterSpec:
             scores = pd.to_numeric(df[column], errors="coerce")
             passed = scores >= value if op == ">=" else scores <= value
             keep &= passed | (scores.isna() if self.keep_unscored else False)
+        if self.active_limits():
+            technical = technical_columns(df)
+            for _, column, op, value in self.active_limits():
+                values = technical[column]
+                keep &= (values >= value) if op == ">=" else (values <= value)  # unknown metadata fails
+        if self.dedup:
+            if "dup_keep" not in df.columns:
+                raise ValueError("cannot apply --dedup: the table has no 'dup_keep' column (run `vidscore dedup` first)")
+            keep &= df["dup_keep"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
         return keep
 
     def sql(self, alias: str = "") -> tuple[str, list[float]]:
@@ -82,24 +158,38 @@ class FilterSpec:
             clause = f"{col} {op} ?"
             clauses.append(f"({clause} OR {col} IS NULL)" if self.keep_unscored else clause)
             params.append(value)
+        for _, column, op, value in self.active_limits():
+            clauses.append(f"coalesce({LIMIT_SQL[column]} {op} ?, FALSE)")
+            params.append(value)
         return (" AND ".join(clauses) or "TRUE"), params
 
 
 def filter_meta_file(
-    meta: str | Path, spec: FilterSpec, output: str | Path | None = None
+    meta: str | Path,
+    spec: FilterSpec,
+    output: str | Path | None = None,
+    *,
+    probe_workers: int = 4,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[Path, int, int]:
-    """Filter a scored CSV/Parquet meta file; returns (output path, rows kept, rows read).
+    """Filter a meta file on scores, technical limits and `dup_keep`; returns (output path, rows kept,
+    rows read).
 
-    Every row and column as written (duplicates too, paths as in the file); only the meta reader is
-    imported, not the scoring stack, so filtering a file takes a fraction of a second.
+    Every row and column as written (duplicates too, paths as in the file). Technical limits read the
+    meta's own columns (`technical_columns`) and probe a file only for the rows where a limit's value
+    cannot be derived from them; a file that cannot be read fails every limit it was probed for.
+    `notify` receives one line about the probing, when any was needed. Only the meta reader is
+    imported, not the scoring stack, so filtering a file with its metadata takes a fraction of a second.
     """
-    from vidscore_core.meta import read_meta
+    from vidscore_core.meta import file_columns, read_meta
 
     meta = Path(meta)
-    if not spec.active():
-        raise ValueError("give at least one of --aesmin, --flowmin, --flowmax, --matchmin")
+    if not spec.any_active():
+        raise ValueError(
+            "give at least one of --aesmin, --flowmin, --flowmax, --matchmin, a technical limit or --dedup"
+        )
     read = read_meta(meta, drop_duplicates=False)
-    df = read.drop(columns=["path_original", "video_id", "meta_row"]).assign(path=read["path_original"])
+    df = file_columns(read)
     absent = spec.missing_columns(df.columns)
     if absent:
         columns = sorted({column for _, column in absent}, key=["aes", "flow", "match"].index)
@@ -108,10 +198,91 @@ def filter_meta_file(
             f"{meta} has no {' or '.join(repr(c) for c in columns)} column (needed by {bounds}): run "
             f"`vidscore score all {meta}` first and filter its output, {meta.stem}_scores.csv"
         )
-    kept = df[spec.mask(df)]
+    if spec.dedup and "dup_keep" not in df.columns:
+        raise ValueError(
+            f"{meta} has no 'dup_keep' column (needed by --dedup): run `vidscore dedup {meta}` first "
+            f"and filter its output, {meta.stem}_dedup{meta.suffix or '.csv'}"
+        )
+    view = df
+    if spec.active_limits():
+        view, probed, unreadable = with_probed_metadata(df, list(read["path"]), spec, workers=probe_workers)
+        if probed and notify is not None:
+            bad = f"; {unreadable} could not be read and fail the technical limits" if unreadable else ""
+            notify(f"probed {probed} file(s) for metadata the meta file does not give{bad}")
+    kept = df[spec.mask(view)]
     target = Path(output) if output else meta.with_name(f"{meta.stem}{spec.suffix()}{meta.suffix or '.csv'}")
     _write_table(kept, target)
     return target, len(kept), len(df)
+
+
+# The metadata columns a probe gives, as `technical_columns` reads them.
+PROBE_COLUMNS = ("num_frames", "fps", "height", "width", "duration_s")
+
+
+def probe_paths(paths: Sequence[str], *, workers: int = 4) -> dict[str, dict[str, Any]]:
+    """`media.probe.probe` of each distinct path, in a thread pool (probing waits on I/O and decoders,
+    as in `ingest.probe_rows`); path -> the probe's dict (`error` set for a file that cannot be read)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vidscore_core.media.probe import probe
+
+    unique = list(dict.fromkeys(paths))
+    if not unique:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(unique)))) as pool:
+        return dict(zip(unique, pool.map(probe, unique), strict=True))
+
+
+def probed_metadata(info: dict[str, Any] | None) -> dict[str, float]:
+    """PROBE_COLUMNS of one probe as numbers; all NaN when the file could not be read (its facts are
+    not known, so it fails every technical limit)."""
+    if not info or info.get("error"):
+        return dict.fromkeys(PROBE_COLUMNS, float("nan"))
+    out = dict.fromkeys(PROBE_COLUMNS, float("nan"))
+    for name in PROBE_COLUMNS:
+        value = info.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def with_probed_metadata(
+    df: pd.DataFrame, paths: Sequence[str], spec: FilterSpec, *, workers: int = 4
+) -> tuple[pd.DataFrame, int, int]:
+    """`df` with metadata columns from which `technical_columns` derives every active limit's value:
+    the meta's own values where they give it, a probe of the file (`paths`, one per row, resolved)
+    where they do not. Each derived value comes whole from one source: `hw` and `aspect_ratio` from
+    the meta's height and width when both are usable, else from the probe's.
+
+    Returns (frame for `spec.mask`, files probed, files that could not be read). Only rows whose
+    active limits cannot be derived from the meta are probed; `df` itself is not modified.
+    """
+    own = technical_columns(df)
+    needed = pd.Series(False, index=df.index)
+    for _, column, _, _ in spec.active_limits():
+        needed |= own[column].isna()
+    if not needed.any():
+        return df, 0, 0
+    positions = [i for i, need in enumerate(needed.tolist()) if need]
+    infos = probe_paths([paths[i] for i in positions], workers=workers)
+    facts = [probed_metadata(infos[paths[i]]) for i in positions]
+    probed = pd.DataFrame(facts, index=df.index[positions], columns=list(PROBE_COLUMNS)).reindex(df.index)
+    probed_t = technical_columns(probed)
+
+    def numeric(name: str) -> pd.Series:
+        if name in df.columns:
+            return pd.to_numeric(df[name], errors="coerce")
+        return pd.Series(float("nan"), index=df.index)
+
+    own_pair = own["hw"].notna() & own["aspect_ratio"].notna()
+    view = df.copy()
+    view["num_frames"] = own["num_frames"].where(own["num_frames"].notna(), probed_t["num_frames"])
+    view["fps"] = own["fps"].where(own["fps"].notna(), probed_t["fps"])
+    view["height"] = numeric("height").where(own_pair, probed["height"])
+    view["width"] = numeric("width").where(own_pair, probed["width"])
+    view["duration_s"] = own["duration"].where(own["duration"].notna(), probed_t["duration"])
+    unreadable = sum(1 for info in infos.values() if info.get("error"))
+    return view, len(infos), unreadable
 
 
 def _write_table(df: pd.DataFrame, path: Path) -> None:

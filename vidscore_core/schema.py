@@ -115,6 +115,23 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
+# Near-duplicate groups over the whole corpus: one row per clip with a 50 % frame embedding. Not
+# partitioned by batch (a group spans batches); its one partition is `scope` = "corpus".
+TABLES["near_duplicates"] = [
+    ("scope", "VARCHAR"),
+    *_KEY_COLUMNS,
+    ("group_id", "VARCHAR"),  # the smallest video_id of the group: stable across runs
+    ("group_size", "INTEGER"),
+    ("keep", "BOOLEAN"),  # one per group: the highest aes, ties by the smallest video_id
+    ("width", "INTEGER"),
+    ("height", "INTEGER"),
+    ("aes", "DOUBLE"),
+    ("threshold", "DOUBLE"),
+    ("same_resolution", "BOOLEAN"),
+    ("method", "VARCHAR"),
+    *LINEAGE_COLUMNS,
+]
+
 # The column whose value names a table's partition (what commit_partition replaces).
 PARTITION_KEYS: dict[str, str] = {
     "manifests": "batch",
@@ -124,6 +141,7 @@ PARTITION_KEYS: dict[str, str] = {
     "flow_scores": "batch",
     "matching_scores": "batch",
     "filtered_videos": "preset",
+    "near_duplicates": "scope",
 }
 PARTITIONED_TABLES: frozenset[str] = frozenset(t for t, key in PARTITION_KEYS.items() if key == "batch")
 # Tables users query (a view each in vidscore.duckdb); `manifests` is the pipeline's own input.

@@ -14,27 +14,41 @@ from vidscore_core.store import TableStore
 from vidscore_dagster.defs.metadata import score_metadata, table_schema
 
 FILTER_CODE = ("vidscore_core.filtered", "vidscore_core.filtering")
+# Config values are validated by FilterSpec (NaN, inf, a min above its max): one error line, no traceback.
+
+
+BOUND_FIELDS = ("aesmin", "flowmin", "flowmax", "matchmin", "fmin", "fmax", "fpsmax", "hwmax",
+                "aspect_min", "aspect_max", "duration_min", "duration_max")  # fmt: skip
 
 
 class FilterConfig(dg.Config):
-    """Thresholds; a named preset ("fair": aes >= 5.5, "good": aes >= 6.5) fills those left empty."""
+    """Thresholds and technical limits; a named preset (fair, good, curated) fills those left empty."""
 
     preset: str = Field(default="default", description="Name the result is stored under; presets coexist.")
     aesmin: float | None = None
     flowmin: float | None = None
     flowmax: float | None = None
     matchmin: float | None = None
+    fmin: float | None = Field(default=None, description="At least this many frames.")
+    fmax: float | None = Field(default=None, description="At most this many frames.")
+    fpsmax: float | None = None
+    hwmax: float | None = Field(default=None, description="At most this many pixels (height × width).")
+    aspect_min: float | None = Field(default=None, description="Aspect ratio height / width, as Open-Sora's meta.")
+    aspect_max: float | None = None
+    duration_min: float | None = Field(default=None, description="Seconds.")
+    duration_max: float | None = None
+    dedup: bool | None = Field(default=None, description="Keep only the `keep` clip of each near-duplicate group.")
     keep_unscored: bool = Field(default=False, description="Keep clips whose bounded score is missing.")
 
     def spec(self) -> FilterSpec:
         base = PRESETS.get(self.preset, FilterSpec())
         values = {k: getattr(self, k) if getattr(self, k) is not None else getattr(base, k)
-                  for k in ("aesmin", "flowmin", "flowmax", "matchmin")}  # fmt: skip
+                  for k in (*BOUND_FIELDS, "dedup")}  # fmt: skip
         return FilterSpec(**values, keep_unscored=self.keep_unscored)
 
 
 @dg.asset(
-    deps=["videos", "aesthetic_scores", "flow_scores", "matching_scores"],
+    deps=["videos", "aesthetic_scores", "flow_scores", "matching_scores", "near_duplicates"],
     group_name="datasets",
     kinds={"parquet", "csv"},
     required_resource_keys={"vidscore"},

@@ -13,14 +13,18 @@ def _presets(store) -> list[tuple[str, FilterSpec]]:
 
 
 @dg.asset_check(asset="filtered_videos", blocking=True, required_resource_keys={"vidscore"},
-                description="Every kept row satisfies its preset's thresholds (re-checked in SQL).")  # fmt: skip
+                description="Every kept row satisfies its preset's thresholds, limits and dedup (re-checked in SQL).")  # fmt: skip
 def filtered_videos_meet_thresholds(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     store = context.resources.vidscore.store()
     violations = {}
     for preset, spec in _presets(store):
-        predicate, params = spec.sql()
+        predicate, params = spec.sql("f.")
+        if spec.dedup:  # a kept clip must be its group's keep (or have no group)
+            predicate = f"({predicate}) AND coalesce(n.keep, TRUE)"
         bad = store.query_df(
-            f"SELECT count(*) AS n FROM filtered_videos WHERE preset = ? AND NOT coalesce({predicate}, FALSE)",
+            "SELECT count(*) AS n FROM filtered_videos f JOIN videos v USING (video_id, batch) "
+            "LEFT JOIN near_duplicates n USING (video_id, batch) "
+            f"WHERE f.preset = ? AND NOT coalesce({predicate}, FALSE)",
             [preset, *params],
         )["n"].iloc[0]
         violations[preset] = int(bad)

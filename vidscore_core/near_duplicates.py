@@ -1,0 +1,97 @@
+"""The `near_duplicates` table: groups of near-duplicate clips over the whole corpus.
+
+Reads the 50 % frame embedding of every readable clip (`clip_embeddings`), its resolution
+(`videos`) and aesthetic score, groups them with `vidscore_core.dedup` and marks one clip per
+group to keep. Lineage records the threshold, the method that ran and the embedding model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vidscore_core import lineage
+from vidscore_core.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
+from vidscore_core.store import TableStore
+
+SCOPE = "corpus"
+CODE = ("vidscore_core.near_duplicates", "vidscore_core.dedup")
+MIDDLE_FRAME = 0.5
+
+
+@dataclass(frozen=True)
+class DedupSettings:
+    threshold: float = DEFAULT_THRESHOLD
+    same_resolution: bool = True
+    method: str = "auto"  # auto, exact or ivf (vidscore_core.dedup)
+    device: str | None = None  # e.g. "cuda" for the exact search on a GPU
+
+
+def middle_frame_embeddings(store: TableStore) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per clip with a 50 % frame embedding (first batch wins for a clip listed twice),
+    with its resolution and aes, and the (n, d) float32 embedding matrix in the same order."""
+    table = store.dataset("clip_embeddings").to_table(
+        columns=["video_id", "batch", "embedding", "model"],
+        filter=(pc.field("frame_point") == MIDDLE_FRAME) & pc.field("embedding").is_valid(),
+    )
+    rows = table.select(["video_id", "batch", "model"]).to_pandas()
+    rows["row"] = np.arange(len(rows))
+    info = store.query_df(
+        "SELECT v.video_id, v.batch, v.width, v.height, a.aes FROM videos v "
+        "LEFT JOIN aesthetic_scores a USING (video_id, batch) WHERE v.error IS NULL"
+    )
+    rows = rows.merge(info, on=["video_id", "batch"], how="inner")
+    rows = rows.sort_values(["video_id", "batch"], kind="stable").drop_duplicates("video_id", keep="first")
+    rows = rows.reset_index(drop=True)
+    return rows.drop(columns=["row"]), _matrix(table.column("embedding"), rows["row"].to_numpy())
+
+
+def _matrix(column: pa.ChunkedArray, take: np.ndarray) -> np.ndarray:
+    lists = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if len(lists) == 0:
+        return np.zeros((0, 0), np.float32)
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    if lengths.min() != lengths.max():
+        raise ValueError(f"clip_embeddings holds embeddings of different widths {sorted(set(lengths))[:5]}")
+    flat = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(lists), int(lengths[0]))[take]
+
+
+def compute(store: TableStore, settings: DedupSettings, run_id: str) -> pd.DataFrame:
+    """The rows of `near_duplicates` for the corpus as the tables hold it now."""
+    clips, embeddings = middle_frame_embeddings(store)
+    resolution = None
+    if settings.same_resolution:
+        resolution = [f"{w}x{h}" for w, h in zip(clips["width"], clips["height"], strict=True)]
+    result = near_duplicate_groups(
+        embeddings if len(clips) else np.zeros((0, 1), np.float32),
+        threshold=settings.threshold,
+        resolution=resolution,
+        video_ids=clips["video_id"].to_numpy(),
+        method=settings.method,
+        device=settings.device,
+    )
+    out = clips[["video_id", "batch", "width", "height", "aes"]].copy()
+    out["group_id"] = result.group_id
+    out["group_size"] = out.groupby("group_id")["video_id"].transform("size").astype("int32")
+    out["keep"] = choose_keep(out["group_id"].to_numpy(), out["aes"].to_numpy(), out["video_id"].to_numpy())
+    out["scope"] = SCOPE
+    out["threshold"] = settings.threshold
+    out["same_resolution"] = settings.same_resolution
+    out["method"] = result.method
+    out["model"] = clips["model"]
+    out["params"] = json.dumps({"threshold": settings.threshold, "same_resolution": settings.same_resolution,
+                                "method": result.method, "edges": result.n_edges, **_plain(result.params)})  # fmt: skip
+    out["run_id"] = run_id
+    out["code_version"] = lineage.code_version(*CODE)
+    out["scored_at"] = pd.Timestamp(lineage.utc_now())
+    return out
+
+
+def _plain(params: dict) -> dict:
+    return json.loads(json.dumps(params, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
