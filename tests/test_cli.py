@@ -136,6 +136,11 @@ def test_demo_runs_on_a_fresh_home(tmp_path):
     assert "motion is scored with the weight-free OpenCV DIS backend" in proc.stdout
     assert "vidscore weights download clip" in proc.stdout
     assert "vidscore ui" in proc.stdout
+    # Reads well: one empty marker, full error reasons, no decoder chatter from the broken files.
+    assert not any(token in proc.stdout for token in ("NaN", "<NA>", "None"))
+    assert "not_a_video.mp4: cannot decode: moov atom not found" in proc.stdout
+    assert "[h264 @" not in proc.stderr and "moov atom" not in proc.stderr
+    assert "turn on the inbox sensor" not in proc.stdout  # it is on already
     from vidscore_core.store import TableStore
 
     rows = TableStore(tmp_path / "home/tables").query_df("SELECT path_original, flow, flow_error FROM video_scores")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -18,6 +21,27 @@ FROM videos v LEFT JOIN video_scores s USING (video_id, batch)
 WHERE v.batch IN (SELECT unnest(?::VARCHAR[]))
 ORDER BY v.meta_row
 """
+
+
+def readable(df):
+    """One empty marker for every missing value (pandas mixes NaN, None and <NA>)."""
+    return df.astype(object).where(df.notna(), "–")
+
+
+@contextmanager
+def stderr_to(path: Path):
+    """Send this process's file descriptor 2 (what C libraries write to) to `path` for a while."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def run_demo(settings: Settings, folder: Path | None = None) -> int:
@@ -64,15 +88,22 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
         if not ok:
             click.secho(f"   {key} FAILED: {reason}", fg="red")
 
-    outcome = materialize_batches(
-        instance, keys, names, resources=resources, log_level="WARNING", on_batch=report
-    )
+    decoder_log = settings.home / "demo-decoders.log"
+    with stderr_to(decoder_log):  # the broken demo files make FFmpeg and decord complain on stderr
+        outcome = materialize_batches(
+            instance, keys, names, resources=resources, log_level="WARNING", on_batch=report
+        )
     ok = all(outcome.values())
     click.echo(f"   {'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s")
+    click.echo(f"   (decoder messages about the two deliberately broken files: {decoder_log})")
 
     click.secho("5. results (DuckDB over the Parquet tables)", bold=True)
     df = TableStore.from_settings(settings).query_df(SUMMARY_SQL, [keys])
-    click.echo(df.to_string(index=False, max_colwidth=48))
+    errors = df.pop("error")
+    click.echo(readable(df).to_string(index=False))
+    for path, error in zip(df["path"], errors, strict=True):
+        if isinstance(error, str):
+            click.echo(f"   {path}: {error}")
 
     click.secho("\nNext steps", bold=True)
     click.echo(
@@ -81,6 +112,7 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
     click.echo(
         f"   UI:      vidscore ui     (or DAGSTER_HOME={settings.dagster_home.resolve()} dagster dev -w workspace.yaml)"
     )
-    click.echo("            then turn on the inbox sensor and the backfill schedule under Automation.")
+    click.echo("            the inbox sensor and the automation already run there: drop meta files in "
+               f"{settings.inbox_dir}; start the backfill schedule under Automation when you want re-scoring.")  # fmt: skip
     click.echo("   weights: vidscore weights status / vidscore weights download")
     return 0 if ok else 1

@@ -3,8 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
+from vidscore_core import lineage
 from vidscore_core.dedup import DEFAULT_THRESHOLD
-from vidscore_core.near_duplicates import SCOPE, DedupSettings, compute
+from vidscore_core.near_duplicates import CODE, SCOPE, DedupSettings, compute
 from vidscore_core.store import TableStore
 from vidscore_dagster.defs.metadata import table_schema
 
@@ -19,6 +20,7 @@ class NearDuplicatesConfig(dg.Config):
 @dg.asset(
     deps=["clip_embeddings", "aesthetic_scores", "videos"],
     group_name="datasets",
+    code_version=lineage.code_version(*CODE),
     kinds={"parquet", "faiss"},
     required_resource_keys={"vidscore", "scoring"},
     # Once per hour at most, and only when some batch's embeddings, scores or videos changed.

@@ -50,6 +50,7 @@ class FilterConfig(dg.Config):
 @dg.asset(
     deps=["videos", "aesthetic_scores", "flow_scores", "matching_scores", "near_duplicates"],
     group_name="datasets",
+    code_version=lineage.code_version(*FILTER_CODE),
     kinds={"parquet", "csv"},
     required_resource_keys={"vidscore"},
     description="Clips passing the preset's thresholds over every batch, in Open-Sora's meta format "

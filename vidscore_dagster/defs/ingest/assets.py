@@ -7,7 +7,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from vidscore_core.ingest import DEFAULT_BATCH_SIZE, probe_rows, read_manifest, write_manifests
+from vidscore_core import lineage
+from vidscore_core.ingest import DEFAULT_BATCH_SIZE, INGEST_CODE, probe_rows, read_manifest, write_manifests
 from vidscore_core.meta import batch_keys
 from vidscore_core.schema import PARTITIONED_TABLES
 from vidscore_core.store import TableStore
@@ -25,6 +26,7 @@ class MetaFileConfig(dg.Config):
 
 @dg.asset(
     group_name="ingest",
+    code_version=lineage.code_version(*INGEST_CODE),
     kinds={"parquet", "csv"},
     required_resource_keys={"vidscore"},
     description="An ingested meta file: its rows split into batch manifests (table `manifests`), each "
@@ -109,6 +111,7 @@ def describe_videos(frame: pd.DataFrame) -> dict:
     deps=["meta_files"],
     partitions_def=batches,
     backfill_policy=batch_backfill_policy(),
+    code_version=lineage.code_version(*INGEST_CODE),
     group_name="ingest",
     kinds={"parquet"},
     required_resource_keys={"vidscore", "scoring"},

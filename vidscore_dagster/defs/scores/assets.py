@@ -8,6 +8,8 @@ webserver load these definitions too and never need it.
 import dagster as dg
 import pandas as pd
 
+from vidscore_core import lineage
+from vidscore_core.scoring import options
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy, score_automation_condition
 from vidscore_dagster.defs.metadata import score_metadata
 from vidscore_dagster.defs.partitions import batches
@@ -69,6 +71,7 @@ _SCORE_ASSET = dict(
     deps=["videos"],
     description="L2-normalised CLIP image embeddings of each clip's frames at 10/50/90% (images: one "
     "frame); one decode and one image-tower pass serve aesthetic and matching.",
+    code_version=lineage.code_version(*options.CLIP_CODE),
     **_SCORE_ASSET,
 )
 def clip_embeddings(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -81,6 +84,7 @@ def clip_embeddings(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 @dg.asset(
     deps=["clip_embeddings"],
     description="LAION aesthetic score (CLIP ViT-L/14 + MLP), mean over the frames at 10/50/90%.",
+    code_version=lineage.code_version(*options.AESTHETIC_CODE),
     **_SCORE_ASSET,
 )
 def aesthetic_scores(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -92,6 +96,7 @@ def aesthetic_scores(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 @dg.asset(
     deps=["clip_embeddings", "videos"],
     description="CLIP text–frame matching: exp(logit_scale)·cosine of the 50% frame and the caption.",
+    code_version=lineage.code_version(*options.MATCHING_CODE),
     **_SCORE_ASSET,
 )
 def matching_scores(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -104,6 +109,7 @@ def matching_scores(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     deps=["videos"],
     description="Mean |optical flow| over frames 0/10/20/30 at 320×576 (UniMatch, or OpenCV DIS "
     "without weights; the backend is recorded per row).",
+    code_version=lineage.code_version(*options.FLOW_CODE),
     **_SCORE_ASSET,
 )
 def flow_scores(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
