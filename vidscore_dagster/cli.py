@@ -137,19 +137,78 @@ def _score_all(meta: Path, settings: Settings, options, output: Path | None, bac
 @click.option("--flowmin", type=float, help="Keep rows with flow >= Y.")
 @click.option("--flowmax", type=float, help="Keep rows with flow <= Y2.")
 @click.option("--matchmin", type=float, help="Keep rows with match >= Z.")
+@click.option("--fmin", type=int, help="Keep clips with at least this many frames.")
+@click.option("--fmax", type=int, help="Keep clips with at most this many frames.")
+@click.option("--fpsmax", type=float, help="Keep clips with fps <= this.")
+@click.option("--hwmax", type=int, help="Keep clips with height x width <= this many pixels.")
+@click.option("--aspect-min", type=float, help="Keep clips with aspect ratio (height / width) >= this.")
+@click.option("--aspect-max", type=float, help="Keep clips with aspect ratio (height / width) <= this.")
+@click.option("--duration-min", type=float, help="Keep clips lasting at least this many seconds.")
+@click.option("--duration-max", type=float, help="Keep clips lasting at most this many seconds.")
+@click.option("--dedup", is_flag=True, help="Keep only rows marked dup_keep by `vidscore dedup`.")
+@click.option("--probe-workers", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Threads probing files whose metadata the meta file lacks.")  # fmt: skip
 @click.option(
     "--output", type=click.Path(path_type=Path), help="Output file (default: named like Open-Sora's)."
 )
-def filter_cmd(meta, aesmin, flowmin, flowmax, matchmin, output) -> None:
-    """Keep the rows of a scored META file that pass the thresholds (rows without the score are dropped)."""
+def filter_cmd(meta, aesmin, flowmin, flowmax, matchmin, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max,
+               duration_min, duration_max, dedup, probe_workers, output) -> None:  # fmt: skip
+    """Keep the rows of META that pass the thresholds (rows without the score are dropped).
+
+    Technical limits (frames, fps, height x width, aspect ratio, duration) read the meta's num_frames,
+    fps, height, width and duration_s (or duration) columns, and probe the file for rows that lack
+    them; a file that cannot be read fails them. --dedup keeps the rows `vidscore dedup` marked
+    dup_keep.
+    """
     from vidscore_core.filtering import FilterSpec, filter_meta_file
 
     try:
-        spec = FilterSpec(aesmin=aesmin, flowmin=flowmin, flowmax=flowmax, matchmin=matchmin)
-        out, kept, total = filter_meta_file(meta, spec, output=output)
+        spec = FilterSpec(aesmin=aesmin, flowmin=flowmin, flowmax=flowmax, matchmin=matchmin, fmin=fmin,
+                          fmax=fmax, fpsmax=fpsmax, hwmax=hwmax, aspect_min=aspect_min, aspect_max=aspect_max,
+                          duration_min=duration_min, duration_max=duration_max, dedup=dedup)  # fmt: skip
+        out, kept, total = filter_meta_file(meta, spec, output=output, probe_workers=probe_workers,
+                                            notify=click.echo)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:  # MetaError is a ValueError
         _fail(str(exc))
     click.echo(f"wrote {out}: kept {kept} of {total} rows")
+
+
+@main.command()
+@click.argument("meta", type=click.Path(path_type=Path))
+@click.option("--threshold", type=float, default=0.98, show_default=True,
+              help="Cosine of the 50% frame CLIP embeddings at or above which two clips are near-duplicates.")  # fmt: skip
+@click.option("--any-resolution", is_flag=True,
+              help="Also group clips of different resolutions (default: equal width x height only, as Open-Sora).")  # fmt: skip
+@click.option("--output", type=click.Path(path_type=Path), help="Output file (default META_dedup.csv).")
+@click.option("--bs", "batch_size", type=int, default=16, show_default=True, help="Clips per model batch.")
+@click.option("--num-workers", type=int, default=2, show_default=True, help="Decoding worker processes.")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $VIDSCORE_DEVICE or auto).")
+@click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
+def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, device, decode_timeout) -> None:
+    """Mark near-duplicate clips of META: writes META_dedup.csv with dup_group and dup_keep.
+
+    Clips whose 50% frame CLIP embeddings have cosine >= --threshold (and, unless --any-resolution, the
+    same resolution) form one group; dup_keep marks one clip per group (the highest aes when META has
+    an aes column) and dup_group names that clip's path. Embeddings come from the platform's
+    clip_embeddings table when it has every clip, else they are computed. A clip that cannot be read
+    is kept with an empty dup_group. `vidscore filter META_dedup.csv --dedup` keeps one clip per group.
+    """
+    from vidscore_core import weights as w
+    from vidscore_core.dedup_csv import check_threshold, dedup_meta_file
+    from vidscore_core.meta import MetaError
+    from vidscore_core.scoring.options import JobOptions
+
+    settings = _settings()
+    try:
+        check_threshold(threshold)
+        with _progress_bar("dedup") as progress:
+            options = JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
+                                 decode_timeout_s=decode_timeout, progress=progress)  # fmt: skip
+            out, summary = dedup_meta_file(meta, settings, options, threshold=threshold,
+                                           same_resolution=not any_resolution, output=output)  # fmt: skip
+    except (MetaError, w.WeightsMissingError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(f"wrote {out}: {summary.line()}")
 
 
 # -- platform ------------------------------------------------------------------------------------
@@ -331,12 +390,17 @@ def demo(folder) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(port, host) -> None:
     """Start `dagster dev` (webserver + daemon) on the instance the CLI uses."""
+    from vidscore_core.views import ViewsNotWritten, write_views
     from vidscore_dagster.runner import ensure_dagster_home, set_pool_limits
 
     _check_port_free(host, port)
     settings = _settings()
     home = ensure_dagster_home(settings)
     set_pool_limits()
+    try:  # the SQL views, so `vidscore sql` and DuckDB clients work before the first ingest finishes
+        write_views(settings)
+    except ViewsNotWritten as exc:
+        click.echo(f"note: views in {settings.db_path} not refreshed: {exc}", err=True)
     workspace = _write_workspace(home)
     click.echo(f"DAGSTER_HOME={home}; open http://{host}:{port}")
     # This interpreter's own dagster: works from .venv/bin/vidscore without activating the venv.
