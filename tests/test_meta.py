@@ -12,6 +12,8 @@ import pytest
 from vidscore_core.meta import (
     MetaError,
     batch_keys,
+    file_column_name,
+    input_column_name,
     read_meta,
     sanitize_key_part,
     split_batches,
@@ -171,3 +173,17 @@ def test_split_batches_covers_every_row_in_order(tmp_path: Path) -> None:
     assert [len(part) for _, part in parts] == [10, 10, 3]
     assert pd.concat([part for _, part in parts])["meta_row"].tolist() == list(range(23))
     assert len(split_batches(df, meta)) == 1
+
+
+def test_read_meta_keeps_colliding_columns_under_a_reversible_name(tmp_path):
+    meta = tmp_path / "m.csv"
+    pd.DataFrame({"path": ["a.mp4"], "video_id": ["v"], "meta_row": [7], "input:meta_row": [8], "k": [1]}).to_csv(
+        meta, index=False
+    )
+    df = read_meta(meta)
+    assert df["input:video_id"].tolist() == ["v"] and df["input:meta_row"].tolist() == [7]
+    assert df["input:input:meta_row"].tolist() == [8] and df["meta_row"].tolist() == [0]
+    assert df["video_id"].tolist() != ["v"]
+    own = [c for c in df.columns if c not in ("path_original", "video_id", "meta_row")]
+    assert [file_column_name(c) for c in own] == ["path", "video_id", "meta_row", "input:meta_row", "k"]
+    assert all(file_column_name(input_column_name(c)) == c for c in ("video_id", "input:x", "path", "k"))

@@ -1,10 +1,25 @@
 """The shared scoring engine.
 
-Every score (CLIP embeddings, flow) is a `Scorer`: how to turn one clip into a small array
-(decode + resize, in DataLoader worker processes), how to stack such arrays into a batch (also in
-the workers, so the batch arrives ready to pin), and how to run a batch through its model on the
-device (main process). The engine owns what is common: worker processes, per-clip error capture,
-pinned memory, inference mode, progress, and one result per input row in input order.
+Every score (CLIP embeddings, flow) is a `Scorer`: how to turn one clip into a small array (decode +
+resize, in supervised worker processes), how to stack such arrays into a batch, and how to run a
+batch through its model on the device (main process). The engine owns what is common: the worker
+processes, failures by kind, pinned memory, inference mode, progress, and one result per input row
+in input order.
+
+Failures by kind (DESIGN.md "Compute"):
+
+* a clip that cannot be read → its row's `error`, the batch goes on. That covers a media error
+  raised while preparing it (`DecodeError`, or any exception carrying a `reason` string), a worker
+  process that died on it (a decoder that aborted or segfaulted) and one that took longer than the
+  clip time limit (a hung decoder: the worker is killed). A dead or killed worker is replaced, and
+  every other clip's result is kept;
+* a model that flags one clip (a dict with an "error" key from `Scorer.run`) → that row's `error`;
+* anything else (an exception in `prepare`, `collate` or `run`) is a bug: it is raised, with the
+  worker's traceback, and never turned into error rows.
+
+Batches are the input order cut into `batch_size` clips (minus the ones that failed), so results do
+not depend on which worker finished first; workers decode up to `prefetch_batches` batches ahead,
+which bounds the memory that waiting payloads take.
 """
 
 from __future__ import annotations
@@ -13,14 +28,35 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+
+from vidscore_core.media.isolation import IsolatedPool, WorkerBug, error_reason, is_media_error
 
 log = logging.getLogger(__name__)
 
 Payload = TypeVar("Payload")
+
+__all__ = [
+    "Clip",
+    "ClipResult",
+    "EngineStats",
+    "ProgressFn",
+    "Sampler",
+    "Scorer",
+    "WorkerBug",
+    "clip_time_limit",
+    "error_reason",
+    "is_media_error",
+    "run_scorer",
+    "to_device",
+]
+
+# Grace on top of the sampler's own decode timeout before the worker is killed: the decode timeout
+# fires first with its clear reason; this limit catches what it cannot (a hang holding the GIL, or
+# outside the decoder), and leaves room for the resize (and DIS flow) after decoding.
+KILL_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -42,20 +78,12 @@ class ClipResult:
     error: str | None = None
 
 
-@dataclass
-class Batch:
-    """What a worker hands to the main process: the stacked payloads and the clips that failed."""
-
-    clips: list[Clip]
-    data: Any
-    failed: list[tuple[Clip, str]]
-
-
 class Sampler(Protocol[Payload]):
     """The half of a scorer that runs in worker processes: small, picklable, no model in it."""
 
     def prepare(self, clip: Clip) -> Payload:
-        """Decode and resize one clip; raise (any exception) to record an error for it."""
+        """Decode and resize one clip; raise a media error (`DecodeError`, or an exception with a
+        `reason`) to record an error for it. Any other exception is a bug and fails the run."""
 
     def collate(self, payloads: list[Payload]) -> Any:
         """Stack the payloads of one batch into tensors (CPU)."""
@@ -74,42 +102,6 @@ class Scorer(Protocol):
         """
 
 
-def error_reason(exc: BaseException) -> str:
-    """A short, single-line reason for a row's `error` column."""
-    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-    reason = " ".join(str(reason).split())
-    return reason[:500]
-
-
-class _ClipDataset(Dataset, Generic[Payload]):
-    def __init__(self, sampler: Sampler[Payload], clips: Sequence[Clip]) -> None:
-        self.sampler = sampler
-        self.clips = list(clips)
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> tuple[Clip, Any, str | None]:
-        clip = self.clips[i]
-        try:
-            return clip, self.sampler.prepare(clip), None
-        except Exception as exc:  # one bad clip never fails the batch
-            return clip, None, error_reason(exc)
-
-
-class _Collate:
-    """Picklable collate function (workers may be spawned)."""
-
-    def __init__(self, sampler: Sampler) -> None:
-        self.sampler = sampler
-
-    def __call__(self, items: list[tuple[Clip, Any, str | None]]) -> Batch:
-        good = [(clip, payload) for clip, payload, err in items if err is None]
-        failed = [(clip, err) for clip, _, err in items if err is not None]
-        data = self.sampler.collate([p for _, p in good]) if good else None
-        return Batch(clips=[c for c, _ in good], data=data, failed=failed)
-
-
 def to_device(data: Any, device: torch.device) -> Any:
     """Move nested tensors to the device; non-blocking when the source is pinned."""
     if isinstance(data, torch.Tensor):
@@ -121,6 +113,16 @@ def to_device(data: Any, device: torch.device) -> Any:
     return data
 
 
+def _pin(data: Any) -> Any:
+    if isinstance(data, torch.Tensor):
+        return data.pin_memory()
+    if isinstance(data, dict):
+        return {k: _pin(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(_pin(v) for v in data)
+    return data
+
+
 @dataclass
 class EngineStats:
     clips: int = 0
@@ -128,6 +130,8 @@ class EngineStats:
     batches: int = 0
     seconds: float = 0.0
     model_seconds: float = 0.0
+    crashed: int = 0  # clips whose decode worker died
+    hung: int = 0  # clips whose decode worker was killed for taking too long
 
     @property
     def clips_per_s(self) -> float:
@@ -135,6 +139,13 @@ class EngineStats:
 
 
 ProgressFn = Callable[[int, int], None]
+_AUTO = object()
+
+
+def clip_time_limit(sampler: object) -> float | None:
+    """The default limit per clip: the sampler's `decode_timeout_s` plus `KILL_GRACE_S` (None: none)."""
+    decode_timeout = getattr(sampler, "decode_timeout_s", None)
+    return None if decode_timeout is None else float(decode_timeout) + KILL_GRACE_S
 
 
 def run_scorer(
@@ -146,42 +157,87 @@ def run_scorer(
     num_workers: int = 2,
     progress: ProgressFn | None = None,
     stats: EngineStats | None = None,
+    clip_timeout_s: float | None | object = _AUTO,
+    prefetch_batches: int = 2,
 ) -> list[ClipResult]:
-    """Score every clip; returns one `ClipResult` per clip, in input order."""
+    """Score every clip; returns one `ClipResult` per clip, in input order.
+
+    Clips are prepared in `num_workers` supervised worker processes (at least one: decoding never
+    runs in this process, so no decoder can take it down). `clip_timeout_s` bounds the time one clip
+    may hold a worker (default: `clip_time_limit(scorer.sampler)`; None: no limit). `progress(done,
+    total)` is called with (0, total) before any work, then once per clip as its result is known.
+    Raises `WorkerBug` (or the model's exception) for a bug; see the module doc.
+    """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     clips = list(clips)
+    total = len(clips)
     stats = stats if stats is not None else EngineStats()
     torch_device = torch.device(device)
-    loader = DataLoader(
-        _ClipDataset(scorer.sampler, clips),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=max(0, num_workers),
-        collate_fn=_Collate(scorer.sampler),
-        pin_memory=torch_device.type == "cuda",
-        prefetch_factor=4 if num_workers > 0 else None,
-        persistent_workers=False,
-    )
+    limit = clip_time_limit(scorer.sampler) if clip_timeout_s is _AUTO else clip_timeout_s
+    window = batch_size * (1 + max(0, prefetch_batches))  # clips submitted ahead of the current batch
+
     results: dict[int, ClipResult] = {}
-    started = time.perf_counter()
+    ready: dict[int, Any] = {}  # position in `clips` → payload, until its batch runs
     done = 0
-    with torch.inference_mode():
-        for batch in loader:
-            stats.batches += 1
-            for clip, reason in batch.failed:
-                results[clip.index] = ClipResult(clip, error=reason)
-            if batch.clips:
-                t0 = time.perf_counter()
-                values = scorer.run(to_device(batch.data, torch_device), batch.clips)
-                stats.model_seconds += time.perf_counter() - t0
-                for clip, vals in zip(batch.clips, values, strict=True):
-                    error = vals.pop("error", None) if isinstance(vals, dict) else None
-                    results[clip.index] = ClipResult(clip, values=vals, error=error)
-            done += len(batch.clips) + len(batch.failed)
+    started = time.perf_counter()
+
+    def finished(count: int = 1) -> None:
+        nonlocal done
+        for _ in range(count):
+            done += 1
             if progress is not None:
-                progress(done, len(clips))
-    stats.clips += len(clips)
+                progress(done, total)
+
+    if progress is not None:
+        progress(0, total)
+    if total:
+        with (
+            IsolatedPool(scorer.sampler.prepare, workers=num_workers, timeout_s=limit) as pool,
+            torch.inference_mode(),
+        ):
+            submitted = 0
+            for start in range(0, total, batch_size):
+                members = range(start, min(start + batch_size, total))
+                while any(i not in ready and clips[i].index not in results for i in members):
+                    while submitted < min(total, start + window):
+                        pool.submit(submitted, clips[submitted])
+                        submitted += 1
+                    for outcome in pool.collect():
+                        if outcome.error is not None:
+                            clip = clips[outcome.key]
+                            results[clip.index] = ClipResult(clip, error=outcome.error)
+                            finished()
+                        else:
+                            ready[outcome.key] = outcome.value
+                good = [i for i in members if i in ready]
+                if good:
+                    _run_batch(scorer, [clips[i] for i in good], [ready.pop(i) for i in good],
+                               torch_device, stats, results)  # fmt: skip
+                    finished(len(good))
+            stats.crashed += pool.crashes
+            stats.hung += pool.hangs
+    stats.clips += total
     stats.errors += sum(1 for r in results.values() if r.error)
     stats.seconds += time.perf_counter() - started
     return [results[c.index] for c in clips]
+
+
+def _run_batch(
+    scorer: Scorer,
+    clips: list[Clip],
+    payloads: list[Any],
+    device: torch.device,
+    stats: EngineStats,
+    results: dict[int, ClipResult],
+) -> None:
+    data = scorer.sampler.collate(payloads)
+    if device.type == "cuda":
+        data = _pin(data)
+    stats.batches += 1
+    t0 = time.perf_counter()
+    values = scorer.run(to_device(data, device), clips)
+    stats.model_seconds += time.perf_counter() - t0
+    for clip, vals in zip(clips, values, strict=True):
+        error = vals.pop("error", None) if isinstance(vals, dict) else None
+        results[clip.index] = ClipResult(clip, values=vals, error=error)

@@ -19,6 +19,10 @@ CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
 DEFAULT_BATCH_SIZE = 5000
 ADDED_COLUMNS = ("path_original", "video_id", "meta_row")
+# A meta file's own column that is named like an added one keeps its values under this prefix (and so
+# does any column that already starts with it, which keeps the renaming reversible): see
+# `file_column_name`.
+INPUT_PREFIX = "input:"
 
 # pandas' default missing-value markers (read_csv docs). They stay in force for the user's own columns;
 # `path` and `text` only treat an empty cell as missing, so a caption such as "None" or "NA" survives.
@@ -53,8 +57,9 @@ def read_meta(
     """Read a CSV/TSV/Parquet meta file into one row per clip.
 
     Columns: every column of the file as it was, with `path` made absolute; `path_original` (the cell
-    as written), `video_id` and `meta_row` (0-based data row in the file) are added (and replace any
-    same-named input column). `text`, when present, holds str or None.
+    as written), `video_id` and `meta_row` (0-based data row in the file) are added. A column of the
+    file with one of those names is kept too, renamed to "input:<name>" (`file_column_name` gives
+    every column's name in the file back). `text`, when present, holds str or None.
 
     Relative paths are joined to `base_dir` when given. Otherwise to the first of: the meta file's
     folder, its parent folders (nearest first), the current directory, under which the most of the
@@ -84,7 +89,7 @@ def read_meta(
     )
     resolved = [os.path.abspath(os.path.join(base, p)) for p in originals]  # join keeps absolute paths
 
-    out = df.drop(columns=[c for c in ADDED_COLUMNS if c in df.columns])
+    out = df.rename(columns={c: input_column_name(c) for c in df.columns})
     out["path"] = pd.Series(resolved, index=out.index, dtype=object)
     if "text" in out.columns:
         out["text"] = pd.Series([_as_text(v) for v in out["text"].tolist()], index=out.index, dtype=object)
@@ -95,6 +100,33 @@ def read_meta(
         # One clip, one row: the first listing wins, later ones are the same video.
         out = out.drop_duplicates(subset="path", keep="first")
     return out.reset_index(drop=True)
+
+
+def input_column_name(name: object) -> object:
+    """The column name read_meta gives a column of the file: its own, unless it would collide with an
+    added column (or starts with the prefix that marks such a collision)."""
+    if isinstance(name, str) and (name in ADDED_COLUMNS or name.startswith(INPUT_PREFIX)):
+        return INPUT_PREFIX + name
+    return name
+
+
+def file_column_name(column: object) -> object:
+    """The name a column of read_meta's frame has in the meta file (undoes `input_column_name`).
+
+    Meant for the file's own columns (not the added ones): `path` and `text` are their own names.
+    """
+    if isinstance(column, str) and column.startswith(INPUT_PREFIX):
+        return column[len(INPUT_PREFIX) :]
+    return column
+
+
+def file_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Every row of a read_meta frame as the file had it: its own columns under their own names,
+    `path` as written, the added columns left out."""
+    own = df.drop(columns=[c for c in ADDED_COLUMNS if c in df.columns])
+    if "path_original" in df.columns:
+        own = own.assign(path=df["path_original"])
+    return own.rename(columns=file_column_name)
 
 
 def _load_table(meta_path: str) -> pd.DataFrame:

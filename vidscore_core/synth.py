@@ -234,3 +234,35 @@ def _row(
         "height": height,
         "expected_frames": frames,
     }
+
+
+def claim_avi_frame_count(source: str | os.PathLike[str], target: str | os.PathLike[str], frames: int) -> Path:
+    """Copy an AVI, patching its header to claim `frames` frames (a lying header, as in the wild).
+
+    Sets the main header's dwTotalFrames (`avih`) and the video stream header's dwLength (`strh` with
+    fccType `vids`); the frame data is untouched. A claim of 3,000,000,000 frames made decord abort
+    the process with std::bad_alloc.
+    """
+    import struct
+
+    if not 0 <= frames < 2**32:
+        raise ValueError(f"an AVI frame count is a 32-bit unsigned integer, got {frames}")
+    data = bytearray(Path(source).read_bytes())
+    if data[:4] != b"RIFF" or data[8:12] != b"AVI ":
+        raise ValueError(f"{source}: not an AVI (RIFF/AVI) file")
+    avih = data.find(b"avih")
+    if avih < 0:
+        raise ValueError(f"{source}: no avih header")
+    struct.pack_into("<I", data, avih + 8 + 16, frames)  # chunk id, size, then dwTotalFrames at +16
+    patched = False
+    at = data.find(b"strh")
+    while at >= 0:
+        if data[at + 8 : at + 12] == b"vids":
+            struct.pack_into("<I", data, at + 8 + 32, frames)  # dwLength at +32 of the strh data
+            patched = True
+        at = data.find(b"strh", at + 4)
+    if not patched:
+        raise ValueError(f"{source}: no video stream header")
+    target = Path(target)
+    target.write_bytes(bytes(data))
+    return target

@@ -9,7 +9,7 @@ from vidscore_core.media.decode import (
     is_image_path,
     read_frames,
 )
-from vidscore_core.media.probe import probe
+from vidscore_core.media.probe import probe, probe_many
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -19,5 +19,6 @@ __all__ = [
     "frame_indices_at",
     "is_image_path",
     "probe",
+    "probe_many",
     "read_frames",
 ]

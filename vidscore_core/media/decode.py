@@ -11,12 +11,18 @@ more frames than it holds is an error, never a shorter clip. Three decoders, tri
 * PyAV sequential: decodes everything, when neither of the others can.
 
 A frame that fails to decode raises `DecodeError`: no black, repeated or "nearest" frame is ever
-substituted.
+substituted. A verdict about the file itself (cut: fewer frames than the header declares, packets
+that stop short of the declared duration, an MPEG-TS that ends inside a packet; no video stream) is
+final: the next decoder is not tried, since it cannot mend the file and may crash on its lies.
+
+Decoders run in this process; `vidscore_core.media.isolation` runs them in supervised worker
+processes, so that one that aborts, segfaults or hangs costs one clip, not the caller.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,17 +53,27 @@ T = TypeVar("T")
 
 
 class DecodeError(Exception):
-    """A file that yields no trustworthy frames. `reason` is short and meant for an `error` column."""
+    """A file that yields no trustworthy frames. `reason` is short and meant for an `error` column.
 
-    def __init__(self, reason: str, details: dict[str, str] | None = None) -> None:
+    `final`: the verdict is about the file itself (cut, no video stream), not about one decoder's
+    limits, so no other decoder is tried: a second opinion cannot make a cut file whole, and a file
+    that lies in its header is exactly what crashes decord (a claimed 3e9 frames → std::bad_alloc).
+    """
+
+    def __init__(self, reason: str, details: dict[str, str] | None = None, *, final: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         # Per-backend messages, for debugging; `reason` is what users see.
         self.details = dict(details or {})
+        self.final = final
 
-    def __reduce__(self) -> tuple[type[DecodeError], tuple[str, dict[str, str]]]:
-        # Survives the trip back from a DataLoader worker process with its details.
-        return (type(self), (self.reason, self.details))
+    def __reduce__(self):
+        # Survives the trip back from a worker process with its details.
+        return (_rebuild_decode_error, (type(self), self.reason, self.details, self.final))
+
+
+def _rebuild_decode_error(cls: type[DecodeError], reason: str, details: dict[str, str], final: bool):
+    return cls(reason, details, final=final)
 
 
 @dataclass
@@ -73,7 +89,13 @@ class DecodedFrames:
 
 @dataclass
 class VideoHeader:
-    """What the container claims (PyAV); `declared_frames` is 0 when it does not say (Matroska)."""
+    """What the container claims (PyAV); `declared_frames` is 0 when it does not say (Matroska).
+
+    For containers without a frame count, the length they *declare* (not one FFmpeg estimated from
+    the timestamps it could read) is what a cut shows against: `declared_video_s` is the video
+    stream's own duration (Matroska's per-track DURATION tag), `declared_total_s` the container's
+    (Matroska's segment duration, all streams). `format` is FFmpeg's demuxer name.
+    """
 
     declared_frames: int = 0
     fps: float | None = None
@@ -81,6 +103,13 @@ class VideoHeader:
     height: int | None = None
     duration_s: float | None = None
     codec: str | None = None
+    format: str | None = None
+    declared_video_s: float | None = None
+    declared_total_s: float | None = None
+
+    @property
+    def declares_duration(self) -> bool:
+        return not self.declared_frames and (self.declared_video_s or self.declared_total_s) is not None
 
 
 @dataclass
@@ -249,6 +278,7 @@ def decode_video(
     `verify_last` also decodes the last frame (probe's check that the count is real).
     """
     header = header if header is not None else read_header(path)
+    _check_transport_stream(path, header)
     details: dict[str, str] = {}
     failure: DecodeError | None = None
     for name in backends:
@@ -261,7 +291,9 @@ def decode_video(
                 result = _decode_with_pyav(path, header, want)
         except DecodeError as exc:
             details[name] = exc.reason
-            # A structural verdict (truncated, no video stream) is more useful than a decord crash text.
+            if exc.final:  # a verdict about the file: no other decoder gets to try (and crash) on it
+                raise DecodeError(exc.reason, details, final=True) from None
+            # PyAV's reason (FFmpeg's own message) is more useful than a decord crash text.
             if failure is None or name == "pyav":
                 failure = exc
             continue
@@ -288,23 +320,162 @@ def read_header(path: str) -> VideoHeader:
                 duration = container.duration / 1_000_000  # AV_TIME_BASE
             else:
                 duration = None
+            declared_frames = max(int(stream.frames or 0), 0)
+            fmt = container.format.name if container.format is not None else None
+            declared_video = declared_total = None
+            if not declared_frames and fmt and "matroska" in fmt.split(","):
+                # Matroska writes its durations into the header when the file is finished; FFmpeg
+                # does not estimate them. Other containers without a count (MPEG-TS) have none.
+                declared_video = _parse_duration_tag(stream.metadata.get("DURATION"))
+                if declared_video is None and container.duration is not None:
+                    declared_total = container.duration / 1_000_000
             return VideoHeader(
-                declared_frames=max(int(stream.frames or 0), 0),
+                declared_frames=declared_frames,
                 fps=float(rate) if rate else None,
                 width=stream.codec_context.width or None,
                 height=stream.codec_context.height or None,
                 duration_s=duration,
                 codec=stream.codec_context.name,
+                format=fmt,
+                declared_video_s=declared_video,
+                declared_total_s=declared_total,
             )
     except (av.FFmpegError, OSError, ValueError):
         return VideoHeader()
+
+
+_DURATION_TAG = re.compile(r"^\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)\s*$")
+
+
+def _parse_duration_tag(value: str | None) -> float | None:
+    """Seconds of a Matroska DURATION tag ("HH:MM:SS.nnnnnnnnn"); None when absent or malformed."""
+    match = _DURATION_TAG.match(value or "")
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+# A cut is told from timing jitter by this margin: the declared length may exceed what the packets
+# cover by up to two frame durations (or 0.1 s) in an intact file (rounding, last-frame durations).
+_DURATION_SLACK_FRAMES = 2
+_DURATION_SLACK_S = 0.1
+
+
+@dataclass
+class PacketSpan:
+    """How far the demuxed packets reach, in seconds: the video stream's and all streams' (audio too)."""
+
+    video_start: float | None = None
+    video_end: float | None = None
+    all_start: float | None = None
+    all_end: float | None = None
+
+    def add(self, packet, is_video: bool) -> None:
+        if packet.pts is None or packet.time_base is None:
+            return
+        start = float(packet.pts * packet.time_base)
+        end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+        self.all_start = start if self.all_start is None else min(self.all_start, start)
+        self.all_end = end if self.all_end is None else max(self.all_end, end)
+        if is_video:
+            self.video_start = start if self.video_start is None else min(self.video_start, start)
+            self.video_end = end if self.video_end is None else max(self.video_end, end)
+
+    @staticmethod
+    def _reach(start: float | None, end: float | None) -> float | None:
+        # Lenient on purpose: the end timestamp, or the span when the stream starts before 0.
+        return None if end is None else end - min(start or 0.0, 0.0)
+
+    @property
+    def video_s(self) -> float | None:
+        return self._reach(self.video_start, self.video_end)
+
+    @property
+    def all_s(self) -> float | None:
+        return self._reach(self.all_start, self.all_end)
+
+
+def _check_duration(header: VideoHeader, n: int, span: PacketSpan) -> None:
+    """For containers without a frame count: a file whose packets stop well before the duration its
+    header declares was cut (a copy or download that stopped), even though every packet left decodes."""
+    if not header.declares_duration:
+        return
+    frame_s = 1.0 / header.fps if header.fps else 0.0
+    slack = max(_DURATION_SLACK_FRAMES * frame_s, _DURATION_SLACK_S)
+    if header.declared_video_s is not None:
+        declared, seen, what = header.declared_video_s, span.video_s, "of video"
+    else:
+        declared, seen, what = header.declared_total_s, span.all_s, "in all"
+    if declared is None or seen is None or declared - seen <= slack:
+        return
+    raise DecodeError(
+        f"truncated: container declares {declared:.3f} s {what}, only {n} frames ({seen:.3f} s) present",
+        final=True,
+    )
+
+
+def packet_span(path: str) -> tuple[int, PacketSpan]:
+    """Video packets (with data) and the reach of all packets, demuxed without decoding."""
+    import av
+
+    span = PacketSpan()
+    count = 0
+    try:
+        with av.logging.Capture(), av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                return 0, span
+            for packet in container.demux():
+                if not packet.size:
+                    continue
+                is_video = packet.stream.index == stream.index
+                count += is_video
+                span.add(packet, is_video)
+    except av.FFmpegError:
+        pass  # a demuxing error ends the span where it happened: that is the part that is there
+    return count, span
+
+
+_TS_SYNC = 0x47
+_TS_PACKET_SIZES = ((188, 0), (192, 4), (204, 0))  # (packet size, offset of the sync byte)
+
+
+def _ts_packet_size(path: str) -> int | None:
+    """The packet size of an MPEG transport stream (188; 192 for M2TS; 204 with FEC), from sync bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(204 * 4 + 4)
+    for size, offset in _TS_PACKET_SIZES:
+        positions = range(offset, len(head), size)
+        if len(positions) >= 2 and all(head[i] == _TS_SYNC for i in positions):
+            return size
+    return None
+
+
+def _check_transport_stream(path: str, header: VideoHeader) -> None:
+    """MPEG-TS declares neither a frame count nor a duration (FFmpeg estimates one from the last
+    timestamps it finds, so a cut file looks consistent). What does show a cut: a transport stream
+    is a sequence of whole fixed-size packets, and a cut at an arbitrary byte ends inside one.
+    (A cut that happens to fall on a packet boundary cannot be told from a shorter recording.)"""
+    if header.format != "mpegts":
+        return
+    size = os.path.getsize(path)
+    packet = _ts_packet_size(path)
+    if packet and size % packet:
+        raise DecodeError(
+            f"truncated: MPEG-TS file ends inside a packet ({size} bytes is not a whole number of "
+            f"{packet}-byte packets)",
+            final=True,
+        )
 
 
 def _check_declared(header: VideoHeader, n: int, what: str) -> None:
     # A header count above what the file holds means data is missing (a cut download or copy). Using
     # the smaller count would move every int(p * n) frame, so the clip is refused instead.
     if header.declared_frames and n < header.declared_frames:
-        raise DecodeError(f"truncated: container declares {header.declared_frames} frames, only {n} {what}")
+        raise DecodeError(
+            f"truncated: container declares {header.declared_frames} frames, only {n} {what}", final=True
+        )
 
 
 def _frames_to_decode(header: VideoHeader, n: int, wanted: list[int], verify_last: bool) -> set[int]:
@@ -326,6 +497,8 @@ def _decode_with_decord(path: str, header: VideoHeader, want: Want, verify_last:
         import decord
     except ImportError:
         raise DecodeError("decord is not installed") from None
+    if header.declares_duration:  # decord's count alone cannot show a cut: check before it reads
+        _check_duration(header, *packet_span(path))
     try:
         reader = decord.VideoReader(path, num_threads=1, fault_tol=_DECORD_NO_SUBSTITUTION)
         # decord's len() counts the stream's packets, demuxed when the reader opens.
@@ -358,16 +531,27 @@ def _decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool
         with av.logging.Capture(), av.open(path) as container:
             stream = container.streams.best("video")
             if stream is None:
-                raise DecodeError("no video stream")
+                raise DecodeError("no video stream", final=True)
             ctx = stream.codec_context
             if ctx.pix_fmt not in SPARSE_PIXEL_FORMATS or ctx.color_range == _FULL_RANGE:
                 raise DecodeError(f"sparse decoding does not take {ctx.pix_fmt} (range {ctx.color_range})")
-            packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.size]
+            span = PacketSpan()
+            packets = []
+            # Containers that declare a duration but no count: all streams are demuxed (the same bytes
+            # are read either way) so the packets' reach can be held against the declared duration.
+            for packet in container.demux() if header.declares_duration else container.demux(stream):
+                if not packet.size:
+                    continue
+                is_video = packet.stream.index == stream.index
+                span.add(packet, is_video)
+                if is_video:
+                    packets.append((packet.pts, packet.is_keyframe))
             order = sorted(pts for pts, _ in packets if pts is not None)
             if len(order) != len(packets) or len(set(order)) != len(order):
                 raise DecodeError("packets without distinct timestamps")
             n = len(order)
             _check_declared(header, n, "present")
+            _check_duration(header, n, span)
             if n == 0:
                 raise DecodeError("no video frames")
             wanted = want(n)
@@ -450,6 +634,8 @@ def _decode_with_pyav(path: str, header: VideoHeader, want: Want) -> VideoResult
     """Sequential decode of the whole stream: it counts the frames that really decode (the verified n)
     and converts only the wanted ones. A second pass happens only when the provisional count was wrong."""
     _enable_ffmpeg_error_log()
+    if header.declares_duration:
+        _check_duration(header, *packet_span(path))
     guess = header.declared_frames or count_packets(path)
     wanted = set(want(guess)) if guess else set()
     n, got = _pyav_pass(path, header, wanted)

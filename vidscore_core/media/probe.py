@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image
@@ -78,3 +79,53 @@ def _probe_video(path: str, info: dict[str, Any]) -> None:
     info["num_frames"] = result.num_frames
     if result.frames:  # the decoded size is the truth (the header may describe a different stream)
         info["height"], info["width"] = (int(v) for v in result.frames[0].shape[:2])
+
+
+# A probe's own decode timeout fires first (with its reason); this bounds what it cannot stop.
+PROBE_KILL_GRACE_S = 30.0
+
+
+def probe_many(
+    paths: Sequence[str | os.PathLike[str]], *, workers: int = 4, timeout_s: float | None = 60.0
+) -> list[dict[str, Any]]:
+    """`probe` for each path, in order, in supervised worker processes (`media.isolation`).
+
+    A file whose decoder aborts, segfaults or hangs gets a dict with the `error` ("decoder crashed:
+    worker process killed by SIGABRT (Aborted)", "decoder hung: ...") instead of taking the caller
+    down; every other file is probed as usual.
+    """
+    from vidscore_core.media.isolation import IsolatedPool
+
+    paths = [os.fspath(p) for p in paths]
+    infos: list[dict[str, Any] | None] = [None] * len(paths)
+    limit = None if timeout_s is None else timeout_s + PROBE_KILL_GRACE_S
+    task = _Probe(timeout_s)
+    with IsolatedPool(task, workers=min(max(1, workers), max(1, len(paths))), timeout_s=limit) as pool:
+        for i, path in enumerate(paths):
+            pool.submit(i, path)
+        while pool.pending:
+            for outcome in pool.collect():
+                if outcome.error is None:
+                    infos[outcome.key] = outcome.value
+                else:
+                    infos[outcome.key] = _failed(paths[outcome.key], outcome.error)
+    return [info if info is not None else _failed(p, "not probed") for info, p in zip(infos, paths, strict=True)]
+
+
+class _Probe:
+    """Picklable probe with a fixed timeout (what the workers run)."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+
+    def __call__(self, path: str) -> dict[str, Any]:
+        return probe(path, timeout_s=self.timeout_s)
+
+
+def _failed(path: str, reason: str) -> dict[str, Any]:
+    info: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
+    info["exists"] = os.path.exists(path)
+    if info["exists"] and os.path.isfile(path):
+        info["size_bytes"] = os.path.getsize(path)
+    info["error"] = reason
+    return info

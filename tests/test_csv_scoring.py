@@ -1,0 +1,100 @@
+"""Open-Sora style scoring of a meta file: every input row and column survives, each caption is scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fixture_env import fixture_model_env
+
+from vidscore_core.csv_scoring import input_rows, score_meta_file
+from vidscore_core.scoring.options import JobOptions
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch, fixtures):
+    from vidscore_core.settings import Settings
+
+    monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VIDSCORE_MODELS_DIR", str(tmp_path / "models"))
+    for name, value in fixture_model_env(fixtures).items():
+        monkeypatch.setenv(name, value)
+    return Settings.from_env()
+
+
+def options(**kw) -> JobOptions:
+    return JobOptions(device="cpu", num_workers=1, batch_size=4, **kw)
+
+
+def test_a_clip_listed_with_two_captions_gets_each_captions_score(settings, fixtures, tmp_path):
+    clip = str(fixtures / "media/pan_hubble_right_5px.mp4")
+    captions = ["a starry night sky full of distant galaxies", "a red double-decker bus in the rain"]
+    meta = tmp_path / "pairs.csv"
+    pd.DataFrame({"path": [clip, clip, clip], "text": [captions[0], captions[1], captions[0]]}).to_csv(meta, index=False)
+    out, summary = score_meta_file("matching", meta, settings, options())
+    scored = pd.read_csv(out)
+    assert summary == "3 scored, 0 with errors" and scored["text"].tolist() == [*captions, captions[0]]
+    assert scored.loc[0, "match"] != scored.loc[1, "match"]
+    assert scored.loc[0, "match"] == scored.loc[2, "match"]
+    # Each pair's score is the one that caption gets when it is the clip's only row.
+    for i, caption in enumerate(captions):
+        alone = tmp_path / f"alone{i}.csv"
+        pd.DataFrame({"path": [clip], "text": [caption]}).to_csv(alone, index=False)
+        single = pd.read_csv(score_meta_file("matching", alone, settings, options())[0])
+        assert scored.loc[i, "match"] == pytest.approx(single.loc[0, "match"], abs=1e-6)
+
+
+def test_a_clip_is_decoded_once_whatever_its_captions(settings, fixtures, tmp_path, monkeypatch):
+    from vidscore_core.scoring import jobs
+
+    calls: list[int] = []
+    real = jobs.run_scorer
+
+    def counting(scorer, clips, **kw):
+        calls.append(len(list(clips)))
+        return real(scorer, clips, **kw)
+
+    monkeypatch.setattr(jobs, "run_scorer", counting)
+    clip = str(fixtures / "media/pan_hubble_right_5px.mp4")
+    meta = tmp_path / "pairs.csv"
+    pd.DataFrame({"path": [clip] * 4, "text": ["one", "two", "three", "four"]}).to_csv(meta, index=False)
+    scored = pd.read_csv(score_meta_file("matching", meta, settings, options())[0])
+    assert calls == [1] and scored["match"].nunique() == 4
+
+
+def test_every_input_column_survives_whatever_its_name(settings, fixtures, tmp_path):
+    media = fixtures / "media"
+    source = pd.DataFrame(
+        {
+            "video_id": ["mine-1", "mine-2", "mine-3"],
+            "path": [str(media / "pan_hubble_right_5px.mp4"), str(media / "image_colorwheel.jpg"),
+                     str(media / "pan_hubble_right_5px.mp4")],  # fmt: skip
+            "meta_row": [10, 20, 30],
+            "text": ["galaxies", "a colour wheel", "galaxies again"],
+            "path_original": ["s3://bucket/a.mp4", "s3://bucket/b.jpg", "s3://bucket/a.mp4"],
+            "input:video_id": ["x", "y", "z"],
+        }
+    )
+    meta = tmp_path / "named.csv"
+    source.to_csv(meta, index=False)
+    for task, column in (("aesthetic", "aes"), ("matching", "match")):
+        scored = pd.read_csv(score_meta_file(task, meta, settings, options())[0])
+        assert list(scored.columns) == [*source.columns, column, f"{column}_error"], task
+        pd.testing.assert_frame_equal(scored[source.columns], source)
+        assert scored[column].notna().all(), scored[f"{column}_error"].tolist()
+    raw, ids = input_rows(meta)
+    pd.testing.assert_frame_equal(raw, source, check_dtype=False)
+    assert ids[0] == ids[2] != ids[1] and ids[0] != "mine-1"
+
+
+def test_filter_keeps_a_video_id_column_too(tmp_path):
+    from vidscore_core.filtering import FilterSpec, filter_meta_file
+
+    scored = tmp_path / "m_aes.csv"
+    pd.DataFrame({"path": ["a.mp4", "b.mp4"], "video_id": ["mine-a", "mine-b"], "aes": [5.0, 3.0]}).to_csv(
+        scored, index=False
+    )
+    out, kept, total = filter_meta_file(scored, FilterSpec(aesmin=4.0), output=tmp_path / "kept.csv")
+    got = pd.read_csv(Path(out))
+    assert (kept, total) == (1, 2) and got["video_id"].tolist() == ["mine-a"]
