@@ -354,7 +354,9 @@ def test_score_assets_carry_automation_and_a_grouping_backfill_policy():
 def test_a_multi_partition_run_publishes_every_partition(home, corpus):
     """What a backfill with BackfillPolicy.multi_run launches: one run over a range of batches."""
     from vidscore_dagster.defs.ingest.assets import videos
-    from vidscore_dagster.defs.scores.assets import flow_scores
+    from vidscore_dagster.defs.scores.assets import score_assets
+
+    (flow_scores,) = [a for a in score_assets if dg.AssetKey("flow_scores") in a.keys]
 
     settings, store = home
     instance = dg.DagsterInstance.ephemeral()

@@ -92,7 +92,7 @@ def test_filter_on_a_missing_file_or_column(tmp_path: Path) -> None:
 
 def test_usage_errors_are_one_line_too(tmp_path: Path, scored_meta: Path) -> None:
     line = one_error_line(run(["score", "aesthetics", str(scored_meta)], tmp_path), 2)
-    assert "'aesthetics' is not one of 'all', 'aesthetic', 'flow', 'matching'" in line
+    assert "'aesthetics' is not one of 'all', 'aesthetic', 'matching', 'flow'" in line
     assert "vidscore score --help" in line
     line = one_error_line(run(["filter", str(scored_meta), "--aesmin", "five"], tmp_path), 2)
     assert "'five' is not a valid float" in line

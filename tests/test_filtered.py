@@ -61,7 +61,7 @@ def test_filter_agrees_with_independent_sql_and_presets_coexist(scored):
 
     # Exports in Open-Sora's meta format, with the input's other columns.
     export = pd.read_csv(settings.exports_dir / "filtered_strict.csv")
-    assert list(export.columns[:5]) == ["path", "text", "aes", "flow", "match"]
+    assert list(export.columns[:5]) == ["path", "text", "aes", "match", "flow"]
     assert {"kind", "gt_flow"} <= set(export.columns)
     assert sorted(export["path"]) == sorted(kept["path"])
     assert len(pd.read_parquet(settings.exports_dir / "filtered_strict.parquet")) == len(kept)

@@ -88,9 +88,10 @@ def test_a_backfill_range_passes_its_checks_while_a_user_holds_the_database(four
         session.wait(timeout=60)
 
 
-def test_a_one_field_override_keeps_every_other_setting(four_batches, tmp_path):
+def test_a_one_field_override_keeps_every_other_setting(four_batches, tmp_path, monkeypatch):
     """The launchpad's per-run config of one resource field leaves the others as deployed."""
     settings, store, instance, keys, _ = four_batches
+    monkeypatch.chdir(tmp_path)  # a fallback to the default ./.vidscore would land here
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance,
         partition_key=keys[0],
@@ -106,7 +107,7 @@ def test_a_one_field_override_keeps_every_other_setting(four_batches, tmp_path):
     rows = store.read("flow_scores", [keys[0]])
     # Still the deployment's tables (VIDSCORE_HOME) and flow backend (VIDSCORE_FLOW_BACKEND=dis).
     assert len(rows) == 2 and set(rows["backend"]) == {"dis"}
-    assert not (Path.cwd() / ".vidscore").exists()
+    assert not (tmp_path / ".vidscore").exists()
     event = instance.get_latest_materialization_event(dg.AssetKey("flow_scores"))
     assert event.asset_materialization.metadata["dagster/uri"].value == store.table_dir("flow_scores")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from vidscore_core.filtering import FilterSpec
+from vidscore_core.schema import quote_ident
+from vidscore_core.scores import SCORES
 from vidscore_core.store import TableStore
 
 # Named presets users can pick without typing thresholds, in the real models' units (README, "What
@@ -19,17 +21,16 @@ PRESETS: dict[str, FilterSpec] = {
     "curated": FilterSpec(aesmin=5.0, flowmin=0.5, flowmax=100.0, matchmin=20.0, fmin=16, dedup=True),
 }
 
-CANDIDATES_SQL = """
-SELECT v.video_id, v.batch, v.path, v.text, a.aes, f.flow, m."match", v.extra
-FROM videos v
-LEFT JOIN aesthetic_scores a USING (video_id, batch)
-LEFT JOIN flow_scores f USING (video_id, batch)
-LEFT JOIN matching_scores m USING (video_id, batch)
-{dedup_join}
+_SCORE_SELECT = ", ".join(f"{s.alias}.{quote_ident(s.column)}" for s in SCORES)
+_SCORE_JOINS = "\n".join(f"LEFT JOIN {s.table} {s.alias} USING (video_id, batch)" for s in SCORES)
+CANDIDATES_SQL = (
+    f"SELECT v.video_id, v.batch, v.path, v.text, {_SCORE_SELECT}, v.extra\nFROM videos v\n{_SCORE_JOINS}\n"
+    + """{dedup_join}
 WHERE v.error IS NULL AND ({predicate})
 QUALIFY row_number() OVER (PARTITION BY v.video_id ORDER BY v.batch) = 1
 ORDER BY v.batch, v.meta_row
 """
+)
 
 
 def select_rows(store: TableStore, spec: FilterSpec) -> pd.DataFrame:
@@ -47,15 +48,16 @@ def select_rows(store: TableStore, spec: FilterSpec) -> pd.DataFrame:
 
 def source_counts(store: TableStore) -> dict[str, int]:
     counts = store.query_df(
-        "SELECT (SELECT count(*) FROM videos) AS videos, (SELECT count(aes) FROM aesthetic_scores) AS aes, "
-        '(SELECT count(flow) FROM flow_scores) AS flow, (SELECT count("match") FROM matching_scores) AS "match"'
+        "SELECT (SELECT count(*) FROM videos) AS videos, "
+        + ", ".join(f"(SELECT count({quote_ident(s.column)}) FROM {s.table}) AS {quote_ident(s.column)}"
+                    for s in SCORES)  # fmt: skip
     ).iloc[0]
     return {k: int(v) for k, v in counts.items()}
 
 
 def export_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """Open-Sora's meta format: path, text, aes, flow, match, then the input's other columns."""
-    out = rows[["path", "text", "aes", "flow", "match"]].reset_index(drop=True)
+    """Open-Sora's meta format: path, text, the scores (aes, match, flow), then the input's other columns."""
+    out = rows[["path", "text", *(s.column for s in SCORES)]].reset_index(drop=True)
     extras = pd.DataFrame([json.loads(e) if isinstance(e, str) else {} for e in rows["extra"]])
     extras = extras[[c for c in extras.columns if c not in out.columns]]
     return pd.concat([out, extras], axis=1)

@@ -12,12 +12,14 @@ from typing import Any
 
 import pandas as pd
 
-# (spec field, score column, comparison) in Open-Sora datautil's naming order.
-BOUNDS: tuple[tuple[str, str, str], ...] = (
-    ("aesmin", "aes", ">="),
-    ("matchmin", "match", ">="),
-    ("flowmin", "flow", ">="),
-    ("flowmax", "flow", "<="),
+from vidscore_core.scores import SCORES
+
+# (spec field, score column, comparison), from the score registry, in Open-Sora datautil's order.
+BOUNDS: tuple[tuple[str, str, str], ...] = tuple(
+    (flag, score.column, op)
+    for score in SCORES
+    for flag, op in ((score.lower, ">="), (score.upper, "<="))
+    if flag
 )
 # Technical limits: (spec field, derived column, comparison). The columns are computed from a clip's
 # metadata (`technical_columns`): frames, fps, height × width, aspect ratio = height / width (as in

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from vidscore_core.scores import SCORES
+
 # Bump when a change needs more than "add the missing columns".
 SCHEMA_VERSION = 2
 
@@ -70,34 +72,6 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("error", "VARCHAR"),
         *LINEAGE_COLUMNS,
     ],
-    "aesthetic_scores": [
-        *_KEY_COLUMNS,
-        ("aes", "DOUBLE"),
-        ("aes_frames", "DOUBLE[]"),
-        ("frame_indices", "INTEGER[]"),
-        ("num_frames", "INTEGER"),
-        ("error", "VARCHAR"),
-        *LINEAGE_COLUMNS,
-    ],
-    "flow_scores": [
-        *_KEY_COLUMNS,
-        ("flow", "DOUBLE"),
-        ("flow_pairs", "DOUBLE[]"),
-        ("frame_indices", "INTEGER[]"),
-        ("num_frames", "INTEGER"),
-        ("backend", "VARCHAR"),
-        ("error", "VARCHAR"),
-        *LINEAGE_COLUMNS,
-    ],
-    # `match` is an unreserved keyword in DuckDB: `SELECT match FROM matching_scores` works as is.
-    "matching_scores": [
-        *_KEY_COLUMNS,
-        ("match", "DOUBLE"),
-        ("frame_index", "INTEGER"),
-        ("num_frames", "INTEGER"),
-        ("error", "VARCHAR"),
-        *LINEAGE_COLUMNS,
-    ],
     # Partitioned by filter preset, not by batch: one preset's output spans all batches.
     "filtered_videos": [
         ("preset", "VARCHAR"),
@@ -132,27 +106,25 @@ TABLES["near_duplicates"] = [
     *LINEAGE_COLUMNS,
 ]
 
+# Each registered score's table: key, its columns, error, lineage (vidscore_core/scores.py).
+for _score in SCORES:
+    TABLES[_score.table] = [*_KEY_COLUMNS, *_score.columns, ("error", "VARCHAR"), *LINEAGE_COLUMNS]
+
 # The column whose value names a table's partition (what commit_partition replaces).
 PARTITION_KEYS: dict[str, str] = {
     "manifests": "batch",
     "videos": "batch",
     "clip_embeddings": "batch",
-    "aesthetic_scores": "batch",
-    "flow_scores": "batch",
-    "matching_scores": "batch",
     "filtered_videos": "preset",
     "near_duplicates": "scope",
+    **{score.table: "batch" for score in SCORES},
 }
 PARTITIONED_TABLES: frozenset[str] = frozenset(t for t, key in PARTITION_KEYS.items() if key == "batch")
 # Tables users query (a view each in vidscore.duckdb); `manifests` is the pipeline's own input.
 PUBLIC_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "manifests")
 
 # Score tables joined into `video_scores`: table -> (alias, score column, name of its error column there).
-SCORE_TABLES: dict[str, tuple[str, str, str]] = {
-    "aesthetic_scores": ("a", "aes", "aes_error"),
-    "flow_scores": ("f", "flow", "flow_error"),
-    "matching_scores": ("m", "match", "match_error"),
-}
+SCORE_TABLES: dict[str, tuple[str, str, str]] = {s.table: (s.alias, s.column, s.error_column) for s in SCORES}
 
 # videos columns left out of the view (lineage of the ingest, not of interest per video).
 _VIEW_SKIP = {"run_id", "code_version", "ingested_at"}

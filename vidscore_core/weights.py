@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from vidscore_core.lineage import file_sha256, package_version, record_sha256, sha256_cache_file
+from vidscore_core.scores import SCORES
+from vidscore_core.scores import get as get_score
 from vidscore_core.settings import AESTHETIC_FILE, CLIP_FILE, UNIMATCH_FILE, Settings
 
 log = logging.getLogger(__name__)
@@ -124,20 +126,14 @@ REGISTRY: dict[str, WeightFile] = {
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 # The model files each score needs. Flow with the weight-free OpenCV `dis` backend needs none.
-SCORE_WEIGHTS: dict[str, tuple[str, ...]] = {
-    "aesthetic": ("clip", "aesthetic"),
-    "matching": ("clip",),
-    "flow": ("unimatch",),
-}
+SCORE_WEIGHTS: dict[str, tuple[str, ...]] = {score.name: score.weights for score in SCORES}
 
 
 def needed_for(score: str, flow_backend: str = "unimatch") -> tuple[str, ...]:
     """The model files `score` ("aesthetic", "matching" or "flow") needs with the given flow backend."""
     if score not in SCORE_WEIGHTS:
         raise KeyError(f"unknown score {score!r}: choose one of {', '.join(SCORE_WEIGHTS)}")
-    if score == "flow" and flow_backend == "dis":
-        return ()
-    return SCORE_WEIGHTS[score]
+    return get_score(score).needed_weights(flow_backend)
 
 
 @dataclass(frozen=True)

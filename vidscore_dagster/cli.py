@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
+from vidscore_core import scores
 from vidscore_core.settings import Settings
 
-ASSET_ORDER = ("videos", "clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
+ASSET_ORDER = ("videos", "clip_embeddings", *(score.table for score in scores.SCORES))
 
 
 def _settings() -> Settings:
@@ -74,7 +75,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("task", metavar="SCORE", type=click.Choice(["all", "aesthetic", "flow", "matching"]))
+@click.argument("task", metavar="SCORE", type=click.Choice(["all", *scores.BY_NAME]))
 @click.argument("meta", type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path),
               help="Output file (default META_<score>.csv; META_scores.csv for `all`).")  # fmt: skip
@@ -127,7 +128,7 @@ def _score_all(meta: Path, settings: Settings, options, output: Path | None, bac
         click.echo(f"{name}: {summary}")
     for skipped in result.skipped:
         click.echo(f"{skipped.score}: skipped: {skipped.reason}")
-    columns = ", ".join({"aesthetic": "aes", "flow": "flow", "matching": "match"}[s] for s in result.scored)
+    columns = ", ".join(scores.get(s).column for s in result.scored)
     click.echo(f"wrote {result.output}: {result.rows} rows with {columns}")
 
 

@@ -104,17 +104,16 @@ def ingest_meta_file(
 def available_assets(settings: Settings, flow_backend: str | None = None) -> list[str]:
     """The batch assets whose model files are present (flow: the configured backend's), in order."""
     from vidscore_core import weights
+    from vidscore_core.scores import SCORES
     from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
 
-    names = ["videos"]
-    have = {row["name"]: row["present"] for row in weights.status(settings, compute_sha256=False)}
-    if have["clip"]:
-        names += ["clip_embeddings", "matching_scores"]
-        if have["aesthetic"]:
-            names.append("aesthetic_scores")
     backend = flow_backend or os.environ.get("VIDSCORE_FLOW_BACKEND") or "unimatch"
-    if backend == "dis" or have["unimatch"]:
-        names.append("flow_scores")
+    have = {row["name"] for row in weights.status(settings, compute_sha256=False) if row["present"]}
+    names = ["videos", *(["clip_embeddings"] if "clip" in have else [])]
+    for score in SCORES:
+        needs = set(score.needed_weights(backend)) | ({"clip"} if score.reads_embeddings else set())
+        if needs <= have:
+            names.append(score.table)
     return [n for n in BATCH_ASSETS if n in names]
 
 

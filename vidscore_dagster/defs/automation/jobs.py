@@ -6,10 +6,12 @@ import os
 
 import dagster as dg
 
+from vidscore_core.scores import SCORES
+
 SCORE_BATCH_JOB = "score_batch"
 INGEST_JOB = "ingest_meta_file"
 # In dependency order; a run may select a subset (the backfill schedule selects what is missing).
-BATCH_ASSETS = ("videos", "clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
+BATCH_ASSETS = ("videos", "clip_embeddings", *(score.table for score in SCORES))
 
 
 def run_executor() -> dg.ExecutorDefinition | None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from vidscore_core import lineage, weights
+from vidscore_core.scores import SCORES
 from vidscore_core.scoring import options
 from vidscore_core.settings import Settings
 from vidscore_core.store import TableStore
@@ -39,14 +40,12 @@ DEFAULT_RETRYABLE = (
     r"(?i)(timed out|timeout|out of memory|CUDA error|CUBLAS_STATUS_ALLOC_FAILED|"
     r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable)"
 )
-SCORE_TABLES = ("clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
-# What a re-run of an asset invalidates downstream (aesthetic and matching read clip_embeddings).
-DOWNSTREAM: dict[str, tuple[str, ...]] = {
-    "videos": SCORE_TABLES,
-    "clip_embeddings": ("aesthetic_scores", "matching_scores"),
-}
+SCORE_TABLES = ("clip_embeddings", *(score.table for score in SCORES))
+DERIVED = tuple(score.table for score in SCORES if score.reads_embeddings)
+# What a re-run of an asset invalidates downstream (derived scores read clip_embeddings).
+DOWNSTREAM: dict[str, tuple[str, ...]] = {"videos": SCORE_TABLES, "clip_embeddings": DERIVED}
 # An error in a derived score comes from the embedding it was computed from: retry both.
-RETRY_UPSTREAM: dict[str, str] = {"aesthetic_scores": "clip_embeddings", "matching_scores": "clip_embeddings"}
+RETRY_UPSTREAM: dict[str, str] = dict.fromkeys(DERIVED, "clip_embeddings")
 
 
 @dataclass(frozen=True)
@@ -70,23 +69,19 @@ def current_lineage(settings: Settings, flow_backend: str) -> tuple[dict[str, Ex
             notes.append(f"{name} weights unavailable ({type(exc).__name__}); not comparing their hash")
             return None
 
-    clip, aesthetic = sha("clip"), sha("aesthetic")
-    expected = {
-        "clip_embeddings": Expected(lineage.code_version(*options.CLIP_CODE), clip, clip is not None),
-        "matching_scores": Expected(lineage.code_version(*options.MATCHING_CODE), clip, clip is not None),
-        "aesthetic_scores": Expected(
-            lineage.code_version(*options.AESTHETIC_CODE),
-            options.combined_sha({"clip": clip, "aesthetic": aesthetic}) if clip and aesthetic else None,
-            bool(clip and aesthetic),
-        ),
-    }
-    if flow_backend == "unimatch":
-        unimatch = sha("unimatch")
-        expected["flow_scores"] = Expected(
-            lineage.code_version(*options.FLOW_CODE), unimatch, unimatch is not None, backend="unimatch"
-        )
-    else:  # weight-free backends store no hash: rows must have none
-        expected["flow_scores"] = Expected(lineage.code_version(*options.FLOW_CODE), None, True, flow_backend)
+    shas = {name: sha(name) for name in {"clip", *(w for score in SCORES for w in score.weights)}}
+
+    def expected_for(code: tuple[str, ...], names: tuple[str, ...], backend: str | None = None) -> Expected:
+        if not names:  # weight-free (e.g. the DIS flow backend) stores no hash: rows must have none
+            return Expected(lineage.code_version(*code), None, True, backend)
+        known = {n: shas[n] for n in names}
+        digest = options.combined_sha(known) if all(known.values()) else None
+        return Expected(lineage.code_version(*code), digest, digest is not None, backend)
+
+    expected = {"clip_embeddings": expected_for(options.CLIP_CODE, ("clip",))}
+    for score in SCORES:
+        backend = flow_backend if score.per_clip_backend else None
+        expected[score.table] = expected_for(score.code, score.needed_weights(flow_backend), backend)
     return expected, notes
 
 

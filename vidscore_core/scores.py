@@ -1,0 +1,138 @@
+"""The score registry: each score is declared once, here.
+
+A declaration says what a score is (its table, its columns, its unit), what it needs (model files,
+the modules whose source defines it), how it is computed (a producer, named by import path so this
+module stays light: Dagster's daemon and webserver import it), how to filter on it and what its
+values must satisfy. Derived from it: the table schemas and the `video_scores` view (schema.py),
+the filter bounds (filtering.py), the Dagster assets and their checks (vidscore_dagster/defs/
+scores), the staleness rules of the backfill schedule, the weights a run needs, and the CLI's
+`score` commands.
+
+Adding a score: its model file, a `Score(...)` below with its producer, and its tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vidscore_core.scoring import options
+
+
+@dataclass(frozen=True)
+class ValueCheck:
+    """A SQL predicate every scored row must satisfy (the asset check `<table>_<name>`)."""
+
+    name: str
+    predicate: str  # over the score's table; `?` parameters come from `params` (an import path)
+    description: str
+    blocking: bool = True
+    params: str | None = None  # "module:function" taking the resolved Settings, returning the parameters
+
+
+@dataclass(frozen=True)
+class Score:
+    name: str  # the CLI's name: `vidscore score <name>`
+    table: str  # its table and Dagster asset
+    column: str  # the score column (and its name in `video_scores`)
+    columns: tuple[tuple[str, str], ...]  # (name, DuckDB type): the score column first, then details
+    unit: str  # what the numbers mean, for docs and metadata
+    weights: tuple[str, ...]  # model files (vidscore_core.weights names)
+    code: tuple[str, ...]  # modules whose source defines the score: a change makes old rows stale
+    producer: str  # "module:function" (ScoreInputs) -> the table's rows for one batch
+    reads_embeddings: bool = False  # derived from `clip_embeddings` (else decodes the clips itself)
+    per_clip_backend: bool = False  # rows record a `backend` (the flow backend) that must match
+    lower: str | None = None  # filter flag for a minimum ("aesmin")
+    upper: str | None = None  # filter flag for a maximum ("flowmax")
+    checks: tuple[ValueCheck, ...] = ()
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def error_column(self) -> str:
+        """The score's error column in `video_scores` and in CSV outputs."""
+        return f"{self.column}_error"
+
+    @property
+    def alias(self) -> str:
+        return self.column[0]
+
+    def produce(self) -> Callable[..., Any]:
+        return load(self.producer)
+
+    def needed_weights(self, flow_backend: str = "unimatch") -> tuple[str, ...]:
+        return () if self.per_clip_backend and flow_backend != "unimatch" else self.weights
+
+
+def load(path: str) -> Callable[..., Any]:
+    """The function named "package.module:function" (imported only when needed)."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+AESTHETIC = Score(
+    name="aesthetic",
+    table="aesthetic_scores",
+    column="aes",
+    columns=(("aes", "DOUBLE"), ("aes_frames", "DOUBLE[]"), ("frame_indices", "INTEGER[]"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="LAION aesthetic scale, about 1–10",
+    weights=("clip", "aesthetic"),
+    code=options.AESTHETIC_CODE,
+    producer="vidscore_core.scoring.producers:aesthetic_rows",
+    reads_embeddings=True,
+    lower="aesmin",
+    checks=(ValueCheck("in_range", "aes BETWEEN 0 AND 10", "Aesthetic scores lie in [0, 10] (warning).",
+                       blocking=False),),  # fmt: skip
+    description="LAION aesthetic score (CLIP ViT-L/14 + MLP), mean over the frames at 10/50/90%.",
+)
+
+# `match` is an unreserved keyword in DuckDB: `SELECT match FROM matching_scores` works as is.
+MATCHING = Score(
+    name="matching",
+    table="matching_scores",
+    column="match",
+    columns=(("match", "DOUBLE"), ("frame_index", "INTEGER"), ("num_frames", "INTEGER")),
+    unit="100 · cosine(image, caption) for OpenAI's ViT-L/14",
+    weights=("clip",),
+    code=options.MATCHING_CODE,
+    producer="vidscore_core.scoring.producers:matching_rows",
+    reads_embeddings=True,
+    lower="matchmin",
+    checks=(ValueCheck("bounded", 'abs("match") <= ?', "|match| <= exp(logit_scale) of the checkpoint.",
+                       params="vidscore_core.scoring.producers:logit_scale_bound"),),  # fmt: skip
+    description="CLIP text–frame matching: exp(logit_scale)·cosine of the 50% frame and the caption.",
+)
+
+FLOW = Score(
+    name="flow",
+    table="flow_scores",
+    column="flow",
+    columns=(("flow", "DOUBLE"), ("flow_pairs", "DOUBLE[]"), ("frame_indices", "INTEGER[]"),
+             ("num_frames", "INTEGER"), ("backend", "VARCHAR")),  # fmt: skip
+    unit="mean |optical flow| in pixels of the 320×576 frame",
+    weights=("unimatch",),
+    code=options.FLOW_CODE,
+    producer="vidscore_core.scoring.producers:flow_rows",
+    per_clip_backend=True,
+    lower="flowmin",
+    upper="flowmax",
+    checks=(ValueCheck("non_negative", "flow >= 0", "Flow scores are >= 0."),),
+    description="Mean |optical flow| over frames 0/10/20/30 at 320×576 (UniMatch, or OpenCV DIS without "
+    "weights; the backend is recorded per row).",
+)
+
+# In Open-Sora datautil's order (its file-name suffixes follow it).
+SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW)
+BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
+BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
+
+
+def get(name: str) -> Score:
+    """A score by its CLI name or table name; KeyError naming the choices."""
+    found = BY_NAME.get(name) or BY_TABLE.get(name)
+    if found is None:
+        raise KeyError(f"unknown score {name!r}: choose one of {', '.join(BY_NAME)}")
+    return found
