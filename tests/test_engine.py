@@ -272,3 +272,10 @@ def test_unimatch_on_cpu_runs_one_clip_per_forward(tmp_path, monkeypatch):
     settings = Settings.from_env()
     assert FlowJob(settings, JobOptions(device="cpu", batch_size=16)).batch_size() == CPU_UNIMATCH_CLIPS_PER_BATCH == 1
     assert FlowJob(settings, JobOptions(device="cpu", batch_size=16), "dis").batch_size() == 16
+
+
+def test_results_follow_positions_even_when_clip_indices_repeat(tmp_path):
+    clips = named_clips(tmp_path, ["a.bin", "b.bin", "c.bin"])
+    same = [Clip(0, c.video_id, c.path) for c in clips]  # callers may reuse an index (benchmarks do)
+    results = run_scorer(SizeScorer(), same, batch_size=2, num_workers=2)
+    assert [r.values["size"] for r in results] == [1, 2, 3]

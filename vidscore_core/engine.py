@@ -177,7 +177,7 @@ def run_scorer(
     limit = clip_time_limit(scorer.sampler) if clip_timeout_s is _AUTO else clip_timeout_s
     window = batch_size * (1 + max(0, prefetch_batches))  # clips submitted ahead of the current batch
 
-    results: dict[int, ClipResult] = {}
+    results: dict[int, ClipResult] = {}  # position in `clips` → result
     ready: dict[int, Any] = {}  # position in `clips` → payload, until its batch runs
     done = 0
     started = time.perf_counter()
@@ -199,28 +199,29 @@ def run_scorer(
             submitted = 0
             for start in range(0, total, batch_size):
                 members = range(start, min(start + batch_size, total))
-                while any(i not in ready and clips[i].index not in results for i in members):
+                while any(i not in ready and i not in results for i in members):
                     while submitted < min(total, start + window):
                         pool.submit(submitted, clips[submitted])
                         submitted += 1
                     for outcome in pool.collect():
                         if outcome.error is not None:
-                            clip = clips[outcome.key]
-                            results[clip.index] = ClipResult(clip, error=outcome.error)
+                            results[outcome.key] = ClipResult(clips[outcome.key], error=outcome.error)
                             finished()
                         else:
                             ready[outcome.key] = outcome.value
                 good = [i for i in members if i in ready]
                 if good:
-                    _run_batch(scorer, [clips[i] for i in good], [ready.pop(i) for i in good],
-                               torch_device, stats, results)  # fmt: skip
+                    values = _run_batch(scorer, [clips[i] for i in good], [ready.pop(i) for i in good],
+                                        torch_device, stats)  # fmt: skip
+                    for i, result in zip(good, values, strict=True):
+                        results[i] = result
                     finished(len(good))
             stats.crashed += pool.crashes
             stats.hung += pool.hangs
     stats.clips += total
     stats.errors += sum(1 for r in results.values() if r.error)
     stats.seconds += time.perf_counter() - started
-    return [results[c.index] for c in clips]
+    return [results[i] for i in range(total)]
 
 
 def _run_batch(
@@ -229,8 +230,7 @@ def _run_batch(
     payloads: list[Any],
     device: torch.device,
     stats: EngineStats,
-    results: dict[int, ClipResult],
-) -> None:
+) -> list[ClipResult]:
     data = scorer.sampler.collate(payloads)
     if device.type == "cuda":
         data = _pin(data)
@@ -238,6 +238,8 @@ def _run_batch(
     t0 = time.perf_counter()
     values = scorer.run(to_device(data, device), clips)
     stats.model_seconds += time.perf_counter() - t0
+    results = []
     for clip, vals in zip(clips, values, strict=True):
         error = vals.pop("error", None) if isinstance(vals, dict) else None
-        results[clip.index] = ClipResult(clip, values=vals, error=error)
+        results.append(ClipResult(clip, values=vals, error=error))
+    return results
