@@ -151,10 +151,10 @@ def test_score_all_then_the_readme_filter(tmp_path: Path, fixtures: Path) -> Non
     proc = run(["score", "all", str(meta), "--backend", "dis", *common], tmp_path, **weights)
     assert proc.returncode == 0, proc.stderr
     assert "skipped" not in proc.stdout
-    assert f"wrote {out}: 5 rows with aes, flow, match" in proc.stdout
+    assert f"wrote {out}: 5 rows with aes, match, flow" in proc.stdout
     scored = pd.read_csv(out)
     assert list(scored.columns) == [
-        *source.columns, "aes", "aes_error", "flow", "flow_error", "match", "match_error"
+        *source.columns, "aes", "aes_error", "match", "match_error", "flow", "flow_error"
     ]  # fmt: skip
     by_path = scored.assign(path=source["path"]).set_index("path")
     for column in ("aes", "match"):  # the same numbers as `vidscore score aesthetic|matching`

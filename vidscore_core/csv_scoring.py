@@ -8,12 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from vidscore_core.meta import file_columns, read_meta
+from vidscore_core.scores import SCORES
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, MATCHING_POINTS
 from vidscore_core.scoring.jobs import ClipJob, FlowJob, clips_from_frame
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 
-SCORE_COLUMN = {"aesthetic": "aes", "flow": "flow", "matching": "match"}
+SCORE_COLUMN = {score.name: score.column for score in SCORES}
 
 
 def default_output(meta: Path, column: str) -> Path:

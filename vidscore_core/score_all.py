@@ -18,11 +18,12 @@ from pathlib import Path
 from vidscore_core import weights
 from vidscore_core.csv_scoring import SCORE_COLUMN, default_output, input_rows, score_rows, write_table
 from vidscore_core.meta import read_meta
+from vidscore_core.scores import SCORES as REGISTERED
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 
 # Output column order; also the order the scores run in.
-SCORES: tuple[str, ...] = ("aesthetic", "flow", "matching")
+SCORES: tuple[str, ...] = tuple(score.name for score in REGISTERED)
 FLOW_BACKENDS = ("unimatch", "dis")
 
 # (score name) → a context manager yielding the (done, total) progress callback for that score, or None.
