@@ -163,6 +163,49 @@ class DagsterDev:
                 return members
 
 
+def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
+    """POST a query to the webserver's /graphql; raises on GraphQL errors."""
+    import json
+
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = json.loads(response.read())
+    if payload.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {payload['errors']}")
+    return payload["data"]
+
+
+def stop_sensor(url: str, name: str, timeout_s: float = 120.0) -> str:
+    """Stop a sensor of the served code location (as the UI's toggle does), once the location has
+    loaded; returns its new status."""
+    deadline = time.monotonic() + timeout_s
+    sensor_id = None
+    while sensor_id is None:
+        try:
+            data = graphql(
+                url,
+                "{ repositoriesOrError { ... on RepositoryConnection { nodes { sensors { id name } } } } }",
+            )
+            nodes = data["repositoriesOrError"].get("nodes") or []
+            sensor_id = next((s["id"] for n in nodes for s in n["sensors"] if s["name"] == name), None)
+        except (urllib.error.URLError, ConnectionError, TimeoutError, RuntimeError, KeyError):
+            pass
+        if sensor_id is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sensor {name} not served at {url} within {timeout_s:.0f}s")
+            time.sleep(1.0)
+    result = graphql(
+        url,
+        "mutation($id: String!) { stopSensor(id: $id) { __typename"
+        " ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }",
+        {"id": sensor_id},
+    )["stopSensor"]
+    if result["__typename"] != "StopSensorMutationResult":
+        raise RuntimeError(f"stopSensor({name}) answered {result}")
+    return result["instigationState"]["status"]
+
+
 class Screenshots:
     """Saves each step's screenshot under every given folder (the repo's test-artifacts/ and pytest's tmp)."""
 

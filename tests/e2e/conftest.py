@@ -4,6 +4,11 @@ Postgres comes from the system's binaries (Debian: `apt-get install postgresql`,
 /usr/lib/postgresql/<version>/bin); it runs on a free port with its data in a temporary folder,
 as the `postgres` user when the tests run as root (postgres refuses to run as root).
 Every process is started in its own session and stopped at the end with all its descendants.
+
+The instance is configured as vidscore's shipped dagster.yaml is (queued runs, the `gpu` pool, the
+MonitoredRunLauncher with run monitoring, so a run killed with SIGKILL ends failed and frees its
+slots), with its storage in Postgres. A test module may override the servers' environment with a
+module-scoped `platform_env_overrides` fixture.
 """
 
 from __future__ import annotations
@@ -274,12 +279,20 @@ def dagster_yaml(pg: Postgres) -> str:
         "concurrency": {
             "runs": {
                 "max_concurrent_runs": 4,
-                # One run per batch at a time: two would race on the batch's staged files.
+                # One run per batch at a time (saves work; publishing is atomic either way).
                 "tag_concurrency_limits": [
                     {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
                 ],
             },
             "pools": {"default_limit": 1, "granularity": "op"},
+        },
+        # As shipped: the launcher answers run monitoring's health check, so a run whose process was
+        # killed (SIGKILL, OOM) is marked failed and its pool slots are freed.
+        "run_launcher": {"module": "vidscore_dagster.launcher", "class": "MonitoredRunLauncher"},
+        "run_monitoring": {
+            "enabled": True,
+            "poll_interval_seconds": 10,
+            "free_slots_after_run_end_seconds": 10,
         },
         "telemetry": {"enabled": False},
         "sensors": {"use_threads": True, "num_workers": 2},
@@ -299,6 +312,8 @@ class Platform:
     location: str = LOCATION
     repository: str = REPOSITORY
     wait_for = staticmethod(wait_for)
+    descendants = staticmethod(descendants)
+    alive = staticmethod(_alive)
 
     @property
     def url(self) -> str:
@@ -317,6 +332,64 @@ class Platform:
         from dagster_graphql import DagsterGraphQLClient
 
         return DagsterGraphQLClient("127.0.0.1", port_number=self.port, timeout=60)
+
+    def store(self):
+        """The servers' tables (`VIDSCORE_TABLES`), read straight from their Parquet files."""
+        from vidscore_core.store import TableStore
+
+        return TableStore(self.env["VIDSCORE_TABLES"])
+
+    def repository_selector(self) -> dict[str, str]:
+        return {"repositoryLocationName": self.location, "repositoryName": self.repository}
+
+    def sensors(self) -> dict[str, dict]:
+        """name -> {id, status} of the code location's sensors, through GraphQL."""
+        data = self.graphql(
+            "query($sel: RepositorySelector!) { repositoryOrError(repositorySelector: $sel) { __typename"
+            " ... on Repository { sensors { id name sensorState { status } } } } }",
+            {"sel": self.repository_selector()},
+        )["repositoryOrError"]
+        return {s["name"]: {"id": s["id"], "status": s["sensorState"]["status"]} for s in data["sensors"]}
+
+    def stop_sensor(self, name: str) -> str:
+        """Stop a sensor as the UI's toggle does; returns its new status."""
+        result = self.graphql(
+            "mutation($id: String!) { stopSensor(id: $id) { __typename"
+            " ... on StopSensorMutationResult { instigationState { status } }"
+            " ... on PythonError { message } } }",
+            {"id": self.sensors()[name]["id"]},
+        )["stopSensor"]
+        if result["__typename"] != "StopSensorMutationResult":
+            raise RuntimeError(f"stopSensor({name}) answered {result}")
+        return result["instigationState"]["status"]
+
+    def submit(
+        self,
+        job: str,
+        *,
+        tags: dict[str, str] | None = None,
+        run_config: dict | None = None,
+        asset_selection: list[str] | None = None,
+    ) -> str:
+        """Submit a run through the Python GraphQL client (queued; the daemon launches it)."""
+        return self.client().submit_job_execution(
+            job, repository_location_name=self.location, repository_name=self.repository,
+            run_config=run_config, tags=tags, asset_selection=asset_selection,
+        )  # fmt: skip
+
+    def wait_run(self, run_id: str, timeout: float, what: str = "") -> object:
+        """The run once it has ended (any final status), polling the instance."""
+        instance = self.instance()
+        finals = ("SUCCESS", "FAILURE", "CANCELED")
+
+        def ended():
+            run = instance.get_run_by_id(run_id)
+            return run if run is not None and run.status.value in finals else None
+
+        try:
+            return wait_for(ended, timeout, what or f"run {run_id} to end", 2.0)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\nruns:\n{self.describe_runs()}\n{self.logs()}") from None
 
     def instance(self):
         """The same Dagster instance as the servers (reads Postgres), for assertions."""
@@ -358,7 +431,15 @@ def _location_loaded(platform: Platform) -> bool:
 
 
 @pytest.fixture(scope="module")
-def platform(postgres: Postgres, fixtures: Path, tmp_path_factory) -> Iterator[Platform]:
+def platform_env_overrides() -> dict[str, str]:
+    """Extra environment for this module's servers (override in a test module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def platform(
+    postgres: Postgres, fixtures: Path, tmp_path_factory, platform_env_overrides: dict[str, str]
+) -> Iterator[Platform]:
     root = tmp_path_factory.mktemp("e2e")
     home, dagster_home = root / "vidscore", root / "dagster_home"
     dagster_home.mkdir(parents=True)
@@ -373,9 +454,11 @@ def platform(postgres: Postgres, fixtures: Path, tmp_path_factory) -> Iterator[P
         **fixture_model_env(fixtures),
         "DAGSTER_HOME": str(dagster_home),
         "VIDSCORE_HOME": str(home),
+        "VIDSCORE_TABLES": str(home / "tables"),
         "VIDSCORE_MODELS_DIR": str(root / "models"),
         "VIDSCORE_FLOW_BACKEND": "dis",
-        "VIDSCORE_RUN_EXECUTOR": "in_process",  # one process per run: this box has 2 cores
+        # One process per run (this box has 2 cores); VIDSCORE_E2E_RUN_EXECUTOR=multiprocess tries the default.
+        "VIDSCORE_RUN_EXECUTOR": os.environ.get("VIDSCORE_E2E_RUN_EXECUTOR", "in_process"),
         "VIDSCORE_INBOX_SETTLE_S": "1",
         "VIDSCORE_INBOX_INTERVAL_S": "3",
         "VIDSCORE_INGEST_BATCH_SIZE": "5",
@@ -384,6 +467,7 @@ def platform(postgres: Postgres, fixtures: Path, tmp_path_factory) -> Iterator[P
         "VIDSCORE_AUTOMATION_INTERVAL_S": "10",
         "OMP_NUM_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
+        **platform_env_overrides,
     }
     bin_dir = Path(sys.executable).parent
     port = free_port()
@@ -407,8 +491,8 @@ def platform(postgres: Postgres, fixtures: Path, tmp_path_factory) -> Iterator[P
             service.start()
         wait_for(lambda: _location_loaded(platform), 240, "the webserver to load the code location", 2.0,
                  fatal=StartupFailed)  # fmt: skip
-        # What an operator runs once: `dagster instance concurrency set duckdb 1` (one DuckDB writer).
-        subprocess.run([str(bin_dir / "dagster"), "instance", "concurrency", "set", "duckdb", "1"], env=env,
+        # What `vidscore ui` does on a machine with one GPU (or none): one model step at a time.
+        subprocess.run([str(bin_dir / "dagster"), "instance", "concurrency", "set", "gpu", "1"], env=env,
                        check=True, capture_output=True, timeout=120)  # fmt: skip
         yield platform
     finally:
