@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from skimage import data
@@ -17,12 +18,10 @@ from vidscore_core.flow import (
     FLOW_FRAME_INDICES,
     FLOW_SIZE,
     DISFlow,
-    UniMatchFlow,
     flow_frame_indices,
     flow_score,
     prepare_flow_frames,
 )
-from vidscore_core.models.unimatch import load_unimatch
 
 PARITY_RTOL = 1e-3  # fixtures README, section 7
 
@@ -43,23 +42,28 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def unimatch_scores(fixtures: Path) -> dict[str, tuple[float, list[float]]]:
-    """Score every fixture clip once with the random-weight checkpoint, CPU float32, 2 threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        backend = UniMatchFlow(load_unimatch(fixtures / "weights/unimatch_random.pth"))
-        scores = {}
-        for row in _read_csv(fixtures / "media/meta.csv"):
-            if row["kind"] != "video":
-                continue
-            frames = decode_frames(fixtures / row["path"], flow_frame_indices(int(row["num_frames"])))
-            scores[row["path"]] = flow_score(
-                backend.pair_flows(prepare_flow_frames(torch.from_numpy(frames)))
-            )
-        return scores
-    finally:
-        torch.set_num_threads(threads)
+def unimatch_rows(fixtures: Path, tmp_path_factory) -> pd.DataFrame:
+    """Every fixture clip through the path the asset and `vidscore score flow` take, once: FlowJob →
+    isolated decode workers → UniMatch batches → rows (random-weight checkpoint, CPU float32)."""
+    from fixture_env import fixture_model_env
+
+    from vidscore_core.meta import read_meta
+    from vidscore_core.scoring.jobs import FlowJob, clips_from_frame
+    from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.settings import Settings
+
+    env = fixture_model_env(fixtures)
+    settings = Settings(home=tmp_path_factory.mktemp("home"), unimatch_weights_override=Path(env["VIDSCORE_UNIMATCH_WEIGHTS"]))
+    meta = read_meta(fixtures / "media/meta.csv")
+    job = FlowJob(settings, JobOptions(device="cpu", batch_size=3, num_workers=1), "unimatch")
+    rows = job.rows(job.score(clips_from_frame(meta)), batch="parity")
+    return rows.merge(meta[["video_id", "path_original"]], on="video_id").set_index("path_original")
+
+
+@pytest.fixture(scope="module")
+def unimatch_scores(unimatch_rows) -> dict[str, tuple[float, list[float]]]:
+    scored = unimatch_rows[unimatch_rows["flow"].notna()]
+    return {path: (float(row["flow"]), list(row["flow_pairs"])) for path, row in scored.iterrows()}
 
 
 def test_unimatch_matches_reference_scores(fixtures: Path, unimatch_scores) -> None:
@@ -213,3 +217,9 @@ def test_dis_survives_h264_compression(tmp_path: Path) -> None:
 def test_prepare_on_cuda_matches_cpu() -> None:
     clip = torch.randint(0, 256, (4, 360, 640, 3), dtype=torch.uint8)
     torch.testing.assert_close(prepare_flow_frames(clip.cuda()).cpu(), prepare_flow_frames(clip))
+
+
+def test_unreadable_clips_get_errors_from_the_production_path(unimatch_rows) -> None:
+    assert unimatch_rows.loc["media/image_colorwheel.jpg", "error"].startswith("not a video")
+    assert unimatch_rows.loc["media/bad_truncated.mp4", "error"].startswith("truncated")
+    assert set(unimatch_rows["backend"].dropna()) == {"unimatch"}
