@@ -128,6 +128,15 @@ def test_a_dropped_meta_file_becomes_a_meta_files_run_then_batch_runs(home, corp
             assert dg.AssetKey("aesthetic_scores") not in request.asset_selection
             assert dg.AssetKey("matching_scores") in request.asset_selection
             assert request.tags["vidscore/waiting_for_weights"] == "aesthetic_scores"
+        # A meta file ingested by `vidscore ingest --materialize` is scored by that command: no runs here.
+        ingest_meta_file(instance, corpus, 5, scored_by_caller=True)
+        with (
+            dg.partition_loading_context(dynamic_partitions_store=instance),
+            dg.build_sensor_context(instance=instance, resources=resources, definitions=defs,
+                                    cursor=None) as later,  # fmt: skip
+        ):
+            assert not batches_sensor.evaluate_tick(later).run_requests
+
 
 
 def test_the_same_content_is_ingested_once_even_under_another_name(home, corpus):

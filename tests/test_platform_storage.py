@@ -142,3 +142,20 @@ def test_a_meta_file_that_lost_a_batch_drops_its_partitions(four_batches):
     assert store.partitions("manifests") == set(keys[:3])
     assert keys[3] not in store.partitions("videos")
     assert keys[3] not in instance.get_dynamic_partitions("batches")
+
+
+def test_every_meta_column_reaches_extra_whatever_its_name(vidscore_env, tmp_path):
+    """A user's own `video_id`, `meta_row` or `path_original` column survives into `videos.extra`."""
+    import json
+
+    settings, store = vidscore_env
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"not a video")
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"path": [str(clip)], "video_id": ["mine-1"], "meta_row": [7], "path_original": ["orig"],
+                  "note": ["x"]}).to_csv(meta, index=False)  # fmt: skip
+    instance = dg.DagsterInstance.ephemeral()
+    (key,), reason = ingest_meta_file(instance, meta, 10)
+    assert not reason
+    extra = json.loads(store.read("manifests", [key])["extra"][0])
+    assert extra == {"video_id": "mine-1", "meta_row": 7, "path_original": "orig", "note": "x"}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
 from vidscore_core import lineage
-from vidscore_core.media.probe import probe
-from vidscore_core.meta import read_meta, split_batches
+from vidscore_core.media.probe import probe_many
+from vidscore_core.meta import file_column_name, read_meta, split_batches
 from vidscore_core.store import TableStore
 
 DEFAULT_BATCH_SIZE = 5000
@@ -37,8 +36,9 @@ def manifest_frame(part: pd.DataFrame, meta_path: Path) -> pd.DataFrame:
     out["text"] = [t if isinstance(t, str) else None for t in out["text"]]
     out["meta_file"] = str(Path(meta_path).resolve())
     columns = {c: [_json_cell(v) for v in part[c].tolist()] for c in other}
+    names = [file_column_name(c) for c in other]  # the file's own names (a user `video_id` too)
     out["extra"] = [
-        json.dumps(dict(zip(other, values, strict=True)), ensure_ascii=False, default=str)
+        json.dumps(dict(zip(names, values, strict=True)), ensure_ascii=False, default=str)
         for values in zip(*columns.values(), strict=True)
     ] if other else ["{}"] * len(part)  # fmt: skip
     return out
@@ -70,8 +70,8 @@ def probe_rows(
     manifest: pd.DataFrame, batch: str, *, workers: int = 4, run_id: str | None = None
 ) -> pd.DataFrame:
     """`videos` rows for a manifest: probe every file (threads: probing waits on I/O and decoders)."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        probes = list(pool.map(probe, manifest["path"]))
+    # Isolated worker processes: a decoder that aborts, segfaults or hangs is that file's error.
+    probes = probe_many(list(manifest["path"]), workers=max(1, workers))
     rows = manifest.copy()
     for field in PROBE_FIELDS:
         rows[field] = [p.get(field) for p in probes]

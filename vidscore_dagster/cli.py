@@ -236,7 +236,7 @@ def ingest(meta, batch_size, materialize, assets, preset) -> None:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
     names, build_filtered = _chosen_assets(settings, assets, preset) if materialize else ([], False)
     instance = runner.instance_for(settings)
-    keys, reason = runner.ingest_meta_file(instance, Path(meta), batch_size)
+    keys, reason = runner.ingest_meta_file(instance, Path(meta), batch_size, scored_by_caller=materialize)
     if reason:
         _fail(f"{meta}: {reason}")
     try:

@@ -58,7 +58,7 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
 
     click.secho("2. ingesting it into Dagster partitions (a `meta_files` run)", bold=True)
     instance = instance_for(settings)
-    keys, reason = ingest_meta_file(instance, meta, 5000)
+    keys, reason = ingest_meta_file(instance, meta, 5000, scored_by_caller=True)
     if reason:
         click.secho(f"   FAILED: {reason}", fg="red")
         return 1

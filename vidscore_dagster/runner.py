@@ -77,10 +77,23 @@ def materialize_batches(
     return outcome
 
 
+# On a `meta_files` run: its batches are scored by whoever launched it (the CLI's --materialize),
+# so `batches_sensor` requests no runs for them.
+SCORED_BY_CALLER_TAG = "vidscore/scored_by_caller"
+
+
 def ingest_meta_file(
-    instance: dg.DagsterInstance, meta: Path, batch_size: int, *, resources: dict | None = None
+    instance: dg.DagsterInstance,
+    meta: Path,
+    batch_size: int,
+    *,
+    resources: dict | None = None,
+    scored_by_caller: bool = False,
 ) -> tuple[list[str], str]:
-    """Materialize `meta_files` for one meta file, in-process; returns (batch keys, failure reason or "")."""
+    """Materialize `meta_files` for one meta file, in-process; returns (batch keys, failure reason or "").
+
+    `scored_by_caller`: the caller materializes the batches itself; the batches sensor leaves them be.
+    """
     from vidscore_dagster.defs.ingest.assets import meta_files
     from vidscore_dagster.defs.resources import default_resources
 
@@ -89,7 +102,7 @@ def ingest_meta_file(
         instance=instance,
         resources=resources or default_resources(),
         raise_on_error=False,
-        tags={"vidscore/launched_by": "cli"},
+        tags={"vidscore/launched_by": "cli", **({SCORED_BY_CALLER_TAG: "true"} if scored_by_caller else {})},
         run_config={
             "ops": {"meta_files": {"config": {"path": str(Path(meta).resolve()), "batch_size": batch_size}}},
             "loggers": {"console": {"config": {"log_level": "WARNING"}}},

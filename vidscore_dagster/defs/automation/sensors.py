@@ -255,10 +255,14 @@ def batches_sensor(
     scoring: ScoringOptions,
 ):
     from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
-    from vidscore_dagster.runner import available_assets
+    from vidscore_dagster.runner import SCORED_BY_CALLER_TAG, available_assets
 
     materialization = asset_event.asset_materialization
     keys = materialization.metadata.get("batches") if materialization else None
+    run = context.instance.get_run_by_id(asset_event.run_id)
+    if run is not None and run.tags.get(SCORED_BY_CALLER_TAG) == "true":
+        context.log.info(f"run {asset_event.run_id} scores its own batches (vidscore ingest --materialize)")
+        return
     runnable = available_assets(vidscore.settings(), scoring.effective_flow_backend)
     waiting = [a for a in BATCH_ASSETS if a not in runnable]
     if waiting:
