@@ -1048,6 +1048,17 @@ def evaluate_targets(report: dict, dry_run: bool) -> dict:
 # ----------------------------------------------------------------------------------------------------
 
 
+def _unavailable(section: dict) -> list[str]:
+    """The report lines of a section that did not produce figures (not run, skipped, failed); [] if it did."""
+    if not section:
+        return ["_not run (see --sections)_", ""]
+    if section.get("status") == "skipped":
+        return [f"_skipped: {section.get('reason')}_", ""]
+    if section.get("status") == "error":
+        return [f"**error**: {section.get('error')}", ""]
+    return []
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -1082,12 +1093,9 @@ def markdown(report: dict) -> str:
     ]
     parity = report.get("parity", {})
     lines += ["## 1. Parity with the CPU float32 reference fixtures", ""]
-    if not parity:
-        lines += ["_not run (see --sections)_", ""]
-    elif parity.get("status") == "skipped":
-        lines += [f"_skipped: {parity.get('reason')}_", ""]
-    elif parity.get("status") == "error":
-        lines += [f"**error**: {parity.get('error')}", ""]
+    unavailable = _unavailable(parity)
+    if unavailable:
+        lines += unavailable
     else:
         tol = parity.get("tolerances", TOLERANCES)
         lines += [
@@ -1130,12 +1138,9 @@ def markdown(report: dict) -> str:
         lines.append("")
     clip = report.get("clip_throughput", {})
     lines += ["## 2. CLIP ViT-L/14 throughput", ""]
-    if not clip:
-        lines += ["_not run (see --sections)_", ""]
-    elif clip.get("status") == "skipped":
-        lines += [f"_skipped: {clip.get('reason')}_", ""]
-    elif clip.get("status") == "error":
-        lines += [f"**error**: {clip.get('error')}", ""]
+    unavailable = _unavailable(clip)
+    if unavailable:
+        lines += unavailable
     else:
         mc = clip.get("manifest_check", {})
         arch = mc.get("arch", {})
@@ -1173,12 +1178,9 @@ def markdown(report: dict) -> str:
         lines += [""] + [f"* {n}" for n in clip.get("notes", [])] + [""]
     flow = report.get("unimatch_throughput", {})
     lines += ["## 3. UniMatch throughput", ""]
-    if not flow:
-        lines += ["_not run (see --sections)_", ""]
-    elif flow.get("status") == "skipped":
-        lines += [f"_skipped: {flow.get('reason')}_", ""]
-    elif flow.get("status") == "error":
-        lines += [f"**error**: {flow.get('error')}", ""]
+    unavailable = _unavailable(flow)
+    if unavailable:
+        lines += unavailable
     else:
         mc = flow.get("manifest_check", {})
         res = flow.get("resolution", [320, 576])
@@ -1209,12 +1211,9 @@ def markdown(report: dict) -> str:
         lines += [""] + [f"* {n}" for n in flow.get("notes", [])] + [""]
     e2e = report.get("end_to_end", {})
     lines += ["## 4. End to end (the assets' code path)", ""]
-    if not e2e:
-        lines += ["_not run (see --sections)_", ""]
-    elif e2e.get("status") == "skipped":
-        lines += [f"_skipped: {e2e.get('reason')}_", ""]
-    elif e2e.get("status") == "error":
-        lines += [f"**error**: {e2e.get('error')}", ""]
+    unavailable = _unavailable(e2e)
+    if unavailable:
+        lines += unavailable
     else:
         c = e2e.get("corpus", {})
         lines += [

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from vidscore_core.meta import file_columns, read_meta
+from vidscore_core.meta import file_columns, read_meta, write_table
 from vidscore_core.scores import SCORES
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, MATCHING_POINTS
 from vidscore_core.scoring.jobs import ClipJob, FlowJob, clips_from_frame
@@ -28,16 +27,6 @@ def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
     names, `video_id` included), and each row's video_id."""
     df = read_meta(meta_path, drop_duplicates=False)
     return file_columns(df), list(df["video_id"])
-
-
-def write_table(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def score_rows(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,

@@ -254,6 +254,6 @@ def _first_aes(read: pd.DataFrame, video_ids: Sequence[str]) -> np.ndarray:
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
-    from vidscore_core.filtering import _write_table
+    from vidscore_core.meta import write_table
 
-    _write_table(df, path)
+    write_table(df, path)

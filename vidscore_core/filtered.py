@@ -64,7 +64,7 @@ def export_frame(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_exports(rows: pd.DataFrame, exports_dir: Path, preset: str) -> dict[str, Path]:
-    from vidscore_core.csv_scoring import write_table
+    from vidscore_core.meta import write_table
 
     frame = export_frame(rows)
     paths = {fmt: exports_dir / f"filtered_{preset}.{fmt}" for fmt in ("csv", "parquet")}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,7 +182,7 @@ def filter_meta_file(
     `notify` receives one line about the probing, when any was needed. Only the meta reader is
     imported, not the scoring stack, so filtering a file with its metadata takes a fraction of a second.
     """
-    from vidscore_core.meta import file_columns, read_meta
+    from vidscore_core.meta import file_columns, read_meta, write_table
 
     meta = Path(meta)
     if not spec.any_active():
@@ -213,7 +212,7 @@ def filter_meta_file(
             notify(f"probed {probed} file(s) for metadata the meta file does not give{bad}")
     kept = df[spec.mask(view)]
     target = Path(output) if output else meta.with_name(f"{meta.stem}{spec.suffix()}{meta.suffix or '.csv'}")
-    _write_table(kept, target)
+    write_table(kept, target)
     return target, len(kept), len(df)
 
 
@@ -287,12 +286,3 @@ def with_probed_metadata(
     return view, len(infos), unreadable
 
 
-def _write_table(df: pd.DataFrame, path: Path) -> None:
-    """CSV, or Parquet for a .parquet/.pq name, published with one rename (no half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
