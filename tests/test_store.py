@@ -76,7 +76,10 @@ def test_an_old_file_without_a_new_column_reads_it_as_null(settings: Settings) -
     pq.write_table(old, Path(store.table_dir("aesthetic_scores")) / "batch=b0.parquet")
     got = store.query_df("SELECT video_id, aes, model FROM aesthetic_scores")
     assert got["aes"].tolist() == [6.5] and got["model"].isna().all()
-    write_views(settings)
+    write_views(settings)  # brings the old file to the current columns, for the views
+    assert pq.read_schema(Path(store.table_dir("aesthetic_scores")) / "batch=b0.parquet").names == [
+        c for c, _ in schema.columns("aesthetic_scores")
+    ]
     con = connect_read_only(settings.db_path, store)
     try:
         assert con.execute("SELECT aes, model FROM aesthetic_scores").fetchall() == [(6.5, None)]
@@ -242,7 +245,7 @@ from vidscore_core.store import TableStore
 root, batch, tag = sys.argv[1:4]
 ids = [f"{batch}-{i}" for i in range(2000)]
 rows = pd.DataFrame({"video_id": ids, "aes": [float(len(tag))] * len(ids), "run_id": tag})
-for _ in range(5):
+for _ in range(20):
     TableStore(root).publish(rows, "aesthetic_scores", batch)
 """
 
@@ -251,7 +254,10 @@ import sys, duckdb
 con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == "ro")
 print("open", flush=True)
 for line in sys.stdin:
-    print(con.execute(line).fetchall(), flush=True)
+    try:
+        print(con.execute(line).fetchall(), flush=True)
+    except duckdb.Error as exc:
+        print("ERROR", str(exc).splitlines()[0], flush=True)
 """
 
 
@@ -269,7 +275,15 @@ def test_writers_run_while_user_sessions_hold_the_database(settings: Settings) -
             subprocess.Popen([sys.executable, "-c", WRITER, store.root, batch, tag], cwd=REPO)
             for batch, tag in jobs
         ]
+        # The session keeps querying while they write: every answer whole (each batch 0 or 2000 rows).
+        answers = []
+        while any(w.poll() is None for w in writers):
+            session.stdin.write("SELECT count(*) FILTER (WHERE n NOT IN (2000)) FROM "
+                                "(SELECT batch, count(*) AS n FROM aesthetic_scores GROUP BY batch)\n")  # fmt: skip
+            session.stdin.flush()
+            answers.append(session.stdout.readline().strip())
         assert [w.wait(timeout=300) for w in writers] == [0] * len(writers)
+        assert answers and set(answers) == {"[(0,)]"}, [a for a in answers if a != "[(0,)]"][:3]
         session.stdin.write("SELECT count(*), count(DISTINCT video_id), count(DISTINCT batch) FROM aesthetic_scores\n")
         session.stdin.write("SELECT DISTINCT run_id FROM aesthetic_scores WHERE batch = 'b0'\n")
         session.stdin.flush()

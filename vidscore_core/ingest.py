@@ -9,7 +9,7 @@ import pandas as pd
 
 from vidscore_core import lineage
 from vidscore_core.media.probe import probe_many
-from vidscore_core.meta import file_column_name, read_meta, split_batches
+from vidscore_core.meta import batch_keys, check_batch_size, file_column_name, read_meta_chunks
 from vidscore_core.store import TableStore
 
 DEFAULT_BATCH_SIZE = 5000
@@ -48,13 +48,38 @@ def write_manifests(meta_path: str | Path, store: TableStore, batch_size: int = 
     """Read a meta file, split it into batches and publish one manifest per batch; returns rows per key.
 
     Each manifest is a partition of the internal `manifests` table, so every machine that reads the
-    tables (a shared folder, S3) sees the same batches.
+    tables (a shared folder, S3) sees the same batches. The file is read in chunks and each batch is
+    published as soon as it is full, so memory stays bounded whatever the file's length (what is kept
+    for the whole file is the set of clip ids seen, for "one clip, one row").
     """
     meta_path = Path(meta_path)
-    df = read_meta(meta_path)
+    check_batch_size(batch_size)
+    prefix = batch_keys(meta_path, 1, 1)[0].rsplit("-", 1)[0]
+    seen: set[int] = set()  # clip ids as 64-bit ints: a fraction of the memory of 10 M strings
+    pending: list[pd.DataFrame] = []
+    pending_rows = 0
     rows: dict[str, int] = {}
-    for key, part in split_batches(df, meta_path, batch_size):
+
+    def publish(part: pd.DataFrame) -> None:
+        key = f"{prefix}-{len(rows):05d}"  # the keys batch_keys gives: same file, same keys
         rows[key] = store.publish(manifest_frame(part, meta_path), "manifests", key).rows
+
+    for chunk in read_meta_chunks(meta_path, chunk_rows=max(batch_size, 100_000)):
+        # One clip, one row: the first listing wins, later ones (in this chunk or earlier) are the same video.
+        ids = [int(v, 16) for v in chunk["video_id"]]
+        first = ~chunk["video_id"].duplicated().to_numpy()
+        fresh = [keep and i not in seen for keep, i in zip(first, ids, strict=True)]
+        chunk = chunk[fresh]
+        seen.update(i for i, keep in zip(ids, fresh, strict=True) if keep)
+        pending.append(chunk)
+        pending_rows += len(chunk)
+        while pending_rows >= batch_size:
+            merged = pd.concat(pending, ignore_index=True)
+            publish(merged.iloc[:batch_size])
+            rest = merged.iloc[batch_size:]
+            pending, pending_rows = [rest], len(rest)
+    if pending_rows:
+        publish(pd.concat(pending, ignore_index=True))
     return rows
 
 

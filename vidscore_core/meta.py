@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -68,38 +68,50 @@ def read_meta(
     parity fixtures' media/meta.csv lists "media/..."), and Open-Sora's paths relative to where the
     command runs.
     """
-    meta_path = os.path.abspath(os.fspath(path))
-    df = _load_table(meta_path)
-    if "path" not in df.columns:
-        found = ", ".join(repr(str(c)) for c in df.columns)
-        raise MetaError(f"{meta_path}: no 'path' column; columns found: {found}")
-
-    originals = [_as_text(v) for v in df["path"].tolist()]
-    bad = [row for row, value in enumerate(originals) if value is None or not value.strip()]
-    if bad:
-        shown = ", ".join(str(r) for r in bad[:20]) + (", ..." if len(bad) > 20 else "")
-        raise MetaError(
-            f"{meta_path}: {len(bad)} row(s) have an empty path (0-based data rows, header not counted): {shown}"
-        )
-
-    base = (
-        os.path.abspath(os.fspath(base_dir))
-        if base_dir is not None
-        else _choose_base(os.path.dirname(meta_path), originals)
-    )
-    resolved = [os.path.abspath(os.path.join(base, p)) for p in originals]  # join keeps absolute paths
-
-    out = df.rename(columns={c: input_column_name(c) for c in df.columns})
-    out["path"] = pd.Series(resolved, index=out.index, dtype=object)
-    if "text" in out.columns:
-        out["text"] = pd.Series([_as_text(v) for v in out["text"].tolist()], index=out.index, dtype=object)
-    out["path_original"] = pd.Series(originals, index=out.index, dtype=object)
-    out["video_id"] = pd.Series([video_id_for(p) for p in resolved], index=out.index, dtype=object)
-    out["meta_row"] = range(len(out))
+    frames = list(read_meta_chunks(path, base_dir=base_dir, chunk_rows=None))
+    out = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     if drop_duplicates:
         # One clip, one row: the first listing wins, later ones are the same video.
         out = out.drop_duplicates(subset="path", keep="first")
     return out.reset_index(drop=True)
+
+
+def read_meta_chunks(
+    path: str | os.PathLike[str],
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    chunk_rows: int | None = 200_000,
+) -> Iterator[pd.DataFrame]:
+    """`read_meta` (without dropping duplicates) in consecutive chunks of at most `chunk_rows` rows,
+    so a meta file of tens of millions of rows is read in bounded memory; `meta_row` counts from the
+    file's first data row. Relative paths resolve against the base chosen from the first chunk.
+    `chunk_rows=None`: the whole file as one chunk."""
+    meta_path = os.path.abspath(os.fspath(path))
+    base = os.path.abspath(os.fspath(base_dir)) if base_dir is not None else None
+    offset = 0
+    for df in _load_table(meta_path, chunk_rows):
+        if "path" not in df.columns:
+            found = ", ".join(repr(str(c)) for c in df.columns)
+            raise MetaError(f"{meta_path}: no 'path' column; columns found: {found}")
+        originals = [_as_text(v) for v in df["path"].tolist()]
+        bad = [offset + row for row, value in enumerate(originals) if value is None or not value.strip()]
+        if bad:
+            shown = ", ".join(str(r) for r in bad[:20]) + (", ..." if len(bad) > 20 else "")
+            raise MetaError(f"{meta_path}: {len(bad)} row(s) have an empty path (0-based data rows, header not "
+                            f"counted): {shown}")  # fmt: skip
+        if base is None:
+            base = _choose_base(os.path.dirname(meta_path), originals)
+        resolved = [os.path.abspath(os.path.join(base, p)) for p in originals]  # join keeps absolute paths
+
+        out = df.rename(columns={c: input_column_name(c) for c in df.columns})
+        out["path"] = pd.Series(resolved, index=out.index, dtype=object)
+        if "text" in out.columns:
+            out["text"] = pd.Series([_as_text(v) for v in out["text"].tolist()], index=out.index, dtype=object)
+        out["path_original"] = pd.Series(originals, index=out.index, dtype=object)
+        out["video_id"] = pd.Series([video_id_for(p) for p in resolved], index=out.index, dtype=object)
+        out["meta_row"] = range(offset, offset + len(out))
+        offset += len(out)
+        yield out.reset_index(drop=True)
 
 
 def input_column_name(name: object) -> object:
@@ -129,7 +141,7 @@ def file_columns(df: pd.DataFrame) -> pd.DataFrame:
     return own.rename(columns=file_column_name)
 
 
-def _load_table(meta_path: str) -> pd.DataFrame:
+def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     if not os.path.exists(meta_path):
         raise MetaError(f"meta file not found: {meta_path}")
     if os.path.isdir(meta_path):
@@ -138,35 +150,51 @@ def _load_table(meta_path: str) -> pd.DataFrame:
         raise MetaError(f"meta file is empty (0 bytes): {meta_path}")
     suffix = Path(meta_path).suffix.lower()
     if suffix in CSV_SUFFIXES:
-        df = _read_csv(meta_path, CSV_SUFFIXES[suffix])
+        chunks = _read_csv(meta_path, CSV_SUFFIXES[suffix], chunk_rows)
     elif suffix in PARQUET_SUFFIXES:
-        try:
-            df = pd.read_parquet(meta_path)
-        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise MetaError(f"{meta_path}: cannot read as Parquet: {exc}") from None
+        chunks = _read_parquet(meta_path, chunk_rows)
     else:
         raise MetaError(
             f"{meta_path}: unsupported meta file type {suffix or '(no extension)'!r}; "
             "expected .csv, .tsv, .parquet or .pq"
         )
-    if len(df) == 0:
+    rows = 0
+    for df in chunks:
+        if len(df):
+            rows += len(df)
+            yield df
+    if rows == 0:
         raise MetaError(f"meta file has no rows: {meta_path}")
-    return df
 
 
-def _read_csv(meta_path: str, sep: str) -> pd.DataFrame:
+def _read_parquet(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    try:
+        if chunk_rows is None:
+            yield pd.read_parquet(meta_path)
+            return
+        file = pq.ParquetFile(meta_path)
+        batches = file.iter_batches(batch_size=chunk_rows)
+        for batch in batches:
+            yield batch.to_pandas()
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise MetaError(f"{meta_path}: cannot read as Parquet: {exc}") from None
+
+
+def _read_csv(meta_path: str, sep: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     # utf-8-sig reads plain UTF-8 as well and drops the byte-order mark Excel writes.
     options = dict(sep=sep, encoding="utf-8-sig")
     try:
         columns = pd.read_csv(meta_path, nrows=0, **options).columns
         na_values = {c: ([""] if c in _RAW_COLUMNS else list(_PANDAS_NA)) for c in columns}
-        return pd.read_csv(
-            meta_path,
-            dtype={c: str for c in _RAW_COLUMNS if c in columns},
-            keep_default_na=False,
-            na_values=na_values,
-            **options,
-        )
+        read = dict(dtype={c: str for c in _RAW_COLUMNS if c in columns}, keep_default_na=False,
+                    na_values=na_values, **options)  # fmt: skip
+        if chunk_rows is None:
+            yield pd.read_csv(meta_path, **read)
+            return
+        with pd.read_csv(meta_path, chunksize=chunk_rows, **read) as reader:
+            yield from reader
     except UnicodeDecodeError as exc:
         raise MetaError(
             f"{meta_path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
@@ -231,7 +259,7 @@ def batch_keys(meta_path: str | os.PathLike[str], n_rows: int, batch_size: int) 
     The same file (by absolute path) gets the same keys in every run; two files with the same name in
     different folders do not collide. Keys hold only [a-z0-9_-], safe for Dagster and file names.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     if n_rows < 0:
         raise ValueError(f"n_rows must be >= 0, got {n_rows}")
     absolute = os.path.abspath(os.fspath(meta_path))
@@ -248,7 +276,7 @@ def split_batches(
     return [(key, df.iloc[i * batch_size : (i + 1) * batch_size].copy()) for i, key in enumerate(keys)]
 
 
-def _check_batch_size(batch_size: int) -> None:
+def check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 

@@ -239,6 +239,20 @@ class TableStore:
         finally:
             con.close()
 
+    def upgrade_partitions(self, table: str) -> list[str]:
+        """Re-publish the partitions written with an older column set, in the current one (new
+        columns NULL); returns their keys. The views read every file with one schema: a file whose
+        footer differs would fail them."""
+        want = arrow_schema(table)
+        upgraded = []
+        for key, path in self.partition_files(table).items():
+            if pq.read_schema(path, filesystem=self.fs).equals(want):
+                continue
+            rows = pds.dataset(path, schema=want, format="parquet", filesystem=self.fs).to_table()
+            self.publish(rows, table, key)
+            upgraded.append(key)
+        return upgraded
+
     def partition_counts(self, table: str) -> dict[str, int]:
         """Rows per partition of `table`, from the Parquet footers (no data read)."""
         counts = {}

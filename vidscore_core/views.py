@@ -36,7 +36,10 @@ def view_statements(store: TableStore) -> list[str]:
     statements = []
     for table in schema.PUBLIC_TABLES:
         glob = _sql_literal(f"{store.table_dir(table)}/*.parquet")
-        source = f"read_parquet({glob}, union_by_name = true, hive_partitioning = false)"
+        # Every file has the table's current columns (publish conforms them; write_views upgrades older
+        # ones), so no union_by_name: with it, DuckDB reads a footer at bind time and the data later,
+        # and a partition republished in between was seen torn (bench/results/tables-cpu-2core.md).
+        source = f"read_parquet({glob}, hive_partitioning = false)"
         statements.append(
             f"CREATE OR REPLACE VIEW {schema.quote_ident(table)} AS {schema.select_sql(table, source)}"
         )
@@ -75,6 +78,8 @@ def write_views(settings: Settings) -> Path:
     db_path = settings.db_path
     if current(db_path, store):
         return db_path
+    for table in schema.PUBLIC_TABLES:  # the definitions changed: bring older files to the new columns
+        store.upgrade_partitions(table)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(db_path))
