@@ -279,3 +279,25 @@ def test_results_follow_positions_even_when_clip_indices_repeat(tmp_path):
     same = [Clip(0, c.video_id, c.path) for c in clips]  # callers may reuse an index (benchmarks do)
     results = run_scorer(SizeScorer(), same, batch_size=2, num_workers=2)
     assert [r.values["size"] for r in results] == [1, 2, 3]
+
+
+def test_precision_is_chosen_once_and_leaves_no_global_flags(vidscore_env, fixtures):
+    """UniMatch on CUDA: `auto` is float32, an explicit fp16/bf16/tf32 is honoured (never swapped for
+    another); scoring leaves torch's process-wide TF32 flags as it found them."""
+    import torch
+
+    from vidscore_core.meta import read_meta
+    from vidscore_core.scoring.jobs import FlowJob, _autocast, clips_from_frame, flow_precision
+    from vidscore_core.scoring.options import JobOptions
+
+    assert flow_precision("cuda", "auto") == "fp32" and flow_precision("cuda:1", "fp16") == "fp16"
+    assert flow_precision("cuda", "tf32") == "tf32" and flow_precision("cpu", "fp16") == "fp32"
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with _autocast("cuda", "tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    settings, _ = vidscore_env
+    meta = read_meta(fixtures / "media/meta.csv").iloc[:1]
+    job = FlowJob(settings, JobOptions(device="cpu", num_workers=1, precision="tf32"), "dis")
+    job.score(clips_from_frame(meta))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

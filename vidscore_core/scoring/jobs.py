@@ -57,12 +57,31 @@ def with_lineage(
 
 @contextlib.contextmanager
 def _autocast(device: str, precision: str) -> Iterator[None]:
-    if device.startswith("cuda") and precision in ("bf16", "fp16"):
+    """The precision of a scoring region, set for the region only: autocast for fp16/bf16, TF32
+    matmuls for tf32 (the process-wide flags are restored on the way out, so no other step of the
+    process inherits them)."""
+    if not device.startswith("cuda"):
+        yield
+    elif precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         with torch.autocast("cuda", dtype=dtype):
             yield
     else:
-        yield
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def flow_precision(device: str, requested: str) -> str:
+    """UniMatch's precision, chosen once: float32 on CPU; on CUDA what was asked, with `auto` = fp32
+    (lower precisions are offered, and measured by bench/gpu_check.py, but never chosen silently)."""
+    if not device.startswith("cuda"):
+        return "fp32"
+    return "fp32" if requested == "auto" else requested
 
 
 class _Job:
@@ -128,7 +147,9 @@ class ClipJob(_Job):
         self.scorer.sampler = ClipFrameSampler(
             points=points, image_size=self.clip.image_size, decode_timeout_s=self.options.decode_timeout_s
         )
-        return [to_frame_embeddings(r) for r in self._run(self.scorer, clips)]
+        # fp16/bf16 are the weights' dtype (above); tf32 is float32 weights with TF32 matmuls.
+        with _autocast(self.device, "tf32" if self.options.precision == "tf32" else "fp32"):
+            return [to_frame_embeddings(r) for r in self._run(self.scorer, clips)]
 
     def _shas(self, *names: str) -> dict[str, str]:
         paths = {"clip": self.clip_path}
@@ -275,10 +296,7 @@ class FlowJob(_Job):
         return weights.require("unimatch", self.settings) if self.backend == "unimatch" else None
 
     def precision(self) -> str:
-        p = self.options.precision
-        if not self.device.startswith("cuda"):
-            return "fp32"
-        return "tf32" if p in ("auto", "fp16") else p
+        return flow_precision(self.device, self.options.precision)
 
     @cached_property
     def scorer(self):
@@ -289,8 +307,6 @@ class FlowJob(_Job):
             from vidscore_core.flow import UniMatchFlow
             from vidscore_core.models.unimatch import load_unimatch
 
-            torch.backends.cuda.matmul.allow_tf32 = self.precision() == "tf32"
-            torch.backends.cudnn.allow_tf32 = self.precision() == "tf32"
             model = UniMatchFlow(load_unimatch(self.weights_path, device=self.device))
         return FlowScorer(self.backend, model, decode_timeout_s=self.options.decode_timeout_s)
 
