@@ -301,3 +301,22 @@ def test_precision_is_chosen_once_and_leaves_no_global_flags(vidscore_env, fixtu
     job = FlowJob(settings, JobOptions(device="cpu", num_workers=1, precision="tf32"), "dis")
     job.score(clips_from_frame(meta))
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_cuda_out_of_memory_splits_the_batch_and_keeps_what_finished(clips):
+    """A batch that does not fit is split in halves and retried; a clip that does not fit alone gets
+    the out-of-memory as its error (the backfill schedule retries it); nothing is lost or doubled."""
+    from vidscore_core.engine import OUT_OF_MEMORY
+
+    class Tight(SizeScorer):
+        def run(self, data, batch):
+            if len(batch) > 1 or batch[0].video_id == "v6":  # room for one clip, and v6 never fits
+                self.batches.append(-len(batch))
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().run(data, batch)
+
+    scorer, stats = Tight(), EngineStats()
+    results = run_scorer(scorer, clips, batch_size=4, num_workers=1, stats=stats)
+    assert [r.values.get("size") for r in results] == [10, None, 30, None, 50, None, None]
+    assert results[6].error == OUT_OF_MEMORY and results[5].error == "rejected by the model"
+    assert sorted(b for b in scorer.batches if b > 0) == [1, 1, 1, 1] and stats.oom_splits > 0

@@ -132,6 +132,7 @@ class EngineStats:
     model_seconds: float = 0.0
     crashed: int = 0  # clips whose decode worker died
     hung: int = 0  # clips whose decode worker was killed for taking too long
+    oom_splits: int = 0  # batches split in halves after a CUDA out-of-memory
 
     @property
     def clips_per_s(self) -> float:
@@ -224,6 +225,9 @@ def run_scorer(
     return [results[i] for i in range(total)]
 
 
+OUT_OF_MEMORY = "CUDA out of memory even for this clip alone"
+
+
 def _run_batch(
     scorer: Scorer,
     clips: list[Clip],
@@ -231,13 +235,28 @@ def _run_batch(
     device: torch.device,
     stats: EngineStats,
 ) -> list[ClipResult]:
+    """The model on one batch. A CUDA out-of-memory splits the batch in halves and retries them,
+    keeping what finished; a clip that does not fit alone gets that as its error (retryable)."""
     data = scorer.sampler.collate(payloads)
     if device.type == "cuda":
         data = _pin(data)
     stats.batches += 1
     t0 = time.perf_counter()
-    values = scorer.run(to_device(data, device), clips)
-    stats.model_seconds += time.perf_counter() - t0
+    try:
+        values = scorer.run(to_device(data, device), clips)
+        stats.model_seconds += time.perf_counter() - t0
+    except torch.cuda.OutOfMemoryError:
+        del data
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        stats.oom_splits += 1
+        if len(clips) == 1:
+            return [ClipResult(clips[0], error=OUT_OF_MEMORY)]
+        half = len(clips) // 2
+        return [
+            *_run_batch(scorer, clips[:half], payloads[:half], device, stats),
+            *_run_batch(scorer, clips[half:], payloads[half:], device, stats),
+        ]
     results = []
     for clip, vals in zip(clips, values, strict=True):
         error = vals.pop("error", None) if isinstance(vals, dict) else None

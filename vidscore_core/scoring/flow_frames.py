@@ -46,9 +46,10 @@ class FlowSampler:
     def collate(self, payloads: list[dict[str, Any]]) -> dict[str, Any]:
         if self.backend == "dis":
             return {"meta": payloads}
+        # Payloads are left intact: after a CUDA out-of-memory the engine collates halves of them again.
         return {
-            "frames": torch.stack([p.pop("frames") for p in payloads]),
-            "meta": payloads,
+            "frames": torch.stack([p["frames"] for p in payloads]),
+            "meta": [{k: v for k, v in p.items() if k != "frames"} for p in payloads],
         }
 
 
