@@ -6,21 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fixture_env import fixture_model_env
 
 from vidscore_core.csv_scoring import input_rows, score_meta_file
 from vidscore_core.scoring.options import JobOptions
 
 
 @pytest.fixture
-def settings(tmp_path, monkeypatch, fixtures):
-    from vidscore_core.settings import Settings
-
-    monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("VIDSCORE_MODELS_DIR", str(tmp_path / "models"))
-    for name, value in fixture_model_env(fixtures).items():
-        monkeypatch.setenv(name, value)
-    return Settings.from_env()
+def settings(vidscore_env):
+    return vidscore_env[0]
 
 
 def options(**kw) -> JobOptions:
