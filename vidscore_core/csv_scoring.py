@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from vidscore_core import scores
 from vidscore_core.meta import file_columns, read_meta, write_table
 from vidscore_core.scores import SCORES
-from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, MATCHING_POINTS
-from vidscore_core.scoring.jobs import ClipJob, FlowJob, clips_from_frame
+from vidscore_core.scoring.jobs import ClipJob, clips_from_frame
 from vidscore_core.scoring.options import JobOptions
+from vidscore_core.scoring.producers import ScoreInputs
 from vidscore_core.settings import Settings
 
 SCORE_COLUMN = {score.name: score.column for score in SCORES}
@@ -31,27 +32,22 @@ def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def score_rows(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,
                flow_backend: str = "unimatch") -> pd.DataFrame:  # fmt: skip
-    """Score the clips of a read meta table; returns `video_id`, the score and `error`.
-
-    Aesthetic and flow: one row per distinct clip. Matching: one row per row of `meta`, since the same
-    clip may be listed with several captions; each clip is still decoded once.
-    """
+    """Score the clips of a read meta table with the score's registered producer; returns
+    `video_id`, the score and `error`: one row per distinct clip, or per row of `meta` for a score
+    declared `per_row` (matching: a clip listed with several captions). Each clip is decoded once."""
+    score = scores.get(task)
     distinct = meta.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
-    clips = clips_from_frame(distinct)
-    if task == "flow":
-        job = FlowJob(settings, options, flow_backend)
-        rows = job.rows(job.score(clips), batch="cli")
-        return rows[["video_id", "flow", "error"]]
-    job = ClipJob(settings, options)
-    if task == "aesthetic":
-        _ = job.clip_path, job.mlp  # fail on missing/mismatched weights before decoding anything
-        items = job.embed(clips, AESTHETIC_POINTS)
-        return job.aesthetic_rows(items, batch="cli")[["video_id", "aes", "error"]]
-    _ = job.clip  # fail on missing/mismatched weights before decoding anything
-    by_clip = {item.video_id: item for item in job.embed(clips, MATCHING_POINTS)}
-    texts = meta["text"] if "text" in meta.columns else [None] * len(meta)
-    pairs = [by_clip[v] for v in meta["video_id"]]
-    return job.matching_rows(pairs, list(texts), batch="cli")[["video_id", "match", "error"]]
+    videos = (meta if score.per_row else distinct).assign(error=None).reset_index(drop=True)
+    embedding_rows = None
+    if score.reads_embeddings:
+        job = ClipJob(settings, options)
+        _ = job.clip  # fail on missing or mismatched CLIP weights before decoding anything
+        items = job.embed(clips_from_frame(distinct), score.frame_points)
+        embedding_rows = job.embedding_rows(items, batch="cli", points=score.frame_points)
+    inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
+                         flow_backend=flow_backend, embedding_rows=embedding_rows)  # fmt: skip
+    rows = score.produce()(inputs)
+    return rows[["video_id", score.column, "error"]].reset_index(drop=True)
 
 
 def row_scores(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,
@@ -59,10 +55,10 @@ def row_scores(task: str, meta: pd.DataFrame, settings: Settings, options: JobOp
     """`video_id`, the score and `error` for every row of `meta` (read with drop_duplicates=False),
     in row order: a clip listed twice gets its score twice, and matching scores each caption."""
     column = SCORE_COLUMN[task]
-    scores = score_rows(task, meta, settings, options, flow_backend)
-    if task == "matching":
-        return scores.reset_index(drop=True)
-    by_clip = scores.set_index("video_id")
+    rows = score_rows(task, meta, settings, options, flow_backend)
+    if scores.get(task).per_row:
+        return rows
+    by_clip = rows.set_index("video_id")
     ids = list(meta["video_id"])
     return pd.DataFrame(
         {
@@ -89,10 +85,10 @@ def score_meta_file(
     meta_path = Path(meta_path)
     column = SCORE_COLUMN[task]
     meta = read_meta(meta_path, drop_duplicates=False)
-    scores = row_scores(task, meta, settings, options, flow_backend)
+    result = row_scores(task, meta, settings, options, flow_backend)
     out = file_columns(meta)
-    out[column] = scores[column].tolist()
-    out[f"{column}_error"] = scores["error"].tolist()
+    out[column] = result[column].tolist()
+    out[f"{column}_error"] = result["error"].tolist()
     target = Path(output) if output else default_output(meta_path, column)
     write_table(out, target)
     errors = int(out[f"{column}_error"].notna().sum())

@@ -43,6 +43,8 @@ class Score:
     code: tuple[str, ...]  # modules whose source defines the score: a change makes old rows stale
     producer: str  # "module:function" (ScoreInputs) -> the table's rows for one batch
     reads_embeddings: bool = False  # derived from `clip_embeddings` (else decodes the clips itself)
+    frame_points: tuple[float, ...] = ()  # derived scores: the embedded frames they use (CSV path decodes only these)
+    per_row: bool = False  # scored per meta row (matching: a clip listed with two captions gets two scores)
     per_clip_backend: bool = False  # rows record a `backend` (the flow backend) that must match
     lower: str | None = None  # filter flag for a minimum ("aesmin")
     upper: str | None = None  # filter flag for a maximum ("flowmax")
@@ -83,6 +85,7 @@ AESTHETIC = Score(
     code=options.AESTHETIC_CODE,
     producer="vidscore_core.scoring.producers:aesthetic_rows",
     reads_embeddings=True,
+    frame_points=(0.1, 0.5, 0.9),  # the reference aesthetic script's points
     lower="aesmin",
     checks=(ValueCheck("in_range", "aes BETWEEN 0 AND 10", "Aesthetic scores lie in [0, 10] (warning).",
                        blocking=False),),  # fmt: skip
@@ -100,6 +103,8 @@ MATCHING = Score(
     code=options.MATCHING_CODE,
     producer="vidscore_core.scoring.producers:matching_rows",
     reads_embeddings=True,
+    frame_points=(0.5,),  # the middle frame, as the reference matching script
+    per_row=True,
     lower="matchmin",
     checks=(ValueCheck("bounded", 'abs("match") <= ?', "|match| <= exp(logit_scale) of the checkpoint.",
                        params="vidscore_core.scoring.producers:logit_scale_bound"),),  # fmt: skip

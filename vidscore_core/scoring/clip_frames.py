@@ -8,14 +8,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidscore_core import scores
 from vidscore_core.clip_preprocess import clip_crop
 from vidscore_core.engine import Clip
 from vidscore_core.media.decode import read_frames
 from vidscore_core.models.clip import ClipModel
 
-# Frame points of the reference aesthetic script; 0.5 is also the matching script's frame.
-AESTHETIC_POINTS: tuple[float, ...] = (0.1, 0.5, 0.9)
-MATCHING_POINTS: tuple[float, ...] = (0.5,)
+# Frame points of the reference aesthetic script; 0.5 is also the matching script's frame (declared
+# with the scores); `clip_embeddings` embeds the aesthetic points, which include matching's.
+AESTHETIC_POINTS: tuple[float, ...] = scores.AESTHETIC.frame_points
+MATCHING_POINTS: tuple[float, ...] = scores.MATCHING.frame_points
 
 
 @dataclass(frozen=True)
