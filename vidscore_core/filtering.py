@@ -165,6 +165,13 @@ class FilterSpec:
         return (" AND ".join(clauses) or "TRUE"), params
 
 
+# A registered score's filter flag must be a FilterSpec field (and a `vidscore filter` option): say so
+# at import rather than ignore the bound.
+_UNDECLARED = sorted({flag for flag, _, _ in BOUNDS} - set(FilterSpec.__dataclass_fields__))
+if _UNDECLARED:
+    raise ImportError(f"filter flags {_UNDECLARED} of the score registry are not FilterSpec fields")
+
+
 def filter_meta_file(
     meta: str | Path,
     spec: FilterSpec,
