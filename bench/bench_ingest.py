@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_ingest.py --clips 1000
 
 Writes N short H.264 clips (96×64, 24 frames, moving textures) into a temp folder, then times the
-CLI path: staging manifests, registering partitions, and materializing `videos` through Dagster.
+CLI path: the `meta_files` run (manifests + partitions), then materializing `videos` through Dagster.
 """
 
 from __future__ import annotations
@@ -46,24 +46,24 @@ def main() -> None:
         meta = make_corpus(tmp / "clips", args.clips)
         t_corpus = time.perf_counter() - t0
 
-        from vidscore_core.ingest import stage_manifests
         from vidscore_core.settings import Settings
-        from vidscore_core.store import Store
+        from vidscore_core.store import TableStore
         from vidscore_dagster.defs.resources import default_resources
-        from vidscore_dagster.runner import instance_for, materialize_batches, register_batches
+        from vidscore_dagster.runner import ingest_meta_file, instance_for, materialize_batches
 
         settings = Settings.from_env()
         t0 = time.perf_counter()
-        keys = stage_manifests(meta, settings, batch_size=args.batch_size)
         instance = instance_for(settings)
-        register_batches(instance, keys)
+        keys, reason = ingest_meta_file(instance, meta, args.batch_size, scored_by_caller=True)
+        if reason:
+            raise SystemExit(f"ingest failed: {reason}")
         t_ingest = time.perf_counter() - t0
         t0 = time.perf_counter()
         ok = materialize_batches(
             instance, keys, ["videos"], resources=default_resources(), log_level="WARNING"
         )
         t_mat = time.perf_counter() - t0
-        n = Store(settings.db_path).query_df("SELECT count(*) AS n FROM videos")["n"].iloc[0]
+        n = TableStore.from_settings(settings).query_df("SELECT count(*) AS n FROM videos")["n"].iloc[0]
         print(f"clips={args.clips} batches={len(keys)} ok={all(ok.values())} rows={n}")
         print(
             f"corpus generation {t_corpus:.1f}s | ingest (manifests + partitions) {t_ingest:.2f}s | "

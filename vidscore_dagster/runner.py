@@ -30,17 +30,6 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def register_batches(instance: dg.DagsterInstance, keys: Sequence[str]) -> list[str]:
-    """Add the keys to the `batches` dynamic partitions; returns the ones that were new."""
-    from vidscore_dagster.defs.partitions import BATCHES
-
-    existing = set(instance.get_dynamic_partitions(BATCHES))
-    new = [k for k in keys if k not in existing]
-    if new:
-        instance.add_dynamic_partitions(BATCHES, new)
-    return new
-
-
 def materialize_batches(
     instance: dg.DagsterInstance,
     keys: Sequence[str],
