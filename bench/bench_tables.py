@@ -18,8 +18,8 @@ Parts (each adds its section to `<out>.json`, then `<out>.md` is rewritten from 
    of `vidscore.duckdb` (`write_views` + `connect_read_only`) and on the native tables; best of 3
    after a warm-up, each (side, query) in a fresh process whose VmHWM is its peak memory.
 3. `ingest`: a meta CSV of `--clips` rows (path, text and two extra columns) through
-   `ingest.write_manifests(meta, TableStore(root), batch_size=5000)` in a fresh process: wall time,
-   VmHWM, and RSS after each stage of the same code path (read_meta, split_batches, publishing).
+   `ingest.write_manifests(meta, TableStore(root), batch_size=5000)` in a fresh process: wall time
+   and VmHWM.
    The child is killed (and reported) past --ingest-rss-limit-gib or when the machine runs low.
    `ingest-scaling` (not in the default parts): the same at --ingest-scaling-rows (1 M, 3 M), for the
    memory per row and a projection when the full size cannot finish on the machine.
@@ -45,7 +45,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -83,14 +82,6 @@ def vm_hwm_kib() -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
             if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def vm_rss_kib() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
 
@@ -562,82 +553,17 @@ def make_meta_csv(path: Path, rows: int) -> float:
 
 
 def ingest_child(meta: str, root: str, mode: str) -> None:
-    """Fresh process: the real write_manifests, or its stages one by one with RSS after each."""
+    """Fresh process: the real write_manifests; prints its result as JSON."""
     from vidscore_core import ingest
-    from vidscore_core.meta import split_batches
     from vidscore_core.store import TableStore
 
     store = TableStore(root)
-    peak_sampler = {"max": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak_sampler["max"] = max(peak_sampler["max"], vm_rss_kib())
-            time.sleep(0.2)
-
-    threading.Thread(target=sample, daemon=True).start()
     base = vm_hwm_kib()
     t0 = time.perf_counter()
-    stages = []
-    if mode == "real":
-        rows = ingest.write_manifests(meta, store, batch_size=5000)
-        n_rows, n_batches = sum(rows.values()), len(rows)
-    else:  # the same calls as write_manifests, with the RSS after each stage
-
-        def mark(stage: str, **more) -> None:
-            stages.append({"stage": stage, "t_s": round(time.perf_counter() - t0, 1),
-                           "rss_mib": round(vm_rss_kib() / 1024), "hwm_mib": round(vm_hwm_kib() / 1024), **more})  # fmt: skip
-            print("STAGE " + json.dumps(stages[-1]), flush=True)  # streamed: kept if the run is killed
-
-        mark("start")
-        # read_meta's own steps (vidscore_core/meta.py), one by one, so the RSS after each is known.
-        from vidscore_core import meta as m
-
-        meta_path = os.path.abspath(meta)
-        raw = m._load_table(meta_path)
-        mark(
-            "read_meta: _load_table (pandas read_csv of the whole file)",
-            per_column_mib={c: round(int(v) / 2**20) for c, v in raw.memory_usage(deep=True).items()},
-        )
-        originals = [m._as_text(v) for v in raw["path"].tolist()]
-        folder = m._choose_base(os.path.dirname(meta_path), originals)
-        resolved = [os.path.abspath(os.path.join(folder, p)) for p in originals]
-        mark("read_meta: `resolved` list (a new str per row)")
-        out = raw.rename(columns={c: m.input_column_name(c) for c in raw.columns})
-        out["path"] = pd.Series(resolved, index=out.index, dtype=object)
-        out["text"] = pd.Series([m._as_text(v) for v in out["text"].tolist()], index=out.index, dtype=object)
-        out["path_original"] = pd.Series(originals, index=out.index, dtype=object)
-        mark("read_meta: path, text, path_original columns")
-        out["video_id"] = pd.Series([m.video_id_for(p) for p in resolved], index=out.index, dtype=object)
-        out["meta_row"] = range(len(out))
-        mark("read_meta: video_id column")
-        out = out.drop_duplicates(subset="path", keep="first")
-        mark("read_meta: drop_duplicates")
-        df = out.reset_index(drop=True)
-        del raw, originals, resolved, out
-        usage = df.memory_usage(deep=True)
-        mark(
-            "read_meta returned (its locals freed)",
-            dataframe_deep_mib=round(int(usage.sum()) / 2**20),
-            per_column_mib={c: round(int(v) / 2**20) for c, v in usage.items()},
-        )
-        parts = split_batches(df, Path(meta), 5000)
-        mark("split_batches (all slices copied up front)")
-        n_rows = n_batches = 0
-        for i, (key, part) in enumerate(parts):
-            n_rows += store.publish(ingest.manifest_frame(part, Path(meta)), "manifests", key).rows
-            n_batches += 1
-            if i in (0, len(parts) // 2):
-                mark(f"publishing, batch {i}")
-        mark("all manifests published")
-        del parts
-        mark("slices freed")
+    rows = ingest.write_manifests(meta, store, batch_size=5000)
     wall = time.perf_counter() - t0
-    stop.set()
-    print(json.dumps({"mode": mode, "rows": n_rows, "batches": n_batches, "wall_s": round(wall, 1),
-                      "peak_rss_mib": round(vm_hwm_kib() / 1024), "baseline_mib": round(base / 1024),
-                      "stages": stages}))  # fmt: skip
+    print(json.dumps({"mode": mode, "rows": sum(rows.values()), "batches": len(rows), "wall_s": round(wall, 1),
+                      "peak_rss_mib": round(vm_hwm_kib() / 1024), "baseline_mib": round(base / 1024)}))  # fmt: skip
 
 
 def mem_available_kib() -> int:
@@ -660,18 +586,15 @@ def proc_rss_kib(pid: int) -> int:
 
 
 def part_ingest(args, root: Path) -> dict:
-    return run_ingest(args, root, args.clips, args.ingest_modes.split(","))
+    return run_ingest(args, root, args.clips, ["real"])
 
 
 def part_ingest_scaling(args, root: Path) -> dict:
     """write_manifests at smaller sizes: peak memory per row, to extrapolate when the full size is killed."""
     out = {"runs": {}}
     for rows in (int(x) for x in args.ingest_scaling_rows.split(",")):
-        last = rows == max(int(x) for x in args.ingest_scaling_rows.split(","))
-        res = run_ingest(args, root, rows, ["real", "stages"] if last else ["real"])
+        res = run_ingest(args, root, rows, ["real"])
         out["runs"][str(rows)] = res["runs"]["real"] | {"csv_bytes": res["csv_bytes"]}
-        if last:
-            out["stages"] = res["runs"]["stages"] | {"rows": rows}
     ok = {int(k): v for k, v in out["runs"].items() if "peak_rss_mib" in v}
     if len(ok) >= 2:
         (r0, a), (r1, b) = sorted(ok.items())[0], sorted(ok.items())[-1]
@@ -712,12 +635,10 @@ def run_ingest(args, root: Path, n_rows: int, modes: list[str]) -> dict:
                 time.sleep(0.1)
         wall = time.perf_counter() - t0
         stdout = stdout_path.read_text().splitlines()
-        stages = [json.loads(line[len("STAGE ") :]) for line in stdout if line.startswith("STAGE ")]
         final = [line for line in stdout if line.startswith("{")]
         if proc.returncode != 0 or not final:
             out["runs"][mode] = {"error": killed or stderr_path.read_text()[-3000:], "returncode": proc.returncode,
-                                 "wall_s": round(wall, 1), "children_maxrss_mib": round(sampled / 1024),
-                                 "stages": stages}  # fmt: skip
+                                 "wall_s": round(wall, 1), "children_maxrss_mib": round(sampled / 1024)}  # fmt: skip
             print(f"  ingest ({mode}) failed: {out['runs'][mode]['error'][-500:]}", flush=True)
         else:
             res = json.loads(final[-1])
@@ -931,26 +852,6 @@ def mib(b: float) -> str:
     return f"{b / 2**20:,.0f} MiB" if b < 2**30 else f"{b / 2**30:,.2f} GiB"
 
 
-def stage_lines(run: dict, rows: int) -> list[str]:
-    """The table of RSS after each stage of a `stages` ingest run."""
-    lines = []
-    if run.get("error"):
-        lines += ["", f"The `stages` run ({rows:,} rows) did not finish: {run['error'][-300:]}"]
-    prof = run.get("stages")
-    if not prof:
-        return lines
-    lines += ["", f"Where the memory goes (`stages` run, {rows:,} rows: write_manifests' calls, and read_meta's "
-                  "steps, one by one; RSS after each):", "",
-              "| stage | t (s) | RSS | peak so far |", "|---|---|---|---|"]  # fmt: skip
-    for s in prof:
-        lines.append(f"| {s['stage']} | {s['t_s']} | {s['rss_mib']:,} MiB | {s['hwm_mib']:,} MiB |")
-    for s in prof:
-        if "per_column_mib" in s:
-            cols = ", ".join(f"{c} {v:,}" for c, v in s["per_column_mib"].items() if v)
-            lines += ["", f'After "{s["stage"]}": deep size of the DataFrame, MiB per column: {cols}.']
-    return lines
-
-
 def same_answer(a: dict, b: dict) -> bool:
     """Same row count and first row (floats to 1e-9 relative: parallel sums differ in the last digits)."""
     if a.get("rows") != b.get("rows"):
@@ -1086,7 +987,6 @@ def render(data: dict) -> str:
         if peak:
             lines += ["", f"Target (< 8 GB): **{'met' if peak * 2**20 < 8e9 and 'error' not in real else 'NOT met'}** "
                           f"({'at least ' if 'error' in real else ''}{peak * 2**20 / 1e9:.2f} GB)."]  # fmt: skip
-        lines += stage_lines(ing["runs"].get("stages", {}), ing["rows"])
         lines.append("")
     sc = data.get("ingest-scaling")
     if sc:
@@ -1103,8 +1003,6 @@ def render(data: dict) -> str:
             proj = sc["projected_peak_mib_at_clips"]
             lines += ["", f"Peak grows by ≈ {sc['peak_mib_per_million_rows']:,} MiB per million rows: "
                           f"≈ {proj['mib'] * 2**20 / 1e9:.1f} GB projected for {proj['rows']:,} rows."]  # fmt: skip
-        if "stages" in sc:
-            lines += stage_lines(sc["stages"], sc["stages"]["rows"])
         lines.append("")
     conc = data.get("concurrency")
     if conc:
@@ -1177,8 +1075,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--conc-rounds", type=int, default=25, help="publishes of each table per writer")
-    parser.add_argument("--ingest-modes", default="real,stages",
-                        help="real = write_manifests as is; stages = the same calls with RSS after each")  # fmt: skip
     parser.add_argument(
         "--ingest-rss-limit-gib",
         type=float,

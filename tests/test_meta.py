@@ -16,7 +16,6 @@ from vidscore_core.meta import (
     input_column_name,
     read_meta,
     sanitize_key_part,
-    split_batches,
     video_id_for,
 )
 
@@ -164,15 +163,21 @@ def test_batch_size_must_be_positive(bad) -> None:
         batch_keys("/m.csv", 10, bad)
 
 
-def test_split_batches_covers_every_row_in_order(tmp_path: Path) -> None:
-    lines = "".join(f"v{i}.mp4,caption {i}\n" for i in range(23))
+def test_manifests_cover_every_clip_once_in_order_across_read_chunks(tmp_path: Path, monkeypatch) -> None:
+    """The meta file is read in chunks: batches still follow the file, and a path listed again in a
+    later chunk is the same clip (one row, the first listing's)."""
+    from vidscore_core import ingest
+    from vidscore_core.store import TableStore
+
+    monkeypatch.setattr(ingest, "CHUNK_ROWS", 7)
+    lines = "".join(f"v{i}.mp4,caption {i}\n" for i in range(23)) + "v3.mp4,listed again\n"
     meta = write(tmp_path / "big meta.csv", "path,text\n" + lines)
-    df = read_meta(meta)
-    parts = split_batches(df, meta, batch_size=10)
-    assert [key for key, _ in parts] == batch_keys(meta, 23, 10)
-    assert [len(part) for _, part in parts] == [10, 10, 3]
-    assert pd.concat([part for _, part in parts])["meta_row"].tolist() == list(range(23))
-    assert len(split_batches(df, meta)) == 1
+    store = TableStore(tmp_path / "tables")
+    rows = ingest.write_manifests(meta, store, batch_size=10)
+    assert list(rows) == batch_keys(meta, 23, 10) and list(rows.values()) == [10, 10, 3]
+    manifests = pd.concat([ingest.read_manifest(store, key) for key in rows])
+    assert manifests["meta_row"].tolist() == list(range(23))
+    assert manifests["text"].tolist()[3] == "caption 3"
 
 
 def test_read_meta_keeps_colliding_columns_under_a_reversible_name(tmp_path):

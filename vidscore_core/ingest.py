@@ -9,10 +9,17 @@ import pandas as pd
 
 from vidscore_core import lineage
 from vidscore_core.media.probe import probe_many
-from vidscore_core.meta import batch_keys, check_batch_size, file_column_name, read_meta_chunks
+from vidscore_core.meta import (
+    batch_key,
+    batch_key_prefix,
+    check_batch_size,
+    file_column_name,
+    read_meta_chunks,
+)
 from vidscore_core.store import TableStore
 
 DEFAULT_BATCH_SIZE = 5000
+CHUNK_ROWS = 100_000  # rows of the meta file read at a time (memory stays bounded at any length)
 # Columns the manifest keeps by name; every other meta column travels in `extra` as JSON.
 MANIFEST_COLUMNS = ("video_id", "path", "path_original", "text", "meta_row")
 PROBE_FIELDS = (
@@ -54,17 +61,17 @@ def write_manifests(meta_path: str | Path, store: TableStore, batch_size: int = 
     """
     meta_path = Path(meta_path)
     check_batch_size(batch_size)
-    prefix = batch_keys(meta_path, 1, 1)[0].rsplit("-", 1)[0]
+    prefix = batch_key_prefix(meta_path)
     seen: set[int] = set()  # clip ids as 64-bit ints: a fraction of the memory of 10 M strings
     pending: list[pd.DataFrame] = []
     pending_rows = 0
     rows: dict[str, int] = {}
 
     def publish(part: pd.DataFrame) -> None:
-        key = f"{prefix}-{len(rows):05d}"  # the keys batch_keys gives: same file, same keys
+        key = batch_key(prefix, len(rows))  # the keys batch_keys gives: same file, same keys
         rows[key] = store.publish(manifest_frame(part, meta_path), "manifests", key).rows
 
-    for chunk in read_meta_chunks(meta_path, chunk_rows=max(batch_size, 100_000)):
+    for chunk in read_meta_chunks(meta_path, chunk_rows=max(batch_size, CHUNK_ROWS)):
         # One clip, one row: the first listing wins, later ones (in this chunk or earlier) are the same video.
         ids = [int(v, 16) for v in chunk["video_id"]]
         first = ~chunk["video_id"].duplicated().to_numpy()

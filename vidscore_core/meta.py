@@ -17,7 +17,6 @@ import pandas as pd
 
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
-DEFAULT_BATCH_SIZE = 5000
 ADDED_COLUMNS = ("path_original", "video_id", "meta_row")
 # A meta file's own column that is named like an added one keeps its values under this prefix (and so
 # does any column that already starts with it, which keeps the renaming reversible): see
@@ -253,27 +252,29 @@ def sanitize_key_part(name: str) -> str:
     return cleaned or "meta"
 
 
-def batch_keys(meta_path: str | os.PathLike[str], n_rows: int, batch_size: int) -> list[str]:
-    """Partition keys for a meta file of n_rows rows: `<stem>-<8 hex of its absolute path>-<00000>`.
+def batch_key_prefix(meta_path: str | os.PathLike[str]) -> str:
+    """`<stem>-<8 hex of its absolute path>`: every batch key of a meta file is this plus `-<00000>`.
 
     The same file (by absolute path) gets the same keys in every run; two files with the same name in
     different folders do not collide. Keys hold only [a-z0-9_-], safe for Dagster and file names.
     """
-    check_batch_size(batch_size)
-    if n_rows < 0:
-        raise ValueError(f"n_rows must be >= 0, got {n_rows}")
     absolute = os.path.abspath(os.fspath(meta_path))
     stem = sanitize_key_part(Path(absolute).stem)
     digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    return [f"{stem}-{digest}-{i:05d}" for i in range(math.ceil(n_rows / batch_size))]
+    return f"{stem}-{digest}"
 
 
-def split_batches(
-    df: pd.DataFrame, meta_path: str | os.PathLike[str], batch_size: int = DEFAULT_BATCH_SIZE
-) -> list[tuple[str, pd.DataFrame]]:
-    """Consecutive slices of at most batch_size rows, in file order, with their `batch_keys`."""
-    keys = batch_keys(meta_path, len(df), batch_size)
-    return [(key, df.iloc[i * batch_size : (i + 1) * batch_size].copy()) for i, key in enumerate(keys)]
+def batch_key(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:05d}"
+
+
+def batch_keys(meta_path: str | os.PathLike[str], n_rows: int, batch_size: int) -> list[str]:
+    """Partition keys for a meta file of n_rows rows in batches of batch_size (see `batch_key_prefix`)."""
+    check_batch_size(batch_size)
+    if n_rows < 0:
+        raise ValueError(f"n_rows must be >= 0, got {n_rows}")
+    prefix = batch_key_prefix(meta_path)
+    return [batch_key(prefix, i) for i in range(math.ceil(n_rows / batch_size))]
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from vidscore_core import lineage
 from vidscore_core.ingest import DEFAULT_BATCH_SIZE, INGEST_CODE, probe_rows, read_manifest, write_manifests
-from vidscore_core.meta import batch_keys
+from vidscore_core.meta import batch_key_prefix
 from vidscore_core.schema import PARTITIONED_TABLES
 from vidscore_core.store import TableStore
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy
@@ -57,7 +57,7 @@ def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig) -> dg.
 
 def drop_stale_batches(context: dg.AssetExecutionContext, store, path: Path, kept: set[str]) -> list[str]:
     """Batches of an earlier, longer version of this meta file: their partitions and rows go."""
-    prefix = batch_keys(path, 1, 1)[0].rsplit("-", 1)[0] + "-"
+    prefix = batch_key_prefix(path) + "-"
     stale = sorted(k for k in store.partitions("manifests") if k.startswith(prefix) and k not in kept)
     for key in stale:
         for table in PARTITIONED_TABLES:
