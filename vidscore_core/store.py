@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ _SCALAR_ARROW: dict[str, pa.DataType] = {
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
 }
 SCHEMA_FILE = "_schema.parquet"
+VIDEO_SCORES_TABLES = frozenset({"videos", *schema.SCORE_TABLES})
 
 
 def arrow_type(duckdb_type: str) -> pa.DataType:
@@ -101,6 +103,7 @@ class TableStore:
             self.root = str(Path(root).expanduser().resolve())
             self.fs = pafs.LocalFileSystem()
             self._base = self.root
+        self._laid_out: set[str] = set()  # tables whose _schema.parquet this store checked or wrote
 
     @classmethod
     def from_settings(cls, settings: Any) -> TableStore:
@@ -123,16 +126,20 @@ class TableStore:
         return f"{self._base}/{table}" + (f"/{name}" if name else "")
 
     def ensure_layout(self, tables: Iterable[str] | None = None) -> None:
-        """Write each table's `_schema.parquet` when missing or outdated. Idempotent and atomic."""
+        """Write each table's `_schema.parquet` when missing or outdated. Idempotent and atomic;
+        checked once per table and store, since every publish calls it."""
         for table in tables or schema.TABLES:
-            want = arrow_schema(table)
-            path = self._fs_path(table, SCHEMA_FILE)
-            try:
-                if pq.read_schema(path, filesystem=self.fs).equals(want):
-                    continue
-            except (FileNotFoundError, OSError, pa.ArrowInvalid):
-                pass
-            self._write(want.empty_table(), table, SCHEMA_FILE)
+            if table in self._laid_out:
+                continue
+            if not self._schema_file_current(table):
+                self._write(arrow_schema(table).empty_table(), table, SCHEMA_FILE)
+            self._laid_out.add(table)
+
+    def _schema_file_current(self, table: str) -> bool:
+        try:
+            return pq.read_schema(self._fs_path(table, SCHEMA_FILE), filesystem=self.fs).equals(arrow_schema(table))
+        except (FileNotFoundError, OSError, pa.ArrowInvalid):
+            return False
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -159,18 +166,7 @@ class TableStore:
             # An S3 object becomes visible only when its (multipart) upload completes: atomic.
             pq.write_table(arrow, final, filesystem=self.fs)
             return int(self.fs.get_file_info(final).size)
-        folder = Path(self._fs_path(table))
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            pq.write_table(arrow, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())  # the rename must never expose a file whose data is not on disk
-            size = tmp.stat().st_size
-            os.replace(tmp, folder / name)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return size
+        return write_parquet(arrow, final).stat().st_size
 
     def delete(self, table: str, key: str) -> bool:
         """Remove partition `key` of `table`; False when it did not exist."""
@@ -213,27 +209,30 @@ class TableStore:
         """Rows of `table` (partitions `keys`, or all) as a DataFrame."""
         return self.dataset(table, keys).to_table(columns=list(columns) if columns else None).to_pandas()
 
-    def connect(self, keys: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
-        """A private in-memory DuckDB with every table as a view (restricted to partitions `keys`).
-
-        Nothing is locked or written: it reads the published files as they are now.
+    def connect(self, keys: Iterable[str] | None = None, sql: str | None = None) -> duckdb.DuckDBPyConnection:
+        """A private in-memory DuckDB with the tables as views (restricted to partitions `keys`): the
+        tables `sql` names, or all. Nothing is locked or written: it reads the files as they are now.
         """
         keys = list(keys) if keys is not None else None
         con = duckdb.connect()
         _set_utc(con)
+        tables = _tables_in(sql) if sql is not None else set(schema.TABLES)
         for table in schema.TABLES:
+            if table not in tables:
+                continue  # listing a table's partitions costs a directory listing (an S3 request)
             part_keys = keys if schema.partition_key(table) == "batch" else None
             name = f"_arrow_{table}"
             con.register(name, self.dataset(table, part_keys))
             con.execute(f"CREATE VIEW {schema.quote_ident(table)} AS {schema.select_sql(table, name)}")
-        con.execute(schema.video_scores_sql())
+        if VIDEO_SCORES_TABLES <= tables:
+            con.execute(schema.video_scores_sql())
         return con
 
     def query_df(
         self, sql: str, params: list[Any] | dict[str, Any] | None = None, *, keys: Iterable[str] | None = None
     ) -> pd.DataFrame:
         """Run a query over the tables (`?` or `$name` parameters); `keys` limits it to those batches."""
-        con = self.connect(keys)
+        con = self.connect(keys, sql)
         try:
             return con.execute(sql, params).df()
         finally:
@@ -262,6 +261,13 @@ class TableStore:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _tables_in(sql: str) -> set[str]:
+    """The tables a query names (`video_scores` stands for the tables it joins)."""
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql))
+    found = {t for t in schema.TABLES if t in words}
+    return found | VIDEO_SCORES_TABLES if "video_scores" in words else found
 
 
 def _s3_filesystem() -> pafs.S3FileSystem:
@@ -382,13 +388,16 @@ def utc_now() -> datetime:
 
 
 def write_parquet(data: pd.DataFrame | pa.Table, path: str | os.PathLike[str]) -> Path:
-    """Write a local Parquet file under a temporary name, then rename it: it appears complete or not at all."""
+    """Write a local Parquet file under a temporary name, fsync, then rename: it appears complete or
+    not at all (the rename must never expose a file whose data is not on disk)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
     try:
         pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
