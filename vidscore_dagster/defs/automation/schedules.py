@@ -69,7 +69,9 @@ def current_lineage(settings: Settings, flow_backend: str) -> tuple[dict[str, Ex
             notes.append(f"{name} weights unavailable ({type(exc).__name__}); not comparing their hash")
             return None
 
-    shas = {name: sha(name) for name in {"clip", *(w for score in SCORES for w in score.weights)}}
+    # Only the files this backend uses are hashed (hashing reads the whole file, every tick).
+    needed = dict.fromkeys(["clip", *(w for score in SCORES for w in score.needed_weights(flow_backend))])
+    shas = {name: sha(name) for name in needed}
 
     def expected_for(code: tuple[str, ...], names: tuple[str, ...], backend: str | None = None) -> Expected:
         if not names:  # weight-free (e.g. the DIS flow backend) stores no hash: rows must have none
