@@ -40,30 +40,45 @@ def materialize_batches(
     log_level: str = "INFO",
 ) -> dict[str, bool]:
     """Materialize `asset_names` (with their checks) for each batch, in-process; returns success per batch."""
-    from vidscore_dagster.definitions import defs
-    from vidscore_dagster.defs.resources import default_resources
     from vidscore_dagster.launcher import reap_dead_runs
 
     reap_dead_runs(instance)  # a run killed earlier must not hold the pool slots this one needs
-    wanted = {dg.AssetKey(n) for n in asset_names}
-    assets = [a for a in defs.assets or [] if set(a.keys) & wanted]
-    checks = [c for c in defs.asset_checks or [] if {k.asset_key for k in c.check_keys} & wanted]
     outcome: dict[str, bool] = {}
     for key in keys:
-        result = dg.materialize(
-            [*assets, *checks],
-            partition_key=key,
-            instance=instance,
-            # Read the environment now, not when `definitions` was first imported.
-            resources=resources or default_resources(),
-            raise_on_error=False,
-            tags={"vidscore/launched_by": "cli"},
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-        )
+        result = _materialize(instance, asset_names, resources=resources, log_level=log_level, partition_key=key)
         outcome[key] = result.success
         if on_batch:
             on_batch(key, result.success, "" if result.success else failure_reason(result))
     return outcome
+
+
+def _materialize(
+    instance: dg.DagsterInstance,
+    asset_names: Sequence[str],
+    *,
+    resources: dict | None = None,
+    log_level: str = "WARNING",
+    partition_key: str | None = None,
+    op_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """One in-process run of the code location's `asset_names` with their checks, as the CLI launches it."""
+    from vidscore_dagster.definitions import defs
+    from vidscore_dagster.defs.resources import default_resources
+
+    wanted = {dg.AssetKey(n) for n in asset_names}
+    assets = [a for a in defs.assets or [] if set(a.keys) & wanted]
+    checks = [c for c in defs.asset_checks or [] if {k.asset_key for k in c.check_keys} & wanted]
+    return dg.materialize(
+        [*assets, *checks],
+        partition_key=partition_key,
+        instance=instance,
+        # Read the environment now, not when `definitions` was first imported.
+        resources=resources or default_resources(),
+        raise_on_error=False,
+        tags={"vidscore/launched_by": "cli", **(tags or {})},
+        run_config={"ops": op_config or {}, "loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
 
 
 # On a `meta_files` run: its batches are scored by whoever launched it (the CLI's --materialize),
@@ -83,20 +98,11 @@ def ingest_meta_file(
 
     `scored_by_caller`: the caller materializes the batches itself; the batches sensor leaves them be.
     """
-    from vidscore_dagster.defs.ingest.assets import meta_files
-    from vidscore_dagster.defs.resources import default_resources
-
-    result = dg.materialize(
-        [meta_files],
-        instance=instance,
-        resources=resources or default_resources(),
-        raise_on_error=False,
-        tags={"vidscore/launched_by": "cli", **({SCORED_BY_CALLER_TAG: "true"} if scored_by_caller else {})},
-        run_config={
-            "ops": {"meta_files": {"config": {"path": str(Path(meta).resolve()), "batch_size": batch_size}}},
-            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-        },
-    )
+    result = _materialize(
+        instance, ["meta_files"], resources=resources,
+        op_config={"meta_files": {"config": {"path": str(Path(meta).resolve()), "batch_size": batch_size}}},
+        tags={SCORED_BY_CALLER_TAG: "true"} if scored_by_caller else None,
+    )  # fmt: skip
     if not result.success:
         return [], failure_reason(result)
     materialization = result.asset_materializations_for_node("meta_files")[0]
@@ -121,39 +127,32 @@ def available_assets(settings: Settings, flow_backend: str | None = None) -> lis
 
 def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources: dict | None = None) -> tuple[bool, str]:
     """Build `filtered_videos` for a preset (and its checks), in-process; returns (ok, failure reason)."""
-    from vidscore_dagster.definitions import defs
-    from vidscore_dagster.defs.resources import default_resources
-
-    key = dg.AssetKey("filtered_videos")
-    assets = [a for a in defs.assets or [] if key in a.keys]
-    checks = [c for c in defs.asset_checks or [] if any(k.asset_key == key for k in c.check_keys)]
-    result = dg.materialize(
-        [*assets, *checks], instance=instance, resources=resources or default_resources(), raise_on_error=False,
-        tags={"vidscore/launched_by": "cli"},
-        run_config={"ops": {"filtered_videos": {"config": {"preset": preset}}},
-                    "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )  # fmt: skip
+    result = _materialize(instance, ["filtered_videos"], resources=resources,
+                          op_config={"filtered_videos": {"config": {"preset": preset}}})  # fmt: skip
     return result.success, "" if result.success else failure_reason(result)
 
 
 def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) -> str:
     """What the batches hold now: rows, scores, errors by reason, where to look next."""
+    from vidscore_core.schema import quote_ident
+    from vidscore_core.scores import SCORES
     from vidscore_core.store import TableStore
 
     store = TableStore.from_settings(settings)
+    counts = ", ".join(f"count({quote_ident(s.column)}) AS {quote_ident(s.column)}" for s in SCORES)
     totals = store.query_df(
-        "SELECT count(*) AS clips, count(video_error) AS unreadable, count(aes) AS aes, count(flow) AS flow, "
-        'count("match") AS "match" FROM video_scores',
-        keys=keys,
+        f"SELECT count(*) AS clips, count(video_error) AS unreadable, {counts} FROM video_scores", keys=keys
     ).iloc[0]
+    reasons = ", ".join(["video_error", *(s.error_column for s in SCORES)])
     errors = store.query_df(
-        "SELECT reason, count(*) AS n FROM (SELECT coalesce(video_error, aes_error, flow_error, match_error) "
-        "AS reason FROM video_scores) WHERE reason IS NOT NULL GROUP BY reason ORDER BY n DESC LIMIT 5",
+        f"SELECT reason, count(*) AS n FROM (SELECT coalesce({reasons}) AS reason FROM video_scores) "
+        "WHERE reason IS NOT NULL GROUP BY reason ORDER BY n DESC LIMIT 5",
         keys=keys,
     )
+    scored = ", ".join(f"{s.column} {int(totals[s.column])}" for s in SCORES)
     lines = [
         f"summary: {int(totals['clips'])} clips in {len(keys)} batch(es), {int(totals['unreadable'])} unreadable; "
-        f"scored: aes {int(totals['aes'])}, flow {int(totals['flow'])}, match {int(totals['match'])}",
+        f"scored: {scored}",
     ]
     lines += [f"  {int(n)} × {reason}" for reason, n in zip(errors["reason"], errors["n"], strict=True)]
     lines.append(f"tables: {store.root} (SQL views: {settings.db_path})")
