@@ -12,8 +12,6 @@ import click
 from vidscore_core import scores
 from vidscore_core.settings import Settings
 
-ASSET_ORDER = ("videos", "clip_embeddings", *(score.table for score in scores.SCORES))
-
 
 def _settings() -> Settings:
     return Settings.from_env()
@@ -262,16 +260,17 @@ def ingest(meta, batch_size, materialize, assets, preset) -> None:
 
 def _chosen_assets(settings: Settings, assets: str, preset: str | None) -> tuple[list[str], bool]:
     """The batch assets to run and whether to build filtered_videos; one error line for unknown names."""
+    from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
     from vidscore_dagster.runner import available_assets
 
     if assets.strip() == "auto":
         return available_assets(settings), preset is not None
     names = [a.strip() for a in assets.split(",") if a.strip()]
-    known = (*ASSET_ORDER, "filtered_videos")
+    known = (*BATCH_ASSETS, "filtered_videos")
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         _fail(f"--assets: unknown asset(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)} or auto")
-    return [n for n in ASSET_ORDER if n in names], "filtered_videos" in names or preset is not None
+    return [n for n in BATCH_ASSETS if n in names], "filtered_videos" in names or preset is not None
 
 
 def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:
