@@ -215,7 +215,7 @@ class TableStore:
         """
         keys = list(keys) if keys is not None else None
         con = duckdb.connect()
-        _set_utc(con)
+        set_utc(con)
         tables = _tables_in(sql) if sql is not None else set(schema.TABLES)
         for table in schema.TABLES:
             if table not in tables:
@@ -284,7 +284,7 @@ def _s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-def _set_utc(con: duckdb.DuckDBPyConnection) -> None:
+def set_utc(con: duckdb.DuckDBPyConnection) -> None:
     # TIMESTAMPTZ values come back in the session zone: UTC makes results the same on every machine.
     try:
         con.execute("SET TimeZone = 'UTC'")

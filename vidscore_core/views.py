@@ -14,7 +14,7 @@ import duckdb
 
 from vidscore_core import schema
 from vidscore_core.settings import Settings
-from vidscore_core.store import TableStore
+from vidscore_core.store import TableStore, set_utc
 
 FINGERPRINT_TABLE = "vidscore_views"
 
@@ -163,7 +163,7 @@ def connect_read_only(db_path: Path, store: TableStore) -> duckdb.DuckDBPyConnec
     """Open the views read-only with external access off: only the tables' folder can be read."""
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        con.execute("SET TimeZone = 'UTC'")
+        set_utc(con)
         if not store.is_s3:
             con.execute(f"SET allowed_directories = [{_sql_literal(store.root + '/')}]")
         con.execute("SET enable_external_access = false")
