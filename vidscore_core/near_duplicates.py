@@ -32,11 +32,20 @@ class DedupSettings:
     device: str | None = None  # e.g. "cuda" for the exact search on a GPU
 
 
+def middle_frame_clips(store: TableStore) -> pd.DataFrame:
+    """One row per readable clip with a 50 % frame embedding (first batch wins for a clip listed
+    twice): video_id, batch, model, width, height, aes. Reads no embedding."""
+    return _middle_frame(store, with_embeddings=False)[0]
+
+
 def middle_frame_embeddings(store: TableStore) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per clip with a 50 % frame embedding (first batch wins for a clip listed twice),
-    with its resolution and aes, and the (n, d) float32 embedding matrix in the same order."""
+    """`middle_frame_clips` and the (n, d) float32 embedding matrix in the same order."""
+    return _middle_frame(store, with_embeddings=True)
+
+
+def _middle_frame(store: TableStore, *, with_embeddings: bool) -> tuple[pd.DataFrame, np.ndarray | None]:
     table = store.dataset("clip_embeddings").to_table(
-        columns=["video_id", "batch", "embedding", "model"],
+        columns=["video_id", "batch", "model", *(["embedding"] if with_embeddings else [])],
         filter=(pc.field("frame_point") == MIDDLE_FRAME) & pc.field("embedding").is_valid(),
     )
     rows = table.select(["video_id", "batch", "model"]).to_pandas()
@@ -48,7 +57,8 @@ def middle_frame_embeddings(store: TableStore) -> tuple[pd.DataFrame, np.ndarray
     rows = rows.merge(info, on=["video_id", "batch"], how="inner")
     rows = rows.sort_values(["video_id", "batch"], kind="stable").drop_duplicates("video_id", keep="first")
     rows = rows.reset_index(drop=True)
-    return rows.drop(columns=["row"]), _matrix(table.column("embedding"), rows["row"].to_numpy())
+    matrix = _matrix(table.column("embedding"), rows["row"].to_numpy()) if with_embeddings else None
+    return rows.drop(columns=["row"]), matrix
 
 
 def _matrix(column: pa.ChunkedArray, take: np.ndarray) -> np.ndarray:

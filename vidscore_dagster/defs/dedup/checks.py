@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from vidscore_core.near_duplicates import middle_frame_embeddings
+from vidscore_core.near_duplicates import middle_frame_clips
 
 
 @dg.asset_check(asset="near_duplicates", blocking=True, required_resource_keys={"vidscore"},
@@ -10,7 +10,7 @@ from vidscore_core.near_duplicates import middle_frame_embeddings
 def near_duplicates_one_row_per_clip(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     store = context.resources.vidscore.store()
     rows = store.read("near_duplicates", columns=["video_id"])["video_id"]
-    expected = set(middle_frame_embeddings(store)[0]["video_id"])
+    expected = set(middle_frame_clips(store)["video_id"])
     doubled = int(rows.duplicated().sum())
     missing, extra = expected - set(rows), set(rows) - expected
     return dg.AssetCheckResult(
