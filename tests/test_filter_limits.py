@@ -165,13 +165,13 @@ def test_only_rows_missing_a_value_are_probed_and_the_meta_wins(tmp_path, fixtur
     ).to_csv(meta, index=False)  # fmt: skip
     probe_module = importlib.import_module("vidscore_core.media.probe")  # the package exports probe()
     calls: list[str] = []
-    real = probe_module.probe
+    real = probe_module.probe_many
 
-    def counting(path, **kwargs):
-        calls.append(Path(path).name)
-        return real(path, **kwargs)
+    def counting(paths, **kwargs):  # the files handed to the (process-isolated) probe
+        calls.extend(Path(p).name for p in paths)
+        return real(paths, **kwargs)
 
-    monkeypatch.setattr(probe_module, "probe", counting)
+    monkeypatch.setattr(probe_module, "probe_many", counting)
     notes: list[str] = []
     out, kept, total = filter_meta_file(meta, FilterSpec(fmin=30), notify=notes.append)
     assert sorted(calls) == ["bad_truncated.mp4", "pan_ihc_diag_25frames.mkv"]
@@ -234,3 +234,32 @@ def test_the_console_script_reports_errors_in_one_line(column_meta, tmp_path) ->
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"wrote {column_meta.with_name('meta_hwmax230400.csv')}: kept 2 of 5 rows"
+
+
+def test_a_decoder_that_aborts_costs_the_filter_one_file(tmp_path, fixtures, monkeypatch) -> None:
+    """Probing for `vidscore filter` runs in supervised workers like ingestion's: a decoder that
+    aborts on one file leaves that file unreadable (it fails the limits), the others are judged."""
+    import os
+    import shutil
+
+    from vidscore_core.filtering import FilterSpec, filter_meta_file
+
+    probe_module = importlib.import_module("vidscore_core.media.probe")
+    real = probe_module.decode_video
+
+    def aborting(path, *args, **kwargs):
+        if "abort" in os.path.basename(path):
+            os.abort()
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(probe_module, "decode_video", aborting)  # reaches the forked workers
+    good = fixtures / "media" / "pan_hubble_right_5px.mp4"
+    crashing = tmp_path / "abort_me.mp4"
+    shutil.copyfile(good, crashing)
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"path": [str(good), str(crashing)]}).to_csv(meta, index=False)
+    notes: list[str] = []
+    out, kept, total = filter_meta_file(meta, FilterSpec(fmin=30), notify=notes.append)
+    assert (kept, total) == (1, 2)
+    assert [Path(p).name for p in pd.read_csv(out)["path"]] == ["pan_hubble_right_5px.mp4"]
+    assert "1 could not be read" in notes[0]

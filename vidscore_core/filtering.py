@@ -228,17 +228,15 @@ PROBE_COLUMNS = ("num_frames", "fps", "height", "width", "duration_s")
 
 
 def probe_paths(paths: Sequence[str], *, workers: int = 4) -> dict[str, dict[str, Any]]:
-    """`media.probe.probe` of each distinct path, in a thread pool (probing waits on I/O and decoders,
-    as in `ingest.probe_rows`); path -> the probe's dict (`error` set for a file that cannot be read)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from vidscore_core.media.probe import probe
+    """`media.probe.probe` of each distinct path in supervised worker processes, as ingestion probes
+    (`probe_many`): a decoder that aborts or hangs on one file costs that file its facts, not the
+    command. path -> the probe's dict (`error` set for a file that cannot be read)."""
+    from vidscore_core.media.probe import probe_many
 
     unique = list(dict.fromkeys(paths))
     if not unique:
         return {}
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(unique)))) as pool:
-        return dict(zip(unique, pool.map(probe, unique), strict=True))
+    return dict(zip(unique, probe_many(unique, workers=workers), strict=True))
 
 
 def probed_metadata(info: dict[str, Any] | None) -> dict[str, float]:
