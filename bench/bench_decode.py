@@ -7,7 +7,7 @@ The corpus is made reproducibly (seeded texture, panned, libx264 single-threaded
 and end with the same normalized [3, 224, 224] float tensors, in a DataLoader with the same worker
 count and batch size:
 
-* vidscore: the real engine (`run_scorer`) with the CLIP frame sampler: decord decodes only the
+* vidscore: the real engine (`run_parts`, as the jobs call it) with the CLIP frame sampler: decord decodes only the
   wanted frames, the workers crop to 224 px in uint8, the main process normalizes the batch.
 * reference: what the Open-Sora scoring scripts do per clip: OpenCV frame count, one
   `CAP_PROP_POS_FRAMES` seek + read per frame, BGR→RGB, PIL image, then CLIP's torchvision
@@ -26,9 +26,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-from vidscore_core.engine import Clip, run_scorer
+from vidscore_core.engine import Clip
 from vidscore_core.models.clip import OPENAI_MEAN, OPENAI_STD, normalize_uint8
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler
+from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 from vidscore_core.synth import pan_frames, texture_image, write_clip
 
 WIDTH, HEIGHT, FPS, SECONDS = 1280, 720, 24, 10
@@ -95,7 +96,7 @@ def time_vidscore(paths: list[Path], workers: int, bs: int) -> tuple[float, int]
     clips = [Clip(index=i, video_id=str(i), path=str(p)) for i, p in enumerate(paths)]
     scorer = _NormalizeOnly()
     started = time.perf_counter()
-    results = run_scorer(scorer, clips, device="cpu", batch_size=bs, num_workers=workers)
+    results = run_parts([ScorePart("clip", scorer)], clips, device="cpu", batch_size=bs, num_workers=workers)["clip"]
     seconds = time.perf_counter() - started
     errors = [r.error for r in results if r.error]
     if errors:

@@ -353,8 +353,8 @@ def test_score_assets_carry_automation_and_a_grouping_backfill_policy():
     from vidscore_dagster.defs.scores.assets import score_assets
 
     for asset in score_assets:
-        (key,) = asset.keys
-        assert asset.automation_conditions_by_key[key] is not None, key
+        for key in asset.keys:
+            assert asset.automation_conditions_by_key[key] is not None, key
         assert asset.backfill_policy == policies.batch_backfill_policy()
     assert videos.backfill_policy.max_partitions_per_run == policies.DEFAULT_PARTITIONS_PER_RUN
     assert score_batch.name == "score_batch"
@@ -365,7 +365,7 @@ def test_a_multi_partition_run_publishes_every_partition(home, corpus):
     from vidscore_dagster.defs.ingest.assets import videos
     from vidscore_dagster.defs.scores.assets import score_assets
 
-    (flow_scores,) = [a for a in score_assets if dg.AssetKey("flow_scores") in a.keys]
+    (per_clip,) = [a for a in score_assets if dg.AssetKey("flow_scores") in a.keys]
 
     settings, store = home
     instance = dg.DagsterInstance.ephemeral()
@@ -373,7 +373,8 @@ def test_a_multi_partition_run_publishes_every_partition(home, corpus):
     assert len(keys) == 3
     resources = default_resources(flow_backend="dis")
     result = dg.materialize(
-        [videos, flow_scores],
+        [videos, per_clip],
+        selection=["videos", "flow_scores"],
         instance=instance,
         resources=resources,
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[2]},

@@ -42,13 +42,13 @@ def test_a_clip_is_decoded_once_whatever_its_captions(settings, fixtures, tmp_pa
     from vidscore_core.scoring import jobs
 
     calls: list[int] = []
-    real = jobs.run_scorer
+    real = jobs.run_parts
 
-    def counting(scorer, clips, **kw):
+    def counting(parts, clips, **kw):
         calls.append(len(list(clips)))
-        return real(scorer, clips, **kw)
+        return real(parts, clips, **kw)
 
-    monkeypatch.setattr(jobs, "run_scorer", counting)
+    monkeypatch.setattr(jobs, "run_parts", counting)
     clip = str(fixtures / "media/pan_hubble_right_5px.mp4")
     meta = tmp_path / "pairs.csv"
     pd.DataFrame({"path": [clip] * 4, "text": ["one", "two", "three", "four"]}).to_csv(meta, index=False)

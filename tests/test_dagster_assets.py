@@ -46,9 +46,12 @@ def test_definitions_load_with_contract_names():
     } <= keys
     checks = {c.name for c in repo.asset_graph.asset_check_keys}
     assert {"videos_complete", "videos_unique", "videos_error_ratio", "flow_scores_non_negative"} <= checks
-    # One step per asset; model steps queue on the gpu pool, nothing else is pooled (no writer lock).
+    # Model steps queue on the gpu pool, nothing else is pooled (no writer lock); the per-clip tables
+    # are one subsettable step (one decode per clip), every other asset is its own step.
     pools = {a.node_def.name: a.node_def.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
-    assert pools["flow_scores"] == "gpu" and pools["clip_embeddings"] == "gpu"
+    assert pools["per_clip_scores"] == "gpu" and pools["aesthetic_scores"] == "gpu"
+    per_clip = next(a for a in defs.assets if a.node_def.name == "per_clip_scores")
+    assert {k.to_user_string() for k in per_clip.keys} == {"clip_embeddings", "flow_scores"} and per_clip.can_subset
     assert pools["videos"] is None and pools["filtered_videos"] is None and pools["meta_files"] is None
 
 

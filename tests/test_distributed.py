@@ -93,7 +93,7 @@ def test_two_gloo_ranks_give_the_single_process_scores(vidscore_env, tmp_path, m
     messages = [
         e.user_message
         for e in instance.all_logs(instance.get_runs()[0].run_id)
-        if e.user_message and e.step_key == "clip_embeddings"
+        if e.user_message and e.step_key == "per_clip_scores"
     ]
     assert any(m.startswith("[rank 0/2]") for m in messages) and any(
         m.startswith("[rank 1/2]") for m in messages

@@ -270,8 +270,8 @@ def test_unimatch_on_cpu_runs_one_clip_per_forward(tmp_path, monkeypatch):
 
     monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path))
     settings = Settings.from_env()
-    assert FlowJob(settings, JobOptions(device="cpu", batch_size=16)).batch_size() == CPU_UNIMATCH_CLIPS_PER_BATCH == 1
-    assert FlowJob(settings, JobOptions(device="cpu", batch_size=16), "dis").batch_size() == 16
+    assert FlowJob(settings, JobOptions(device="cpu", batch_size=16)).max_clips() == CPU_UNIMATCH_CLIPS_PER_BATCH == 1
+    assert FlowJob(settings, JobOptions(device="cpu", batch_size=16), "dis").max_clips() is None
 
 
 def test_results_follow_positions_even_when_clip_indices_repeat(tmp_path):

@@ -44,13 +44,13 @@ def shard(frame: pd.DataFrame, rank: int, world_size: int) -> pd.DataFrame:
     return frame.iloc[start:stop].reset_index(drop=True)
 
 
-def part_path(parts_dir: Path, rank: int) -> Path:
-    return Path(parts_dir) / f"rank{rank}.parquet"
+def part_path(parts_dir: Path, table: str, rank: int) -> Path:
+    return Path(parts_dir) / table / f"rank{rank}.parquet"
 
 
-def part_paths(parts_dir: Path, world_size: int) -> list[Path]:
-    """The parts the ranks of a world of `world_size` write."""
-    return [part_path(parts_dir, r) for r in range(world_size)]
+def part_paths(parts_dir: Path, table: str, world_size: int) -> list[Path]:
+    """The parts of `table` the ranks of a world of `world_size` write."""
+    return [part_path(parts_dir, table, r) for r in range(world_size)]
 
 
 # -- launching -----------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def part_paths(parts_dir: Path, world_size: int) -> list[Path]:
 class WorkerSpec:
     """Everything a torchrun rank needs, written as JSON by the launching step."""
 
-    asset: str
+    tables: list[str]  # the per-clip tables scored together (one decode per clip)
     batch: str
     videos_path: str  # Parquet with the batch's `videos` rows (video_id, path, text, error)
     parts_dir: str  # where rank r writes rank<r>.parquet: private to this run and batch
@@ -74,7 +74,7 @@ class WorkerSpec:
     def build(
         cls,
         *,
-        asset: str,
+        tables: list[str],
         batch: str,
         videos_path: Path,
         parts_dir: Path,
@@ -92,7 +92,7 @@ class WorkerSpec:
             f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "progress"
         }
         return cls(
-            asset=asset,
+            tables=list(tables),
             batch=batch,
             videos_path=str(videos_path),
             parts_dir=str(parts_dir),

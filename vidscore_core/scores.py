@@ -13,6 +13,7 @@ Adding a score: its model file, a `Score(...)` below with its producer, and its 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,8 +42,14 @@ class Score:
     unit: str  # what the numbers mean, for docs and metadata
     weights: tuple[str, ...]  # model files (vidscore_core.weights names)
     code: tuple[str, ...]  # modules whose source defines the score: a change makes old rows stale
-    producer: str  # "module:function" (ScoreInputs) -> the table's rows for one batch
-    reads_embeddings: bool = False  # derived from `clip_embeddings` (else decodes the clips itself)
+    # How one batch's rows are computed, one of the two:
+    # * scores that decode the clips: `job`, "module:function" (settings, options, flow_backend) -> a
+    #   job with `part()` (its sampler and model for the shared decoding pass) and `rows(results,
+    #   batch)`; such scores are computed in one step with `clip_embeddings`, one decode per clip;
+    # * derived scores: `producer`, "module:function" (ScoreInputs) -> the table's rows.
+    job: str | None = None
+    producer: str | None = None
+    reads_embeddings: bool = False  # derived from `clip_embeddings`
     frame_points: tuple[float, ...] = ()  # derived scores: the embedded frames they use (CSV path decodes only these)
     per_row: bool = False  # scored per meta row (matching: a clip listed with two captions gets two scores)
     per_clip_backend: bool = False  # rows record a `backend` (the flow backend) that must match
@@ -61,8 +68,17 @@ class Score:
     def alias(self) -> str:
         return self.column[0]
 
+    def __post_init__(self) -> None:
+        if (self.job is None) == (self.producer is None):
+            raise ValueError(f"score {self.name!r}: declare a job (it decodes clips) or a producer, not both")
+
     def produce(self) -> Callable[..., Any]:
-        return load(self.producer)
+        """(ScoreInputs) -> one batch's rows: the producer, or the job run alone on the batch's clips."""
+        if self.producer is not None:
+            return load(self.producer)
+        from vidscore_core.scoring.producers import decoded_rows
+
+        return functools.partial(decoded_rows, table=self.table)
 
     def needed_weights(self, flow_backend: str = "unimatch") -> tuple[str, ...]:
         return () if self.per_clip_backend and flow_backend != "unimatch" else self.weights
@@ -120,7 +136,7 @@ FLOW = Score(
     unit="mean |optical flow| in pixels of the 320×576 frame",
     weights=("unimatch",),
     code=options.FLOW_CODE,
-    producer="vidscore_core.scoring.producers:flow_rows",
+    job="vidscore_core.scoring.jobs:flow_job",
     per_clip_backend=True,
     lower="flowmin",
     upper="flowmax",
@@ -133,6 +149,15 @@ FLOW = Score(
 SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW)
 BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
 BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
+
+
+# The tables computed per clip from decoded frames, in one step (one decode per clip serves them all):
+# `clip_embeddings` (behind the derived scores) and every score with a job. table -> its job.
+PER_CLIP_JOBS: dict[str, str] = {
+    "clip_embeddings": "vidscore_core.scoring.jobs:clip_embeddings_job",
+    **{score.table: score.job for score in SCORES if score.job},
+}
+PER_CLIP_TABLES: tuple[str, ...] = tuple(PER_CLIP_JOBS)
 
 
 def get(name: str) -> Score:

@@ -24,8 +24,11 @@ def write_clip(
     fps: int = DEMO_FPS,
     codec: str = "libx264",
     crf: int = 18,
+    gop: int | None = None,
 ) -> Path:
     """Encode uint8 HxWx3 RGB frames to a yuv420p clip; the container follows the extension (.mp4, .mkv).
+
+    `gop`: the most frames between keyframes (None: the encoder's default, 250 for libx264).
 
     libx264 runs single-threaded so the bytes are reproducible; if this PyAV build lacks libx264 the
     clip falls back to mpeg4. Width and height must be even (4:2:0 chroma).
@@ -54,6 +57,8 @@ def write_clip(
                 stream = container.add_stream(codec, rate=fps, options=options)
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                 stream.codec_context.thread_count = 1
+                if gop is not None:
+                    stream.codec_context.gop_size = gop
             elif frame.shape[:2] != (stream.height, stream.width):
                 raise ValueError(f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, not {width}x{height}")
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

@@ -102,19 +102,23 @@ def run(spec: WorkerSpec, rank: RankInfo, log: RankLog, pipes: Any | None) -> Sc
     try:
         videos = pd.read_parquet(spec.videos_path)
         mine = shard(videos, rank.rank, rank.world_size)
-        log.info(f"{spec.asset}[{spec.batch}]: {len(mine)} of {len(videos)} clips on {device}")
-        options = JobOptions(**{**spec.options, "device": device}, progress=log.progress(spec.asset))
+        label = "+".join(spec.tables)
+        log.info(f"{label}[{spec.batch}]: {len(mine)} of {len(videos)} clips on {device}")
+        options = JobOptions(**{**spec.options, "device": device}, progress=log.progress(label))
         settings = spec.to_settings()
-        frame, summary = score_videos(
-            spec.asset, mine, spec.batch, settings, options, flow_backend=spec.flow_backend, log=log.info
+        frames, summary = score_videos(
+            spec.tables, mine, spec.batch, settings, options, flow_backend=spec.flow_backend, log=log.info
         )
         summary.rank = rank.rank
-        path = write_parquet(to_arrow(frame, spec.asset), part_path(spec.parts_dir, rank.rank))
-        log.info(f"wrote {len(frame)} rows to {path}")
+        paths = {}
+        for table, frame in frames.items():
+            paths[table] = str(write_parquet(to_arrow(frame, table), part_path(spec.parts_dir, table, rank.rank)))
+            log.info(f"wrote {len(frame)} rows to {paths[table]}")
         if pipes is not None:
             pipes.report_custom_message(
-                {"rank": rank.rank, "path": str(path), "rows": len(frame), **dataclasses.asdict(summary)}
-            )
+                {"rank": rank.rank, "paths": paths, "rows": {t: len(f) for t, f in frames.items()},
+                 **dataclasses.asdict(summary)}
+            )  # fmt: skip
         if distributed:
             # Every rank waits here until all parts are written, so a success means the set is complete.
             gathered: list[Any] = [None] * rank.world_size

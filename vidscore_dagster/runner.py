@@ -71,6 +71,8 @@ def _materialize(
     checks = [c for c in defs.asset_checks or [] if {k.asset_key for k in c.check_keys} & wanted]
     return dg.materialize(
         [*assets, *checks],
+        # A multi-asset step (per_clip_scores) computes only the selected tables it holds.
+        selection=dg.AssetSelection.assets(*wanted),
         partition_key=partition_key,
         instance=instance,
         # Read the environment now, not when `definitions` was first imported.

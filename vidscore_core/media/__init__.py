@@ -4,9 +4,11 @@ from vidscore_core.media.decode import (
     IMAGE_EXTENSIONS,
     DecodedFrames,
     DecodeError,
+    FrameRequest,
     clamp_indices,
     frame_indices_at,
     is_image_path,
+    read_frame_sets,
     read_frames,
 )
 from vidscore_core.media.probe import probe, probe_many
@@ -15,10 +17,12 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DecodeError",
     "DecodedFrames",
+    "FrameRequest",
     "clamp_indices",
     "frame_indices_at",
     "is_image_path",
     "probe",
     "probe_many",
+    "read_frame_sets",
     "read_frames",
 ]

@@ -25,7 +25,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -47,7 +47,7 @@ _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 # its limit round down to 0, so the first such substitution raises instead.
 _DECORD_NO_SUBSTITUTION = "1e-12"
 
-# (n) -> indices in request order; the indices depend on the verified count.
+# (n) -> indices in request order; the indices depend on the verified count (FrameRequest.want).
 Want = Callable[[int], list[int]]
 T = TypeVar("T")
 
@@ -55,9 +55,10 @@ T = TypeVar("T")
 class DecodeError(Exception):
     """A file that yields no trustworthy frames. `reason` is short and meant for an `error` column.
 
-    `final`: the verdict is about the file itself (cut, no video stream), not about one decoder's
-    limits, so no other decoder is tried: a second opinion cannot make a cut file whole, and a file
-    that lies in its header is exactly what crashes decord (a claimed 3e9 frames → std::bad_alloc).
+    `final`: the verdict is about the file itself (missing, empty, cut, no video stream, an image
+    PIL cannot read, a decode that hung), not about one decoder's limits or one frame, so nothing
+    is decoded again: a second opinion cannot make a cut file whole, and a file that lies in its
+    header is exactly what crashes decord (a claimed 3e9 frames → std::bad_alloc).
     """
 
     def __init__(self, reason: str, details: dict[str, str] | None = None, *, final: bool = False) -> None:
@@ -150,6 +151,27 @@ def clamp_indices(n: int, indices: Sequence[int]) -> list[int]:
     return out
 
 
+@dataclass(frozen=True)
+class FrameRequest:
+    """Which frames one score reads: sampling `points` (int(p·n), clamped) or fixed `indices`
+    (clamped); all frames when neither is given. The indices depend on the verified count n."""
+
+    points: tuple[float, ...] | None = None
+    indices: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.points is not None and self.indices is not None:
+            raise ValueError("give points or indices, not both")
+        self.want(1)  # validate before any decoding
+
+    def want(self, n: int) -> list[int]:
+        if self.points is not None:
+            return frame_indices_at(n, self.points)
+        if self.indices is not None:
+            return clamp_indices(n, self.indices)
+        return list(range(n))
+
+
 def read_frames(
     path: str | os.PathLike[str],
     *,
@@ -164,22 +186,66 @@ def read_frames(
     decoded faithfully, including a decode slower than `timeout_s` (None: no limit). `backends` picks and
     orders the video decoders (default sparse PyAV, decord, then sequential PyAV).
     """
-    if points is not None and indices is not None:
-        raise ValueError("give points or indices, not both")
+    request = FrameRequest(
+        points=None if points is None else tuple(points), indices=None if indices is None else tuple(indices)
+    )
+    _check_backends(backends)
+    return run_with_timeout(_read_frames, timeout_s, os.fspath(path), request.want, tuple(backends))
+
+
+def read_frame_sets(
+    path: str | os.PathLike[str],
+    requests: Sequence[FrameRequest],
+    *,
+    timeout_s: float | None = 60.0,
+    backends: Sequence[str] = BACKENDS,
+) -> list[DecodedFrames | DecodeError]:
+    """The frames of several requests (one per score) from one pass over the file, one entry per request.
+
+    The frames are those `read_frames` gives each request alone (same count n, same decoder, same
+    pixels). When the joint pass fails and the verdict is not final, each request is decoded on its
+    own, so a score gets the outcome it would get alone: a broken frame that only the flow frames
+    need does not cost the CLIP frames their score. An entry is the request's `DecodeError` then.
+    """
+    _check_backends(backends)
+    path = os.fspath(path)
+    sizes: list[int] = []
+
+    def union(n: int) -> list[int]:
+        sizes.clear()
+        wanted: list[int] = []
+        for request in requests:
+            got = request.want(n)
+            sizes.append(len(got))
+            wanted.extend(got)
+        return wanted
+
+    try:
+        joint = run_with_timeout(_read_frames, timeout_s, path, union, tuple(backends))
+    except DecodeError as exc:
+        if exc.final or len(requests) == 1:
+            return [exc] * len(requests)
+        out: list[DecodedFrames | DecodeError] = []
+        for request in requests:
+            try:
+                out.append(run_with_timeout(_read_frames, timeout_s, path, request.want, tuple(backends)))
+            except DecodeError as alone:
+                out.append(alone)
+        return out
+    if joint.is_image:  # one frame whatever is asked
+        return [joint] * len(requests)
+    out, start = [], 0
+    for size in sizes:
+        end = start + size
+        out.append(replace(joint, frames=joint.frames[start:end], indices=joint.indices[start:end]))
+        start = end
+    return out
+
+
+def _check_backends(backends: Sequence[str]) -> None:
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown or not backends:
         raise ValueError(f"backends must be a non-empty subset of {BACKENDS}, got {list(backends)}")
-    if points is not None:
-        points = list(points)
-        frame_indices_at(1, points)  # validate before any decoding
-        want: Want = lambda n: frame_indices_at(n, points)  # noqa: E731
-    elif indices is not None:
-        indices = list(indices)
-        clamp_indices(1, indices)
-        want = lambda n: clamp_indices(n, indices)  # noqa: E731
-    else:
-        want = lambda n: list(range(n))  # noqa: E731
-    return run_with_timeout(_read_frames, timeout_s, os.fspath(path), want, tuple(backends))
 
 
 def run_with_timeout(fn: Callable[..., T], timeout_s: float | None, *args: object) -> T:
@@ -203,7 +269,7 @@ def run_with_timeout(fn: Callable[..., T], timeout_s: float | None, *args: objec
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        raise DecodeError(f"decoder timed out after {timeout_s:g} s")
+        raise DecodeError(f"decoder timed out after {timeout_s:g} s", final=True)
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
@@ -212,16 +278,16 @@ def run_with_timeout(fn: Callable[..., T], timeout_s: float | None, *args: objec
 def check_file(path: str) -> int:
     """Size of a readable regular file, else DecodeError with the plain reason."""
     if not os.path.lexists(path):
-        raise DecodeError("file not found")
+        raise DecodeError("file not found", final=True)
     if not os.path.exists(path):
-        raise DecodeError("file not found (broken symlink)")
+        raise DecodeError("file not found (broken symlink)", final=True)
     if os.path.isdir(path):
-        raise DecodeError("not a file (is a directory)")
+        raise DecodeError("not a file (is a directory)", final=True)
     size = os.path.getsize(path)
     if size == 0:
-        raise DecodeError("empty file (0 bytes)")
+        raise DecodeError("empty file (0 bytes)", final=True)
     if not os.access(path, os.R_OK):
-        raise DecodeError("permission denied")
+        raise DecodeError("permission denied", final=True)
     return size
 
 
@@ -260,9 +326,9 @@ def read_image(path: str) -> np.ndarray:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"))
     except UnidentifiedImageError:
-        raise DecodeError("cannot decode image: not a recognised image format") from None
+        raise DecodeError("cannot decode image: not a recognised image format", final=True) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's ways to fail
-        raise DecodeError(f"cannot decode image: {exc}") from None
+        raise DecodeError(f"cannot decode image: {exc}", final=True) from None
 
 
 def decode_video(

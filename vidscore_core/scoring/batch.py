@@ -1,21 +1,26 @@
-"""Score one batch's videos for a per-clip asset: shared by the single-process step and torchrun ranks."""
+"""Score one batch's videos for the per-clip tables: shared by the single-process step and torchrun ranks.
+
+The per-clip tables are `clip_embeddings` and every registered score that decodes the clips itself
+(`Score.job`, e.g. flow): the ones whose cost is decoding and a model pass per clip, worth spreading
+over several GPUs. When several of them are scored together, one decode per clip serves them all
+(`shared_decode`). Derived scores (aesthetic, matching) read stored embeddings in seconds, and
+`videos` only probes files.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
-from vidscore_core import schema
+from vidscore_core import schema, scores
 from vidscore_core.engine import Clip, ClipResult
-from vidscore_core.scoring.jobs import ClipJob, FlowJob, clips_from_frame
+from vidscore_core.scores import PER_CLIP_JOBS, PER_CLIP_TABLES
+from vidscore_core.scoring.jobs import clips_from_frame, run_job_parts
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 
-# The scores whose cost is decoding and a model pass per clip: worth spreading over several GPUs.
-# aesthetic/matching derive from stored embeddings in seconds, and `videos` only probes files.
-SHARDABLE = ("clip_embeddings", "flow_scores")
 UNREADABLE_PREFIX = "unreadable at ingest: "
 
 LogFn = Callable[[str], None]
@@ -25,7 +30,7 @@ LogFn = Callable[[str], None]
 class ScoreSummary:
     """What one call of `score_videos` did (logged by the step, gathered over ranks)."""
 
-    asset: str
+    asset: str  # the tables scored, joined by "+"
     clips: int = 0
     scored: int = 0
     errors: int = 0
@@ -49,13 +54,21 @@ def split_unreadable(videos: pd.DataFrame) -> tuple[list[Clip], dict[str, str]]:
     return clips_from_frame(good), dict(zip(bad["video_id"], bad["error"], strict=True))
 
 
-def empty_rows(asset: str) -> pd.DataFrame:
+def empty_rows(table: str) -> pd.DataFrame:
     """A zero-row frame with the table's columns (a rank whose shard is empty stages this)."""
-    return pd.DataFrame({name: pd.Series([], dtype=object) for name, _ in schema.columns(asset)})
+    return pd.DataFrame({name: pd.Series([], dtype=object) for name, _ in schema.columns(table)})
+
+
+def check_tables(tables: Sequence[str]) -> tuple[str, ...]:
+    """The per-clip tables asked for, in their declared order; ValueError for any other."""
+    unknown = [t for t in tables if t not in PER_CLIP_JOBS]
+    if unknown or not tables:
+        raise ValueError(f"{unknown or 'nothing'} is not scored per clip here; expected some of {PER_CLIP_TABLES}")
+    return tuple(t for t in PER_CLIP_TABLES if t in tables)
 
 
 def score_videos(
-    asset: str,
+    tables: Sequence[str],
     videos: pd.DataFrame,
     batch: str,
     settings: Settings,
@@ -63,45 +76,29 @@ def score_videos(
     *,
     flow_backend: str = "unimatch",
     log: LogFn | None = None,
-) -> tuple[pd.DataFrame, ScoreSummary]:
-    """Table rows of `asset` for `videos` (columns video_id, path, text, error), one per clip or frame.
+) -> tuple[dict[str, pd.DataFrame], ScoreSummary]:
+    """Rows of each of `tables` for `videos` (columns video_id, path, text, error), one decode per clip.
 
     Clips that ingestion found unreadable are not decoded again: they get a row with the ingest
-    reason, stamped with the same lineage as the scored rows.
+    reason in every table, stamped with the same lineage as the scored rows.
     """
-    if asset not in SHARDABLE:
-        raise ValueError(f"{asset!r} is not scored per clip here; expected one of {SHARDABLE}")
+    tables = check_tables(tables)
+    summary = ScoreSummary(asset="+".join(tables), clips=len(videos))
     if len(videos) == 0:
-        return empty_rows(asset), ScoreSummary(asset)
+        return {t: empty_rows(t) for t in tables}, summary
+    jobs = {t: scores.load(PER_CLIP_JOBS[t])(settings, options, flow_backend) for t in tables}
+    first = next(iter(jobs.values()))
     clips, unreadable = split_unreadable(videos)
-    if asset == "clip_embeddings":
-        from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
-        from vidscore_core.scoring.derived import FrameEmbeddings
-
-        job = ClipJob(settings, options)
-        items = job.embed(clips, AESTHETIC_POINTS)
-        items += [FrameEmbeddings(v, None, error=UNREADABLE_PREFIX + e) for v, e in unreadable.items()]
-        frame = job.embedding_rows(items, batch)
-        stats, device = job.stats, job.device
-    else:
-        flow = FlowJob(settings, options, flow_backend)
-        results = flow.score(clips)
-        start = len(clips)
-        results += [
-            ClipResult(Clip(index=start + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
-            for i, (v, e) in enumerate(unreadable.items())
-        ]
-        frame = flow.rows(results, batch)
-        stats, device = flow.stats, flow.device
-    summary = ScoreSummary(
-        asset=asset,
-        clips=len(videos),
-        scored=stats.clips,
-        errors=stats.errors + len(unreadable),
-        seconds=stats.seconds,
-        model_seconds=stats.model_seconds,
-        device=device,
-    )
+    results = run_job_parts([job.part() for job in jobs.values()], clips, options, first.device, first.stats)
+    skipped = [
+        ClipResult(Clip(index=len(clips) + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
+        for i, (v, e) in enumerate(unreadable.items())
+    ]
+    frames = {t: job.rows(results[t] + skipped, batch) for t, job in jobs.items()}
+    stats = first.stats
+    summary.scored = stats.clips
+    summary.errors = len({r.clip.index for rs in results.values() for r in rs if r.error}) + len(unreadable)
+    summary.seconds, summary.model_seconds, summary.device = stats.seconds, stats.model_seconds, first.device
     if log is not None:
         log(summary.line())
-    return frame, summary
+    return frames, summary

@@ -11,7 +11,7 @@ import torch
 from vidscore_core import scores
 from vidscore_core.clip_preprocess import clip_crop
 from vidscore_core.engine import Clip
-from vidscore_core.media.decode import read_frames
+from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.models.clip import ClipModel
 
 # Frame points of the reference aesthetic script; 0.5 is also the matching script's frame (declared
@@ -22,14 +22,17 @@ MATCHING_POINTS: tuple[float, ...] = scores.MATCHING.frame_points
 
 @dataclass(frozen=True)
 class ClipFrameSampler:
-    """Worker side: decode the frames at `points` and crop them to the CLIP input size (uint8)."""
+    """Worker side: the frames at `points`, cropped to the CLIP input size (uint8)."""
 
     points: tuple[float, ...] = AESTHETIC_POINTS
     image_size: int = 224
-    decode_timeout_s: float | None = 60.0
 
-    def prepare(self, clip: Clip) -> dict[str, Any]:
-        decoded = read_frames(clip.path, points=self.points, timeout_s=self.decode_timeout_s)
+    @property
+    def request(self) -> FrameRequest:
+        return FrameRequest(points=self.points)
+
+    def from_frames(self, decoded: DecodedFrames) -> dict[str, Any]:
+        """The payload of this clip's frames (those of `request`, from the shared pass)."""
         crops = np.stack([clip_crop(frame, self.image_size) for frame in decoded.frames])
         # A still image is one frame; it is recorded at 0.5, the "middle frame" matching uses.
         points = [0.5] if decoded.is_image else list(self.points)

@@ -10,7 +10,7 @@ import torch
 
 from vidscore_core.engine import Clip
 from vidscore_core.flow import FLOW_FRAME_INDICES, DISFlow, UniMatchFlow, flow_score, prepare_flow_frames
-from vidscore_core.media.decode import read_frames
+from vidscore_core.media.decode import DecodedFrames, FrameRequest
 
 BACKENDS = ("unimatch", "dis")
 
@@ -21,7 +21,7 @@ class NotAVideoError(ValueError):
 
 @dataclass(frozen=True)
 class FlowSampler:
-    """Worker side: decode frames 0, 10, 20, 30 (clamped) and resize them to 320×576 in float32.
+    """Worker side: frames 0, 10, 20, 30 (clamped), resized to 320×576 in float32.
 
     The resize happens here, on the CPU, in float32 exactly as the reference does it; clips of any
     size then stack into one batch. With the DIS backend the flow itself is computed here too, so
@@ -30,10 +30,13 @@ class FlowSampler:
 
     indices: tuple[int, ...] = FLOW_FRAME_INDICES
     backend: str = "unimatch"
-    decode_timeout_s: float | None = 60.0
 
-    def prepare(self, clip: Clip) -> dict[str, Any]:
-        decoded = read_frames(clip.path, indices=self.indices, timeout_s=self.decode_timeout_s)
+    @property
+    def request(self) -> FrameRequest:
+        return FrameRequest(indices=self.indices)
+
+    def from_frames(self, decoded: DecodedFrames) -> dict[str, Any]:
+        """The payload of this clip's frames (those of `request`, from the shared pass)."""
         if decoded.is_image:
             raise NotAVideoError(NotAVideoError.reason)
         frames = prepare_flow_frames(torch.from_numpy(np.stack(decoded.frames)))
@@ -58,16 +61,14 @@ class FlowScorer:
 
     name = "flow"
 
-    def __init__(
-        self, backend: str, model: UniMatchFlow | None = None, decode_timeout_s: float | None = 60.0
-    ):
+    def __init__(self, backend: str, model: UniMatchFlow | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown flow backend {backend!r}: use one of {', '.join(BACKENDS)}")
         if backend == "unimatch" and model is None:
             raise ValueError("the unimatch backend needs a loaded model")
         self.backend = backend
         self.model = model
-        self.sampler = FlowSampler(backend=backend, decode_timeout_s=decode_timeout_s)
+        self.sampler = FlowSampler(backend=backend)
 
     def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
         if self.backend == "dis":

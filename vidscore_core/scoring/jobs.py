@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from vidscore_core import lineage, weights
-from vidscore_core.engine import Clip, ClipResult, EngineStats, run_scorer
+from vidscore_core.engine import Clip, ClipResult, EngineStats
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler, ClipImageScorer
 from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
 from vidscore_core.scoring.options import (
@@ -22,6 +22,7 @@ from vidscore_core.scoring.options import (
     JobOptions,
     combined_sha,
 )
+from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 from vidscore_core.settings import Settings, resolve_device
 
 
@@ -85,7 +86,13 @@ def flow_precision(device: str, requested: str) -> str:
 
 
 class _Job:
-    """What every scoring job shares: settings, options, the resolved device, engine statistics."""
+    """What every scoring job shares: settings, options, the resolved device, engine statistics.
+
+    A job is one per-clip score: `part()` is what the shared decoding pass runs for it
+    (`shared_decode.run_parts`), `rows()` turns its results into table rows with lineage.
+    """
+
+    table: str
 
     def __init__(self, settings: Settings, options: JobOptions) -> None:
         self.settings = settings
@@ -93,20 +100,30 @@ class _Job:
         self.device = resolve_device(options.device if options.device != "auto" else settings.device)
         self.stats = EngineStats()
 
-    def batch_size(self) -> int:
-        """Clips per model batch."""
-        return self.options.batch_size
+    def part(self) -> ScorePart:
+        raise NotImplementedError
 
-    def _run(self, scorer, clips: Sequence[Clip]) -> list[ClipResult]:
-        return run_scorer(
-            scorer,
-            clips,
-            device=self.device,
-            batch_size=self.batch_size(),
-            num_workers=self.options.num_workers,
-            progress=self.options.progress,
-            stats=self.stats,
-        )
+    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def _run_alone(self, part: ScorePart, clips: Sequence[Clip]) -> list[ClipResult]:
+        return run_job_parts([part], clips, self.options, self.device, self.stats)[part.name]
+
+
+def run_job_parts(
+    parts: Sequence[ScorePart], clips: Sequence[Clip], options: JobOptions, device: str, stats: EngineStats
+) -> dict[str, list[ClipResult]]:
+    """`run_parts` with a job's options: one decode per clip serves every part."""
+    return run_parts(
+        parts,
+        clips,
+        device=device,
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        frame_timeout_s=options.decode_timeout_s,
+        progress=options.progress,
+        stats=stats,
+    )
 
 
 class ClipJob(_Job):
@@ -136,20 +153,23 @@ class ClipJob(_Job):
         path = weights.require("aesthetic", self.settings)
         return load_aesthetic(path, device=self.device, expected_dim=self.clip.embed_dim), path
 
-    @cached_property
-    def scorer(self) -> ClipImageScorer:
-        return ClipImageScorer(self.clip)
+    table = "clip_embeddings"
+
+    def part(self, points: tuple[float, ...] = AESTHETIC_POINTS) -> ScorePart:
+        """The image tower once per frame at `points`; fp16/bf16 are the weights' dtype (above), tf32
+        is float32 weights with TF32 matmuls."""
+        scorer = ClipImageScorer(self.clip, ClipFrameSampler(points=points, image_size=self.clip.image_size))
+        precision = "tf32" if self.options.precision == "tf32" else "fp32"
+        return ScorePart(self.table, scorer, lambda: _autocast(self.device, precision))
 
     def embed(
         self, clips: Sequence[Clip], points: tuple[float, ...] = AESTHETIC_POINTS
     ) -> list[FrameEmbeddings]:
         """Decode each clip's frames at `points` and run the image tower once per frame."""
-        self.scorer.sampler = ClipFrameSampler(
-            points=points, image_size=self.clip.image_size, decode_timeout_s=self.options.decode_timeout_s
-        )
-        # fp16/bf16 are the weights' dtype (above); tf32 is float32 weights with TF32 matmuls.
-        with _autocast(self.device, "tf32" if self.options.precision == "tf32" else "fp32"):
-            return [to_frame_embeddings(r) for r in self._run(self.scorer, clips)]
+        return [to_frame_embeddings(r) for r in self._run_alone(self.part(points), clips)]
+
+    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+        return self.embedding_rows([to_frame_embeddings(r) for r in results], batch)
 
     def _shas(self, *names: str) -> dict[str, str]:
         paths = {"clip": self.clip_path}
@@ -235,6 +255,15 @@ class ClipJob(_Job):
         )
 
 
+def clip_embeddings_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> ClipJob:
+    """The job of `clip_embeddings` (CLIP frames at the aesthetic points; the flow backend does not apply)."""
+    return ClipJob(settings, options)
+
+
+def flow_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> FlowJob:
+    return FlowJob(settings, options, flow_backend)
+
+
 def to_frame_embeddings(result: ClipResult) -> FrameEmbeddings:
     if result.error:
         return FrameEmbeddings(result.clip.video_id, None, error=result.error)
@@ -286,10 +315,11 @@ class FlowJob(_Job):
         super().__init__(settings, options)
         self.backend = backend
 
-    def batch_size(self) -> int:
-        if self.backend == "unimatch" and not self.device.startswith("cuda"):
-            return min(self.options.batch_size, CPU_UNIMATCH_CLIPS_PER_BATCH)
-        return self.options.batch_size
+    table = "flow_scores"
+
+    def max_clips(self) -> int | None:
+        """Clips per UniMatch forward: bounded on CPU (see CPU_UNIMATCH_CLIPS_PER_BATCH)."""
+        return CPU_UNIMATCH_CLIPS_PER_BATCH if self.backend == "unimatch" and not self.device.startswith("cuda") else None
 
     @cached_property
     def weights_path(self):
@@ -308,11 +338,14 @@ class FlowJob(_Job):
             from vidscore_core.models.unimatch import load_unimatch
 
             model = UniMatchFlow(load_unimatch(self.weights_path, device=self.device))
-        return FlowScorer(self.backend, model, decode_timeout_s=self.options.decode_timeout_s)
+        return FlowScorer(self.backend, model)
+
+    def part(self) -> ScorePart:
+        precision = self.precision()
+        return ScorePart(self.table, self.scorer, lambda: _autocast(self.device, precision), self.max_clips())
 
     def score(self, clips: Sequence[Clip]) -> list[ClipResult]:
-        with _autocast(self.device, self.precision()):
-            return self._run(self.scorer, clips)
+        return self._run_alone(self.part(), clips)
 
     def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
         rows = []

@@ -45,12 +45,13 @@ def matching_rows(inputs: ScoreInputs) -> pd.DataFrame:
     return _clip_job(inputs).matching_rows(inputs.frame_embeddings(), list(inputs.videos["text"]), inputs.batch)
 
 
-def flow_rows(inputs: ScoreInputs) -> pd.DataFrame:
+def decoded_rows(inputs: ScoreInputs, table: str) -> pd.DataFrame:
+    """The rows of a score that decodes the clips (`Score.job`), scored on its own."""
     from vidscore_core.scoring.batch import score_videos
 
-    frame, _ = score_videos("flow_scores", inputs.videos, inputs.batch, inputs.settings, inputs.options,
-                            flow_backend=inputs.flow_backend, log=inputs.log)  # fmt: skip
-    return frame
+    frames, _ = score_videos([table], inputs.videos, inputs.batch, inputs.settings, inputs.options,
+                             flow_backend=inputs.flow_backend, log=inputs.log)  # fmt: skip
+    return frames[table]
 
 
 def logit_scale_bound(settings: Settings) -> list[float]:

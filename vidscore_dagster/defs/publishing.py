@@ -53,6 +53,7 @@ def videos_of_batch(store: TableStore, batch: str) -> pd.DataFrame:
 
 
 Producer = Callable[[BatchContext], pd.DataFrame]
+TablesProducer = Callable[[BatchContext], dict[str, pd.DataFrame]]
 Describer = Callable[[pd.DataFrame], dict]
 
 
@@ -60,41 +61,57 @@ def publish_batches(
     context: dg.AssetExecutionContext, table: str, produce: Producer, describe: Describer
 ) -> dg.MaterializeResult:
     """Compute and publish partition after partition of `table`; one materialization for the run."""
+    (result,) = publish_tables(context, {table: describe}, lambda ctx: {table: produce(ctx)})
+    return result
+
+
+def publish_tables(
+    context: dg.AssetExecutionContext, describers: dict[str, Describer], produce: TablesProducer
+) -> list[dg.MaterializeResult]:
+    """The same for a step that computes several tables at once (a multi-asset): per batch, all its
+    tables are computed, then each is published; one materialization per table for the run."""
     settings = context.resources.vidscore.settings()
     store = TableStore.from_settings(settings)
-    frames: list[pd.DataFrame] = []
-    rows_by_batch: dict[str, int] = {}
+    frames: dict[str, list[pd.DataFrame]] = {table: [] for table in describers}
+    rows_by_batch: dict[str, dict[str, int]] = {table: {} for table in describers}
     for batch in context.partition_keys:
         started = time.perf_counter()
-        frame = produce(BatchContext(context, settings, store, batch))
-        published = store.publish(frame, table, batch)
-        rows_by_batch[batch] = published.rows
-        frames.append(frame)
-        context.log.info(
-            f"published {published.rows} rows of {table}[{batch}] to {published.path} "
-            f"in {time.perf_counter() - started:.1f}s"
-        )
-    combined = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    metadata = {
-        **describe(combined),
-        "dagster/row_count": sum(rows_by_batch.values()),
-        "dagster/column_schema": table_schema(table),
-        "dagster/uri": store.table_dir(table),
-    }
-    if len(rows_by_batch) > 1:
-        metadata["rows_by_batch"] = dg.MetadataValue.json(rows_by_batch)
-    return dg.MaterializeResult(metadata=metadata)
+        produced = produce(BatchContext(context, settings, store, batch))
+        if set(produced) != set(describers):
+            raise RuntimeError(f"produced {sorted(produced)} for {batch!r}, expected {sorted(describers)}")
+        for table, frame in produced.items():
+            published = store.publish(frame, table, batch)
+            rows_by_batch[table][batch] = published.rows
+            frames[table].append(frame)
+            context.log.info(
+                f"published {published.rows} rows of {table}[{batch}] to {published.path} "
+                f"in {time.perf_counter() - started:.1f}s"
+            )
+    results = []
+    for table, describe in describers.items():
+        combined = pd.concat(frames[table], ignore_index=True) if frames[table] else pd.DataFrame()
+        metadata = {
+            **describe(combined),
+            "dagster/row_count": sum(rows_by_batch[table].values()),
+            "dagster/column_schema": table_schema(table),
+            "dagster/uri": store.table_dir(table),
+        }
+        if len(rows_by_batch[table]) > 1:
+            metadata["rows_by_batch"] = dg.MetadataValue.json(rows_by_batch[table])
+        results.append(dg.MaterializeResult(asset_key=table, metadata=metadata))
+    return results
 
 
-def score_per_clip(ctx: BatchContext, asset: str, label: str) -> pd.DataFrame:
-    """Rows of a per-clip score for the batch: in this process, or over torchrun ranks."""
+def score_per_clip(ctx: BatchContext, tables: list[str], label: str) -> dict[str, pd.DataFrame]:
+    """Rows of the per-clip `tables` for the batch, one decode per clip: in this process, or over
+    torchrun ranks."""
     from vidscore_core.scoring.batch import score_videos
 
     nproc = int(ctx.scoring.resolved()["num_processes"])
     if nproc > 1:
-        return _score_with_torchrun(ctx, asset, nproc)
-    frame, _ = score_videos(
-        asset,
+        return _score_with_torchrun(ctx, tables, nproc)
+    frames, _ = score_videos(
+        tables,
         ctx.videos(),
         ctx.batch,
         ctx.settings,
@@ -102,7 +119,7 @@ def score_per_clip(ctx: BatchContext, asset: str, label: str) -> pd.DataFrame:
         flow_backend=ctx.scoring.effective_flow_backend,
         log=ctx.context.log.info,
     )
-    return frame
+    return frames
 
 
 class _RankMessageReader(dg.PipesTempFileMessageReader):
@@ -117,7 +134,7 @@ class _RankMessageReader(dg.PipesTempFileMessageReader):
         return self._writers
 
 
-def _score_with_torchrun(ctx: BatchContext, asset: str, nproc: int) -> pd.DataFrame:
+def _score_with_torchrun(ctx: BatchContext, tables: list[str], nproc: int) -> dict[str, pd.DataFrame]:
     """Score the batch with `nproc` torchrun ranks launched through dagster-pipes; returns all rows.
 
     The ranks' inputs and parts live in a folder of this run only, removed afterwards.
@@ -125,32 +142,34 @@ def _score_with_torchrun(ctx: BatchContext, asset: str, nproc: int) -> pd.DataFr
     from vidscore_core import distributed
 
     options = ctx.scoring.resolved()
-    work = ctx.settings.work_dir / ctx.context.run.run_id / f"{asset}-{ctx.batch}"
+    label = "+".join(tables)
+    work = ctx.settings.work_dir / ctx.context.run.run_id / f"{label}-{ctx.batch}"
     shutil.rmtree(work, ignore_errors=True)  # a retry of this same run starts clean
     work.mkdir(parents=True)
     try:
         videos_path = work / "videos.parquet"
         ctx.videos().to_parquet(videos_path, index=False)
         spec = distributed.WorkerSpec.build(
-            asset=asset, batch=ctx.batch, videos_path=videos_path, parts_dir=work / "parts",
+            tables=tables, batch=ctx.batch, videos_path=videos_path, parts_dir=work / "parts",
             settings=ctx.settings, options=ctx.scoring.job_options(ctx.context.run.run_id),
             flow_backend=options["flow_backend"], dist_backend=options["dist_backend"],
         )  # fmt: skip
         command = distributed.torchrun_command(nproc, spec.write(work / "spec.json"))
-        ctx.context.log.info(f"launching {nproc} ranks for {asset}[{ctx.batch}]: {' '.join(command)}")
+        ctx.context.log.info(f"launching {nproc} ranks for {label}[{ctx.batch}]: {' '.join(command)}")
         device = "cpu" if str(options["device"]).lower() == "cpu" else "cuda"
         client = dg.PipesSubprocessClient(message_reader=_RankMessageReader(nproc))
         invocation = client.run(command=command, context=ctx.context, env=distributed.worker_env(nproc, device))
-        parts = distributed.part_paths(work / "parts", nproc)
-        missing = [str(p) for p in parts if not p.exists()]
+        parts = {table: distributed.part_paths(work / "parts", table, nproc) for table in tables}
+        missing = [str(p) for paths in parts.values() for p in paths if not p.exists()]
         if missing:
             raise dg.Failure(f"torchrun finished but rank parts are missing: {missing}")
         for report in sorted(
             (m for m in invocation.get_custom_messages() if isinstance(m, dict) and "rank" in m),
             key=lambda m: m["rank"],
         ):
-            ctx.context.log.info(f"rank {report['rank']}: {report['rows']} rows, {report['clips']} clips "
-                                 f"({report['errors']} errors) in {report['seconds']:.1f}s on {report['device']}")  # fmt: skip
-        return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+            rows = ", ".join(f"{n} rows of {table}" for table, n in report["rows"].items())
+            ctx.context.log.info(f"rank {report['rank']}: {rows}; {report['clips']} clips ({report['errors']} "
+                                 f"errors) in {report['seconds']:.1f}s on {report['device']}")  # fmt: skip
+        return {table: pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) for table, paths in parts.items()}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""Score assets: `clip_embeddings` (one decode and one image-tower pass per clip) and one asset per
-registered score (vidscore_core/scores.py), built by `score_asset` from its declaration.
+"""Score assets: `per_clip_scores`, one step computing `clip_embeddings` and every registered score
+that decodes clips (flow) from one decode per clip, and one asset per derived score (aesthetic,
+matching; vidscore_core/scores.py), built by `score_asset` from its declaration.
 
 The scoring code (torch, open_clip) is imported inside the producers: sensors, the daemon and the
 webserver load these definitions too and never need it.
@@ -8,29 +9,32 @@ webserver load these definitions too and never need it.
 import dagster as dg
 import pandas as pd
 
-from vidscore_core import lineage
-from vidscore_core.scores import SCORES, Score
+from vidscore_core import lineage, scores
+from vidscore_core.scores import PER_CLIP_TABLES, SCORES, Score
 from vidscore_core.scoring import options
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy, score_automation_condition
 from vidscore_dagster.defs.metadata import score_metadata
 from vidscore_dagster.defs.partitions import batches
-from vidscore_dagster.defs.publishing import BatchContext, publish_batches, score_per_clip
+from vidscore_dagster.defs.publishing import BatchContext, publish_batches, publish_tables, score_per_clip
 
 # Runs on the GPU (or the CPU's cores) go through the `gpu` pool; see README "Operate".
 GPU_POOL = "gpu"
 
 
-def _score_asset_args() -> dict:
+def _step_args() -> dict:
+    """What every score step shares: batches, the gpu pool, resources, a retry."""
     return dict(
         partitions_def=batches,
         backfill_policy=batch_backfill_policy(),
         pool=GPU_POOL,
-        group_name="scores",
-        kinds={"parquet", "pytorch"},
         required_resource_keys={"vidscore", "scoring"},
-        automation_condition=score_automation_condition(),
         retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
     )
+
+
+def _table_args() -> dict:
+    """What every score table shares: its group, kinds and automation."""
+    return dict(group_name="scores", kinds={"parquet", "pytorch"}, automation_condition=score_automation_condition())
 
 
 def _describe_embeddings(frame: pd.DataFrame) -> dict:
@@ -43,61 +47,85 @@ def _describe_embeddings(frame: pd.DataFrame) -> dict:
     }
 
 
-@dg.asset(
-    deps=["videos"],
-    description="L2-normalised CLIP image embeddings of each clip's frames at 10/50/90% (images: one "
-    "frame); one decode and one image-tower pass serve aesthetic and matching.",
-    code_version=lineage.code_version(*options.CLIP_CODE),
-    **_score_asset_args(),
+EMBEDDINGS_DESCRIPTION = (
+    "L2-normalised CLIP image embeddings of each clip's frames at 10/50/90% (images: one frame); one "
+    "image-tower pass serves aesthetic and matching."
 )
-def clip_embeddings(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    return publish_batches(
-        context, "clip_embeddings", lambda ctx: score_per_clip(ctx, "clip_embeddings", "clip_embeddings"),
-        _describe_embeddings,
-    )  # fmt: skip
+
+
+def _per_clip_spec(table: str) -> dg.AssetSpec:
+    if table == "clip_embeddings":
+        description, code = EMBEDDINGS_DESCRIPTION, options.CLIP_CODE
+    else:
+        score = scores.get(table)
+        description, code = f"{score.description} Unit: {score.unit}.", score.code
+    return dg.AssetSpec(
+        table,
+        deps=["videos"],
+        description=description + " Decoded once per clip with the other per-clip scores of the run.",
+        code_version=lineage.code_version(*code),
+        **_table_args(),
+    )
+
+
+def _describer(table: str):
+    if table == "clip_embeddings":
+        return _describe_embeddings
+    score = scores.get(table)
+    return lambda frame: score_metadata(frame, score.column, f"{score.name} score ({score.unit})")
+
+
+@dg.multi_asset(
+    name="per_clip_scores",
+    specs=[_per_clip_spec(table) for table in PER_CLIP_TABLES],
+    can_subset=True,
+    **_step_args(),
+)
+def per_clip_scores(context: dg.AssetExecutionContext):
+    """`clip_embeddings` and the scores that decode clips (flow): whichever of them the run selects
+    are computed in one step, one decode per clip serving them all (DESIGN.md "Data flow")."""
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    tables = [table for table in PER_CLIP_TABLES if table in selected]
+    label = "+".join(tables)
+    yield from publish_tables(
+        context, {table: _describer(table) for table in tables}, lambda ctx: score_per_clip(ctx, tables, label)
+    )
 
 
 def produce_score(ctx: BatchContext, score: Score) -> pd.DataFrame:
-    """One batch's rows of `score`: its producer on the batch's inputs (torchrun ranks for per-clip
-    scores when `num_processes` > 1)."""
+    """One batch's rows of a derived score: its producer on the batch's embeddings."""
     from vidscore_core.scoring.producers import ScoreInputs
 
-    if not score.reads_embeddings and int(ctx.scoring.resolved()["num_processes"]) > 1:
-        return score_per_clip(ctx, score.table, score.name)
-    embeddings = None
-    if score.reads_embeddings:
-        if not ctx.store.has("clip_embeddings", ctx.batch):
-            raise dg.Failure(f"batch {ctx.batch!r} has no clip_embeddings yet: materialize them first")
-        embeddings = ctx.store.read("clip_embeddings", [ctx.batch])
+    if not ctx.store.has("clip_embeddings", ctx.batch):
+        raise dg.Failure(f"batch {ctx.batch!r} has no clip_embeddings yet: materialize them first")
     inputs = ScoreInputs(
         batch=ctx.batch,
         videos=ctx.videos(),
         settings=ctx.settings,
         options=ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress(score.name)),
         flow_backend=ctx.scoring.effective_flow_backend,
-        embedding_rows=embeddings,
+        embedding_rows=ctx.store.read("clip_embeddings", [ctx.batch]),
         log=ctx.context.log.info,
     )
     return score.produce()(inputs)
 
 
 def score_asset(score: Score) -> dg.AssetsDefinition:
-    """The Dagster asset of a registered score: its table, one step, its batch's rows published."""
+    """The Dagster asset of a registered score derived from `clip_embeddings`: its table, one step,
+    its batch's rows published."""
 
     @dg.asset(
         name=score.table,
-        deps=["clip_embeddings", "videos"] if score.reads_embeddings else ["videos"],
+        deps=["clip_embeddings", "videos"],
         description=f"{score.description} Unit: {score.unit}.",
         code_version=lineage.code_version(*score.code),
-        **_score_asset_args(),
+        **_step_args(),
+        **_table_args(),
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return publish_batches(
-            context, score.table, lambda ctx: produce_score(ctx, score),
-            lambda frame: score_metadata(frame, score.column, f"{score.name} score ({score.unit})"),
-        )  # fmt: skip
+        return publish_batches(context, score.table, lambda ctx: produce_score(ctx, score), _describer(score.table))
 
     return _asset
 
 
-score_assets = [clip_embeddings, *(score_asset(score) for score in SCORES)]
+score_assets = [per_clip_scores, *(score_asset(score) for score in SCORES if score.table not in PER_CLIP_TABLES)]
