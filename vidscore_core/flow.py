@@ -30,11 +30,14 @@ def prepare_flow_frames(frames: Tensor) -> Tensor:
     """uint8 RGB frames [T, H, W, 3] (CPU or CUDA) -> float32 [T, 3, 320, 576] in 0..255."""
     if frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames [T, H, W, 3], got {tuple(frames.shape)}")
-    x = frames.permute(0, 3, 1, 2).float()  # [T, 3, H, W]
+    x = frames.permute(0, 3, 1, 2)  # [T, 3, H, W] view of the HWC pixels
     if x.shape[-2] > x.shape[-1]:
         # The reference swaps the axes of portrait frames (a transpose, not a rotation).
         x = x.transpose(-2, -1)
-    return F.interpolate(x.contiguous(), size=FLOW_SIZE, mode="bilinear", align_corners=True)
+    # Resized in channels-last layout, where torch's bilinear kernel is ~3× faster on CPU than on the
+    # NCHW copy, with bit-identical values (bench/results/shared-decode-cpu-2core.md).
+    x = x.contiguous(memory_format=torch.channels_last).float()
+    return F.interpolate(x, size=FLOW_SIZE, mode="bilinear", align_corners=True).contiguous()
 
 
 def flow_score(pair_flows: Tensor) -> tuple[float, list[float]]:
