@@ -5,21 +5,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, make_dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from vidscore_core.scores import SCORES
+from vidscore_core.scores import FILTER_BOUNDS
 
 # (spec field, score column, comparison), from the score registry, in Open-Sora datautil's order.
-BOUNDS: tuple[tuple[str, str, str], ...] = tuple(
-    (flag, score.column, op)
-    for score in SCORES
-    for flag, op in ((score.lower, ">="), (score.upper, "<="))
-    if flag
-)
+BOUNDS: tuple[tuple[str, str, str], ...] = FILTER_BOUNDS
 # Technical limits: (spec field, derived column, comparison). The columns are computed from a clip's
 # metadata (`technical_columns`): frames, fps, height × width, aspect ratio = height / width (as in
 # Open-Sora's meta files: 0.5625 for 16:9 landscape), duration in seconds.
@@ -64,24 +59,9 @@ def technical_columns(df: pd.DataFrame) -> pd.DataFrame:
     )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class FilterSpec:
-    """Thresholds; None means "no bound". `keep_unscored` keeps rows whose bounded score is NULL."""
-
-    aesmin: float | None = None
-    flowmin: float | None = None
-    flowmax: float | None = None
-    matchmin: float | None = None
-    keep_unscored: bool = False
-    fmin: float | None = None
-    fmax: float | None = None
-    fpsmax: float | None = None
-    hwmax: float | None = None
-    aspect_min: float | None = None
-    aspect_max: float | None = None
-    duration_min: float | None = None
-    duration_max: float | None = None
-    dedup: bool = False  # keep only the `keep` clip of each near-duplicate group
+class _FilterRules:
+    """What a FilterSpec does with its fields (the fields themselves are listed below, from the
+    score registry and the technical limits)."""
 
     def __post_init__(self) -> None:
         """Reject bounds no row could meaningfully pass: NaN, ±inf, non-numbers, a min above its max."""
@@ -165,11 +145,21 @@ class FilterSpec:
         return (" AND ".join(clauses) or "TRUE"), params
 
 
-# A registered score's filter flag must be a FilterSpec field (and a `vidscore filter` option): say so
-# at import rather than ignore the bound.
-_UNDECLARED = sorted({flag for flag, _, _ in BOUNDS} - set(FilterSpec.__dataclass_fields__))
-if _UNDECLARED:
-    raise ImportError(f"filter flags {_UNDECLARED} of the score registry are not FilterSpec fields")
+# Thresholds; None means "no bound": one per registered score bound (aesmin, flowmin, flowmax,
+# matchmin, …), then the technical limits. `keep_unscored` keeps rows whose bounded score is NULL;
+# `dedup` keeps only the `keep` clip of each near-duplicate group.
+FilterSpec = make_dataclass(
+    "FilterSpec",
+    [
+        *((flag, float | None, None) for flag, _, _ in BOUNDS),
+        ("keep_unscored", bool, False),
+        *((name, float | None, None) for name, _, _ in LIMITS),
+        ("dedup", bool, False),
+    ],
+    bases=(_FilterRules,),
+    frozen=True,
+    namespace={"__module__": __name__, "__doc__": "Score thresholds, technical limits and dedup (see above)."},
+)
 
 
 def filter_meta_file(
@@ -193,14 +183,13 @@ def filter_meta_file(
 
     meta = Path(meta)
     if not spec.any_active():
-        raise ValueError(
-            "give at least one of --aesmin, --flowmin, --flowmax, --matchmin, a technical limit or --dedup"
-        )
+        flags = ", ".join(f"--{flag}" for flag, _, _ in BOUNDS)
+        raise ValueError(f"give at least one of {flags}, a technical limit or --dedup")
     read = read_meta(meta, drop_duplicates=False)
     df = file_columns(read)
     absent = spec.missing_columns(df.columns)
     if absent:
-        columns = sorted({column for _, column in absent}, key=["aes", "flow", "match"].index)
+        columns = list(dict.fromkeys(column for _, column in absent))
         bounds = ", ".join(f"--{name}" for name, _ in absent)
         raise ValueError(
             f"{meta} has no {' or '.join(repr(c) for c in columns)} column (needed by {bounds}): run "

@@ -151,6 +151,15 @@ BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
 BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 
 
+# (filter flag, score column, comparison) of every bound a score declares, in Open-Sora datautil's
+# order: the `vidscore filter` options, the FilterSpec fields and the `filtered_videos` config.
+FILTER_BOUNDS: tuple[tuple[str, str, str], ...] = tuple(
+    (flag, score.column, op)
+    for score in SCORES
+    for flag, op in ((score.lower, ">="), (score.upper, "<="))
+    if flag
+)
+
 # The tables computed per clip from decoded frames, in one step (one decode per clip serves them all):
 # `clip_embeddings` (behind the derived scores) and every score with a job. table -> its job.
 PER_CLIP_JOBS: dict[str, str] = {

@@ -130,12 +130,16 @@ def _score_all(meta: Path, settings: Settings, options, output: Path | None, bac
     click.echo(f"wrote {result.output}: {result.rows} rows with {columns}")
 
 
+def score_bound_options(command):
+    """One `--<flag>` option per bound the score registry declares (--aesmin, --flowmin, …)."""
+    for flag, column, op in reversed(scores.FILTER_BOUNDS):
+        command = click.option(f"--{flag}", type=float, help=f"Keep rows with {column} {op} this.")(command)
+    return command
+
+
 @main.command(name="filter")
 @click.argument("meta", type=click.Path(path_type=Path))
-@click.option("--aesmin", type=float, help="Keep rows with aes >= X.")
-@click.option("--flowmin", type=float, help="Keep rows with flow >= Y.")
-@click.option("--flowmax", type=float, help="Keep rows with flow <= Y2.")
-@click.option("--matchmin", type=float, help="Keep rows with match >= Z.")
+@score_bound_options
 @click.option("--fmin", type=int, help="Keep clips with at least this many frames.")
 @click.option("--fmax", type=int, help="Keep clips with at most this many frames.")
 @click.option("--fpsmax", type=float, help="Keep clips with fps <= this.")
@@ -146,12 +150,12 @@ def _score_all(meta: Path, settings: Settings, options, output: Path | None, bac
 @click.option("--duration-max", type=float, help="Keep clips lasting at most this many seconds.")
 @click.option("--dedup", is_flag=True, help="Keep only rows marked dup_keep by `vidscore dedup`.")
 @click.option("--probe-workers", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Threads probing files whose metadata the meta file lacks.")  # fmt: skip
+              help="Worker processes probing files whose metadata the meta file lacks.")  # fmt: skip
 @click.option(
     "--output", type=click.Path(path_type=Path), help="Output file (default: named like Open-Sora's)."
 )
-def filter_cmd(meta, aesmin, flowmin, flowmax, matchmin, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max,
-               duration_min, duration_max, dedup, probe_workers, output) -> None:  # fmt: skip
+def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration_min, duration_max, dedup,
+               probe_workers, output, **bounds) -> None:  # fmt: skip
     """Keep the rows of META that pass the thresholds (rows without the score are dropped).
 
     Technical limits (frames, fps, height x width, aspect ratio, duration) read the meta's num_frames,
@@ -162,9 +166,9 @@ def filter_cmd(meta, aesmin, flowmin, flowmax, matchmin, fmin, fmax, fpsmax, hwm
     from vidscore_core.filtering import FilterSpec, filter_meta_file
 
     try:
-        spec = FilterSpec(aesmin=aesmin, flowmin=flowmin, flowmax=flowmax, matchmin=matchmin, fmin=fmin,
-                          fmax=fmax, fpsmax=fpsmax, hwmax=hwmax, aspect_min=aspect_min, aspect_max=aspect_max,
-                          duration_min=duration_min, duration_max=duration_max, dedup=dedup)  # fmt: skip
+        spec = FilterSpec(**bounds, fmin=fmin, fmax=fmax, fpsmax=fpsmax, hwmax=hwmax, aspect_min=aspect_min,
+                          aspect_max=aspect_max, duration_min=duration_min, duration_max=duration_max,
+                          dedup=dedup)  # fmt: skip
         out, kept, total = filter_meta_file(meta, spec, output=output, probe_workers=probe_workers,
                                             notify=click.echo)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:  # MetaError is a ValueError

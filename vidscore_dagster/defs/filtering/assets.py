@@ -5,11 +5,13 @@ import re
 
 import dagster as dg
 import pandas as pd
+import pydantic
 from pydantic import Field
 
 from vidscore_core import lineage
 from vidscore_core.filtered import PRESETS, select_rows, source_counts, write_exports
-from vidscore_core.filtering import FilterSpec
+from vidscore_core.filtering import BOUNDS, LIMITS, FilterSpec
+from vidscore_core.scores import SCORES
 from vidscore_core.store import TableStore
 from vidscore_dagster.defs.metadata import score_metadata, table_schema
 
@@ -17,18 +19,10 @@ FILTER_CODE = ("vidscore_core.filtered", "vidscore_core.filtering")
 # Config values are validated by FilterSpec (NaN, inf, a min above its max): one error line, no traceback.
 
 
-BOUND_FIELDS = ("aesmin", "flowmin", "flowmax", "matchmin", "fmin", "fmax", "fpsmax", "hwmax",
-                "aspect_min", "aspect_max", "duration_min", "duration_max")  # fmt: skip
-
-
-class FilterConfig(dg.Config):
+class _FilterConfigBase(dg.Config):
     """Thresholds and technical limits; a named preset (fair, good, curated) fills those left empty."""
 
     preset: str = Field(default="default", description="Name the result is stored under; presets coexist.")
-    aesmin: float | None = None
-    flowmin: float | None = None
-    flowmax: float | None = None
-    matchmin: float | None = None
     fmin: float | None = Field(default=None, description="At least this many frames.")
     fmax: float | None = Field(default=None, description="At most this many frames.")
     fpsmax: float | None = None
@@ -42,13 +36,22 @@ class FilterConfig(dg.Config):
 
     def spec(self) -> FilterSpec:
         base = PRESETS.get(self.preset, FilterSpec())
-        values = {k: getattr(self, k) if getattr(self, k) is not None else getattr(base, k)
-                  for k in (*BOUND_FIELDS, "dedup")}  # fmt: skip
+        names = [*(flag for flag, _, _ in BOUNDS), *(name for name, _, _ in LIMITS), "dedup"]
+        values = {k: getattr(self, k) if getattr(self, k) is not None else getattr(base, k) for k in names}
         return FilterSpec(**values, keep_unscored=self.keep_unscored)
 
 
+# The launchpad's config: the limits above plus one field per bound the score registry declares.
+FilterConfig = pydantic.create_model(
+    "FilterConfig",
+    __base__=_FilterConfigBase,
+    **{flag: (float | None, Field(default=None, description=f"Keep clips with {column} {op} this."))
+       for flag, column, op in BOUNDS},
+)  # fmt: skip
+
+
 @dg.asset(
-    deps=["videos", "aesthetic_scores", "flow_scores", "matching_scores", "near_duplicates"],
+    deps=["videos", *(score.table for score in SCORES), "near_duplicates"],
     group_name="datasets",
     code_version=lineage.code_version(*FILTER_CODE),
     kinds={"parquet", "csv"},
