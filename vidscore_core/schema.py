@@ -78,9 +78,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         *_KEY_COLUMNS,
         ("path", "VARCHAR"),
         ("text", "VARCHAR"),
-        ("aes", "DOUBLE"),
-        ("flow", "DOUBLE"),
-        ("match", "DOUBLE"),
+        *((score.column, "DOUBLE") for score in SCORES),  # in registry order, as the exports
         ("extra", "JSON"),
         ("filter_spec", "JSON"),
         ("run_id", "VARCHAR"),
