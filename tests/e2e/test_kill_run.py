@@ -137,7 +137,7 @@ def test_kill_9_mid_step_frees_the_pool_and_leaves_no_partial_partition(platform
     victim = platform.submit(
         "score_batch", tags={"dagster/partition": big, **SOURCE}, asset_selection=[KILLED_TABLE]
     )
-    label = f"flow[{big}]"
+    label = f"{KILLED_TABLE}[{big}]"  # the step logs progress under the tables it computes
     done, total = wait_for(
         lambda: (p := progress(instance, victim, label)) and p[0] > 0 and p,
         300, f"run {victim} to score clips of {big}", 0.5,
