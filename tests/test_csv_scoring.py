@@ -91,3 +91,37 @@ def test_filter_keeps_a_video_id_column_too(tmp_path):
     out, kept, total = filter_meta_file(scored, FilterSpec(aesmin=4.0), output=tmp_path / "kept.csv")
     got = pd.read_csv(Path(out))
     assert (kept, total) == (1, 2) and got["video_id"].tolist() == ["mine-a"]
+
+
+def test_score_all_decodes_each_clip_once_for_every_score(settings, fixtures, tmp_path, monkeypatch):
+    """`vidscore score all`: the CLIP frames of aesthetic and matching and the flow frames come from
+    one pass over each file, and the scores are those of each `vidscore score <name>` alone."""
+    import importlib
+    import os
+    from collections import Counter
+
+    from vidscore_core.score_all import score_all_file
+
+    decode = importlib.import_module("vidscore_core.media.decode")
+    log = tmp_path / "passes.log"
+    real = decode._read_frames
+
+    def counting(path, want, backends):  # runs in the forked decode workers too
+        with open(log, "a") as f:
+            f.write(os.path.basename(path) + "\n")
+        return real(path, want, backends)
+
+    meta = tmp_path / "meta.csv"
+    source = pd.read_csv(fixtures / "media/meta.csv")
+    source.assign(path=[str(fixtures / p) for p in source["path"]]).to_csv(meta, index=False)
+    monkeypatch.setattr(decode, "_read_frames", counting)
+    result = score_all_file(meta, settings, options(), flow_backend="dis")
+    monkeypatch.setattr(decode, "_read_frames", real)
+    passes = Counter(log.read_text().splitlines())
+    readable = [Path(p).name for p in source["path"] if "bad" not in p]
+    assert readable and all(passes[name] == 1 for name in readable), passes
+    together = pd.read_csv(result.output)
+    for task, column in (("aesthetic", "aes"), ("matching", "match"), ("flow", "flow")):
+        alone = pd.read_csv(score_meta_file(task, meta, settings, options(), flow_backend="dis")[0])
+        assert together[column].tolist() == pytest.approx(alone[column].tolist(), abs=1e-5, nan_ok=True), task
+        assert together[f"{column}_error"].fillna("").tolist() == alone[f"{column}_error"].fillna("").tolist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,7 @@ import pandas as pd
 from vidscore_core import scores
 from vidscore_core.meta import file_columns, read_meta, write_table
 from vidscore_core.scores import SCORES
-from vidscore_core.scoring.jobs import ClipJob, clips_from_frame
+from vidscore_core.scoring.jobs import ClipJob, clips_from_frame, run_job_parts, to_frame_embeddings
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.producers import ScoreInputs
 from vidscore_core.settings import Settings
@@ -32,22 +33,43 @@ def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def score_rows(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,
                flow_backend: str = "unimatch") -> pd.DataFrame:  # fmt: skip
-    """Score the clips of a read meta table with the score's registered producer; returns
+    """Score the clips of a read meta table with the score's registered producer or job; returns
     `video_id`, the score and `error`: one row per distinct clip, or per row of `meta` for a score
     declared `per_row` (matching: a clip listed with several captions). Each clip is decoded once."""
-    score = scores.get(task)
+    return score_many([task], meta, settings, options, flow_backend)[task]
+
+
+def score_many(tasks: Sequence[str], meta: pd.DataFrame, settings: Settings, options: JobOptions,
+               flow_backend: str = "unimatch") -> dict[str, pd.DataFrame]:  # fmt: skip
+    """`score_rows` of several scores with one decode per clip: the frames of the CLIP-derived scores
+    (their frame points) and of the scores with a job (flow) come from one pass over each file."""
+    chosen = [scores.get(task) for task in tasks]
+    derived = [s for s in chosen if s.reads_embeddings]
+    decoding = [s for s in chosen if s.job]
     distinct = meta.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
-    videos = (meta if score.per_row else distinct).assign(error=None).reset_index(drop=True)
-    embedding_rows = None
-    if score.reads_embeddings:
-        job = ClipJob(settings, options)
-        _ = job.clip  # fail on missing or mismatched CLIP weights before decoding anything
-        items = job.embed(clips_from_frame(distinct), score.frame_points)
-        embedding_rows = job.embedding_rows(items, batch="cli", points=score.frame_points)
-    inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
-                         flow_backend=flow_backend, embedding_rows=embedding_rows)  # fmt: skip
-    rows = score.produce()(inputs)
-    return rows[["video_id", score.column, "error"]].reset_index(drop=True)
+    parts, jobs = [], {}
+    if derived:
+        clip_job = ClipJob(settings, options)
+        _ = clip_job.clip  # fail on missing or mismatched CLIP weights before decoding anything
+        points = tuple(sorted({p for s in derived for p in s.frame_points}))
+        parts.append(clip_job.part(points))
+    for s in decoding:
+        jobs[s.name] = scores.load(s.job)(settings, options, flow_backend)
+        parts.append(jobs[s.name].part())
+    first = clip_job if derived else jobs[decoding[0].name]
+    results = run_job_parts(parts, clips_from_frame(distinct), options, first.device, first.stats)
+    out: dict[str, pd.DataFrame] = {}
+    if derived:
+        items = [to_frame_embeddings(r) for r in results["clip_embeddings"]]
+        embedding_rows = clip_job.embedding_rows(items, batch="cli", points=points)
+        for s in derived:
+            videos = (meta if s.per_row else distinct).assign(error=None).reset_index(drop=True)
+            inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
+                                 flow_backend=flow_backend, embedding_rows=embedding_rows)  # fmt: skip
+            out[s.name] = s.produce()(inputs)
+    for s in decoding:
+        out[s.name] = jobs[s.name].rows(results[s.table], "cli")
+    return {s.name: out[s.name][["video_id", s.column, "error"]].reset_index(drop=True) for s in chosen}
 
 
 def row_scores(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,

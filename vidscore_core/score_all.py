@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vidscore_core import weights
-from vidscore_core.csv_scoring import SCORE_COLUMN, default_output, input_rows, score_rows
+from vidscore_core.csv_scoring import SCORE_COLUMN, default_output, input_rows, score_many
 from vidscore_core.meta import read_meta, write_table
 from vidscore_core.scores import SCORES as REGISTERED
 from vidscore_core.scoring.options import JobOptions
@@ -26,7 +26,7 @@ from vidscore_core.settings import Settings
 SCORES: tuple[str, ...] = tuple(score.name for score in REGISTERED)
 FLOW_BACKENDS = ("unimatch", "dis")
 
-# (score name) → a context manager yielding the (done, total) progress callback for that score, or None.
+# (label) → a context manager yielding the (done, total) progress callback of the scoring pass, or None.
 ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
 
 
@@ -113,11 +113,13 @@ def score_all_file(
         raise nothing_to_run_error(decided.skipped)
     out, ids = input_rows(meta_path)
     scored: dict[str, str] = {}
+    # One decode per clip for all of them; the progress follows the decoding pass.
+    with _progress(progress, "+".join(decided.run)) as callback:
+        job_options = replace(options, progress=callback) if callback is not None else options
+        by_score = score_many(decided.run, meta, settings, job_options, flow_backend)
     for score in decided.run:
         column = SCORE_COLUMN[score]
-        with _progress(progress, score) as callback:
-            job_options = replace(options, progress=callback) if callback is not None else options
-            rows = score_rows(score, meta, settings, job_options, flow_backend).set_index("video_id")
+        rows = by_score[score].set_index("video_id")
         out[column] = [rows[column].get(i) for i in ids]
         out[f"{column}_error"] = [rows["error"].get(i) for i in ids]
         errors = int(out[f"{column}_error"].notna().sum())
