@@ -12,6 +12,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from vidscore_core.engine import Clip
 from vidscore_core.media import DecodeError, FrameRequest, read_frame_sets, read_frames
@@ -61,6 +62,31 @@ def test_a_frame_only_one_score_needs_fails_that_score_alone(fixtures: Path, tmp
     assert clip_frames.indices == [4, 24, 43]
     assert isinstance(flow_frames, DecodeError) and flow_frames.reason == "cannot decode frame 30"
     assert len(log.read_text().splitlines()) == 3  # the joint pass, then each request alone
+
+
+def _fail_on(indices: list[int], bad: int) -> list[int]:
+    if bad in indices:
+        raise DecodeError(f"cannot decode frame {bad}")
+    return indices
+
+
+def test_a_request_never_gets_a_fallback_decoder_it_would_not_need_alone(fixtures: Path, monkeypatch) -> None:
+    """The sparse decoder fails on a flow frame and sequential PyAV decodes the union: the CLIP frames
+    are decoded again alone, by the sparse decoder, as `read_frames` gives them."""
+    real = decode_module._decode_sparse
+
+    def failing_on_30(path, header, want, verify_last):
+        return real(path, header, lambda n: _fail_on(want(n), 30), verify_last)
+
+    monkeypatch.setattr(decode_module, "_decode_sparse", failing_on_30)
+    path = fixtures / "media/pan_hubble_right_5px.mp4"
+    backends = ("sparse", "pyav")  # decord stays out of this process (it is not fork-safe afterwards)
+    clip_frames, flow_frames = read_frame_sets(path, [CLIP_FRAMES, FLOW_FRAMES], backends=backends)
+    assert (clip_frames.backend, flow_frames.backend) == ("sparse", "pyav")
+    for request, got in ((CLIP_FRAMES, clip_frames), (FLOW_FRAMES, flow_frames)):
+        alone = read_frames(path, points=request.points, indices=request.indices, backends=backends)
+        assert got.backend == alone.backend and got.indices == alone.indices
+        assert all(np.array_equal(a, b) for a, b in zip(got.frames, alone.frames, strict=True))
 
 
 def test_a_final_verdict_is_not_decoded_again(fixtures: Path, tmp_path: Path, monkeypatch) -> None:
@@ -166,3 +192,31 @@ def test_the_step_computes_what_the_run_selects(vidscore_env, tmp_path: Path, mo
     assert checked == {"clip_embeddings", "flow_scores"}  # their checks run with the step
     emb = TableStore.from_settings(settings).read("clip_embeddings", [key])
     assert pd.Series(emb["video_id"]).nunique() == len(pd.read_csv(meta))
+
+
+class _Tight(_Recorder):
+    """A part whose model has room for one clip at a time, and never for `too_big`."""
+
+    def __init__(self, request: FrameRequest, too_big: str) -> None:
+        super().__init__(request)
+        self.too_big = too_big
+
+    def run(self, data, clips):
+        if len(clips) > 1 or clips[0].video_id == self.too_big:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().run(data, clips)
+
+
+def test_an_out_of_memory_in_one_part_splits_that_part_only(fixtures: Path) -> None:
+    from vidscore_core.engine import OUT_OF_MEMORY, EngineStats
+
+    media = fixtures / "media"
+    names = ["pan_hubble_right_5px.mp4", "pan_ihc_diag_25frames.mkv", "pan_retina_portrait_down_3px.mp4"]
+    clips = [Clip(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
+    clip_part, flow_part = _Recorder(CLIP_FRAMES), _Tight(FLOW_FRAMES, too_big="v1")
+    stats = EngineStats()
+    results = run_parts([ScorePart("clip", clip_part), ScorePart("flow", flow_part)], clips, device="cpu",
+                        batch_size=4, num_workers=1, stats=stats)  # fmt: skip
+    assert [r.error for r in results["clip"]] == [None, None, None] and clip_part.batches == [3]
+    assert [r.error for r in results["flow"]] == [None, OUT_OF_MEMORY, None]
+    assert results["flow"][2].values["indices"] == [0, 10, 20, 30] and stats.oom_splits > 0

@@ -63,7 +63,7 @@ class WorkerSpec:
     tables: list[str]  # the per-clip tables scored together (one decode per clip)
     batch: str
     videos_path: str  # Parquet with the batch's `videos` rows (video_id, path, text, error)
-    parts_dir: str  # where rank r writes rank<r>.parquet: private to this run and batch
+    parts_dir: str  # where rank r writes <table>/rank<r>.parquet: private to this run and batch
     settings: dict = field(default_factory=dict)  # Settings fields, paths as strings
     options: dict = field(default_factory=dict)  # JobOptions fields except `progress`
     flow_backend: str = "unimatch"

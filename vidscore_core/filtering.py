@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from vidscore_core.scores import FILTER_BOUNDS
+from vidscore_core.scores import FILTER_BOUNDS, SCORES
 
 # (spec field, score column, comparison), from the score registry, in Open-Sora datautil's order.
 BOUNDS: tuple[tuple[str, str, str], ...] = FILTER_BOUNDS
@@ -36,7 +36,11 @@ LIMIT_SQL: dict[str, str] = {
     "aspect_ratio": "(v.height::DOUBLE / nullif(v.width, 0))",
     "duration": "v.duration_s",
 }
-_RANGES = (("flowmin", "flowmax"), ("fmin", "fmax"), ("aspect_min", "aspect_max"), ("duration_min", "duration_max"))
+# (minimum, maximum) pairs: a score declaring both bounds, and the technical ranges.
+_RANGES = (
+    *((s.lower, s.upper) for s in SCORES if s.lower and s.upper),
+    ("fmin", "fmax"), ("aspect_min", "aspect_max"), ("duration_min", "duration_max"),
+)  # fmt: skip
 
 
 def technical_columns(df: pd.DataFrame) -> pd.DataFrame:

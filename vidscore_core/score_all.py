@@ -130,9 +130,9 @@ def score_all_file(
 
 
 @contextlib.contextmanager
-def _progress(factory: ProgressFactory | None, score: str) -> Iterator[Callable[[int, int], None] | None]:
+def _progress(factory: ProgressFactory | None, label: str) -> Iterator[Callable[[int, int], None] | None]:
     if factory is None:
         yield None
         return
-    with factory(score) as callback:
+    with factory(label) as callback:
         yield callback

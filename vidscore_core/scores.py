@@ -13,7 +13,6 @@ Adding a score: its model file, a `Score(...)` below with its producer, and its 
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,12 +72,11 @@ class Score:
             raise ValueError(f"score {self.name!r}: declare a job (it decodes clips) or a producer, not both")
 
     def produce(self) -> Callable[..., Any]:
-        """(ScoreInputs) -> one batch's rows: the producer, or the job run alone on the batch's clips."""
-        if self.producer is not None:
-            return load(self.producer)
-        from vidscore_core.scoring.producers import decoded_rows
-
-        return functools.partial(decoded_rows, table=self.table)
+        """(ScoreInputs) -> one batch's rows of a derived score (a score with a job runs in the
+        shared decoding pass instead: `scoring.batch.score_videos`, `csv_scoring.score_many`)."""
+        if self.producer is None:
+            raise ValueError(f"score {self.name!r} has a job, not a producer: it is scored with the decoding pass")
+        return load(self.producer)
 
     def needed_weights(self, flow_backend: str = "unimatch") -> tuple[str, ...]:
         return () if self.per_clip_backend and flow_backend != "unimatch" else self.weights

@@ -77,6 +77,11 @@ def _rebuild_decode_error(cls: type[DecodeError], reason: str, details: dict[str
     return cls(reason, details, final=final)
 
 
+class DecoderDeclined(DecodeError):
+    """A decoder that does not take this file at all (its pixel format, or it is not installed),
+    whatever frames are asked: the next decoder is simply the right one."""
+
+
 @dataclass
 class DecodedFrames:
     frames: list[np.ndarray]  # uint8 HxWx3 RGB, one per requested index, in request order
@@ -86,6 +91,7 @@ class DecodedFrames:
     backend: str  # "decord" | "pyav" | "pil"
     width: int
     height: int
+    fell_back: bool = False  # an earlier decoder failed on the frames asked before `backend` gave them
 
 
 @dataclass
@@ -121,6 +127,7 @@ class VideoResult:
     frames: list[np.ndarray]
     backend: str
     details: dict[str, str] = field(default_factory=dict)
+    fell_back: bool = False  # an earlier decoder failed on the frames asked (not merely declined the file)
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -203,9 +210,10 @@ def read_frame_sets(
     """The frames of several requests (one per score) from one pass over the file, one entry per request.
 
     The frames are those `read_frames` gives each request alone (same count n, same decoder, same
-    pixels). When the joint pass fails and the verdict is not final, each request is decoded on its
-    own, so a score gets the outcome it would get alone: a broken frame that only the flow frames
-    need does not cost the CLIP frames their score. An entry is the request's `DecodeError` then.
+    pixels). When the joint pass does not succeed at its first decoder (it fails with a verdict that
+    is not final, or a later decoder had to take over), each request is decoded on its own, so a
+    score gets the outcome and the decoder it would get alone: a broken frame that only the flow
+    frames need costs the CLIP frames nothing. An entry is the request's `DecodeError` then.
     """
     _check_backends(backends)
     path = os.fspath(path)
@@ -220,11 +228,7 @@ def read_frame_sets(
             wanted.extend(got)
         return wanted
 
-    try:
-        joint = run_with_timeout(_read_frames, timeout_s, path, union, tuple(backends))
-    except DecodeError as exc:
-        if exc.final or len(requests) == 1:
-            return [exc] * len(requests)
+    def each_alone() -> list[DecodedFrames | DecodeError]:
         out: list[DecodedFrames | DecodeError] = []
         for request in requests:
             try:
@@ -232,6 +236,15 @@ def read_frame_sets(
             except DecodeError as alone:
                 out.append(alone)
         return out
+
+    try:
+        joint = run_with_timeout(_read_frames, timeout_s, path, union, tuple(backends))
+    except DecodeError as exc:
+        if exc.final or len(requests) == 1:
+            return [exc] * len(requests)
+        return each_alone()
+    if joint.fell_back and len(requests) > 1:  # alone, a request may not need the fallback decoder
+        return each_alone()
     if joint.is_image:  # one frame whatever is asked
         return [joint] * len(requests)
     out, start = [], 0
@@ -317,7 +330,8 @@ def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFra
         return DecodedFrames([frame], [0], 1, True, "pil", w, h)
     result = decode_video(path, want, backends=backends)
     h, w = (result.frames[0].shape[:2]) if result.frames else (result.header.height, result.header.width)
-    return DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h)
+    return DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h,
+                         result.fell_back)  # fmt: skip
 
 
 def read_image(path: str) -> np.ndarray:
@@ -346,6 +360,7 @@ def decode_video(
     header = header if header is not None else read_header(path)
     _check_transport_stream(path, header)
     details: dict[str, str] = {}
+    declined: set[str] = set()
     failure: DecodeError | None = None
     for name in backends:
         try:
@@ -357,6 +372,8 @@ def decode_video(
                 result = _decode_with_pyav(path, header, want)
         except DecodeError as exc:
             details[name] = exc.reason
+            if isinstance(exc, DecoderDeclined):
+                declined.add(name)
             if exc.final:  # a verdict about the file: no other decoder gets to try (and crash) on it
                 raise DecodeError(exc.reason, details, final=True) from None
             # PyAV's reason (FFmpeg's own message) is more useful than a decord crash text.
@@ -364,6 +381,7 @@ def decode_video(
                 failure = exc
             continue
         result.details = details
+        result.fell_back = bool(set(details) - declined)  # details: the decoders that failed before this one
         return result
     assert failure is not None
     raise DecodeError(failure.reason, details)
@@ -562,7 +580,7 @@ def _decode_with_decord(path: str, header: VideoHeader, want: Want, verify_last:
     try:
         import decord
     except ImportError:
-        raise DecodeError("decord is not installed") from None
+        raise DecoderDeclined("decord is not installed") from None
     if header.declares_duration:  # decord's count alone cannot show a cut: check before it reads
         _check_duration(header, *packet_span(path))
     try:
@@ -600,7 +618,7 @@ def _decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool
                 raise DecodeError("no video stream", final=True)
             ctx = stream.codec_context
             if ctx.pix_fmt not in SPARSE_PIXEL_FORMATS or ctx.color_range == _FULL_RANGE:
-                raise DecodeError(f"sparse decoding does not take {ctx.pix_fmt} (range {ctx.color_range})")
+                raise DecoderDeclined(f"sparse decoding does not take {ctx.pix_fmt} (range {ctx.color_range})")
             span = PacketSpan()
             packets = []
             # Containers that declare a duration but no count: all streams are demuxed (the same bytes

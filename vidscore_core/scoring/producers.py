@@ -45,15 +45,6 @@ def matching_rows(inputs: ScoreInputs) -> pd.DataFrame:
     return _clip_job(inputs).matching_rows(inputs.frame_embeddings(), list(inputs.videos["text"]), inputs.batch)
 
 
-def decoded_rows(inputs: ScoreInputs, table: str) -> pd.DataFrame:
-    """The rows of a score that decodes the clips (`Score.job`), scored on its own."""
-    from vidscore_core.scoring.batch import score_videos
-
-    frames, _ = score_videos([table], inputs.videos, inputs.batch, inputs.settings, inputs.options,
-                             flow_backend=inputs.flow_backend, log=inputs.log)  # fmt: skip
-    return frames[table]
-
-
 def logit_scale_bound(settings: Settings) -> list[float]:
     """exp(logit_scale) of the CLIP checkpoint in use: |match| can never exceed it."""
     from vidscore_core import weights

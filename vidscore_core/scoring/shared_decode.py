@@ -8,8 +8,10 @@ One part alone is the same path with a single request, so a score run alone or t
 others gives the same values.
 
 Failures stay per score: an image has CLIP frames but no motion (the flow part gets its reason, the
-CLIP part its embeddings), and a frame only one part needs can fail that part alone. A clip that
-no part can use gets one error, recorded for every part.
+CLIP part its embeddings), a frame only one part needs can fail that part alone, and a CUDA
+out-of-memory in one part's model splits that part's batch only (what the other parts computed is
+kept). A clip that no part can use gets one error, recorded for every part; so does a clip whose
+decoder crashed or hung in the shared pass (the worker is gone before any part is known).
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vidscore_core.engine import Clip, ClipResult, EngineStats, error_reason, is_media_error, run_scorer
+import torch
+
+from vidscore_core.engine import (
+    OUT_OF_MEMORY,
+    Clip,
+    ClipResult,
+    EngineStats,
+    error_reason,
+    is_media_error,
+    run_scorer,
+    to_device,
+)
 from vidscore_core.media.decode import DecodedFrames, DecodeError, FrameRequest, read_frame_sets
 
 
@@ -60,6 +73,14 @@ class PartError:
 
 
 @dataclass(frozen=True)
+class _Payloads:
+    """A part's payloads kept beside its collated batch, for an out-of-memory split; held in an
+    object the engine's device transfer and pinning pass by (they walk tensors, dicts and lists)."""
+
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class SharedDecodeSampler:
     """Worker side: one pass over the file for every part's frames, then each part's payload."""
 
@@ -95,10 +116,12 @@ class SharedDecodeSampler:
         out: dict[str, Any] = {}
         for name, sampler in self.parts:
             members = [i for i, p in enumerate(payloads) if not isinstance(p[name], PartError)]
+            mine = [payloads[i][name] for i in members]
             out[name] = {
                 "members": members,
                 "errors": {i: p[name].reason for i, p in enumerate(payloads) if isinstance(p[name], PartError)},
-                "data": sampler.collate([payloads[i][name] for i in members]) if members else None,
+                "data": sampler.collate(mine) if members else None,
+                "payloads": _Payloads(tuple(mine)),
             }
         return out
 
@@ -109,11 +132,13 @@ class SharedDecodeScorer:
 
     name = "shared_decode"
 
-    def __init__(self, parts: Sequence[ScorePart], frame_timeout_s: float | None = 60.0) -> None:
+    def __init__(self, parts: Sequence[ScorePart], frame_timeout_s: float | None = 60.0, device: str = "cpu") -> None:
         names = [p.name for p in parts]
         if not parts or len(set(names)) != len(names):
             raise ValueError(f"parts need distinct names, got {names}")
         self.parts = list(parts)
+        self.device = torch.device(device)
+        self.oom_splits = 0
         self.sampler = SharedDecodeSampler(tuple((p.name, p.scorer.sampler) for p in parts), frame_timeout_s)
 
     def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
@@ -125,11 +150,32 @@ class SharedDecodeScorer:
             members = block["members"]
             if not members:
                 continue
-            with part.region():
-                values = part.scorer.run(block["data"], [clips[i] for i in members])
+            values = self._run_part(part, block["data"], [clips[i] for i in members], list(block["payloads"].items))
             for i, vals in zip(members, values, strict=True):
                 out[i][part.name] = vals
         return out
+
+    def _run_part(self, part: ScorePart, data: Any, clips: list[Clip], payloads: list[Any]) -> list[dict[str, Any]]:
+        """The part's model on its clips; a CUDA out-of-memory splits them in halves and retries, and
+        a clip that does not fit alone gets that as this part's error (retryable)."""
+        try:
+            with part.region():
+                return part.scorer.run(data, clips)
+        except torch.cuda.OutOfMemoryError:
+            del data
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.oom_splits += 1
+            if len(clips) == 1:
+                return [{"error": OUT_OF_MEMORY}]
+        half = len(clips) // 2
+        return [
+            *self._run_part(part, self._collate(part, payloads[:half]), clips[:half], payloads[:half]),
+            *self._run_part(part, self._collate(part, payloads[half:]), clips[half:], payloads[half:]),
+        ]
+
+    def _collate(self, part: ScorePart, payloads: list[Any]) -> Any:
+        return to_device(part.scorer.sampler.collate(payloads), self.device)
 
 
 def run_parts(
@@ -148,10 +194,12 @@ def run_parts(
     A batch holds at most the smallest `max_clips` of the parts, so progress and memory follow the
     heaviest model (UniMatch on CPU takes one clip at a time).
     """
-    scorer = SharedDecodeScorer(parts, frame_timeout_s)
+    scorer = SharedDecodeScorer(parts, frame_timeout_s, device)
     size = min([batch_size, *(p.max_clips for p in parts if p.max_clips)])
+    stats = stats if stats is not None else EngineStats()
     results = run_scorer(scorer, clips, device=device, batch_size=size, num_workers=num_workers,
                          progress=progress, stats=stats)  # fmt: skip
+    stats.oom_splits += scorer.oom_splits
     by_part: dict[str, list[ClipResult]] = {p.name: [] for p in parts}
     for result in results:
         for part in parts:

@@ -79,13 +79,15 @@ def publish_tables(
         produced = produce(BatchContext(context, settings, store, batch))
         if set(produced) != set(describers):
             raise RuntimeError(f"produced {sorted(produced)} for {batch!r}, expected {sorted(describers)}")
+        computed = time.perf_counter() - started
         for table, frame in produced.items():
+            started = time.perf_counter()
             published = store.publish(frame, table, batch)
             rows_by_batch[table][batch] = published.rows
             frames[table].append(frame)
             context.log.info(
                 f"published {published.rows} rows of {table}[{batch}] to {published.path} "
-                f"in {time.perf_counter() - started:.1f}s"
+                f"(computed in {computed:.1f}s, written in {time.perf_counter() - started:.1f}s)"
             )
     results = []
     for table, describe in describers.items():
