@@ -9,7 +9,10 @@ What a decode worker does per clip, timed in one process (no pool, no model), fo
 * `both`: one pass for the two (`SharedDecodeSampler`, what a run selecting both does);
 
 both as `decode` (`media.read_frame_sets`, frames only) and `prepare` (the worker's whole payload:
-decode + crops + flow resize). Each variant runs `--repeats` times per clip in rotating order; the
+decode + crops + flow resize). With `--fixtures`, also the step's own path end to end
+(`scoring.batch.score_videos` with its decode workers): `clip_embeddings` and `flow_scores` as two
+steps vs one, with the fixtures' tiny random CLIP and the weight-free DIS flow, so that decoding,
+not the models, is what the wall time shows. Each variant runs `--repeats` times per clip in rotating order; the
 median per clip is summed over the corpus. The corpus is made reproducibly with `synth.write_clip`
 (libx264, yuv420p): web-like keyframe intervals (1–2 s), one clip with libx264's default 250 and
 one portrait clip, at 360p–720p.
@@ -83,6 +86,9 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/vidscore-bench-shared-decode"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    parser.add_argument("--fixtures", type=Path, help="../shared/fixtures: adds the end-to-end comparison")
+    parser.add_argument("--e2e-copies", type=int, default=6, help="each corpus clip this many times (own paths)")
+    parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args()
     import torch
 
@@ -117,11 +123,64 @@ def main() -> None:
             for kind in ("decode", "prepare")
         },
     }
+    if args.fixtures:
+        report["end_to_end"] = end_to_end(paths, args)
+        print(json.dumps(report["end_to_end"], indent=1))
     print(json.dumps(report["ratios"], indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
         args.out.with_suffix(".md").write_text(markdown(report, args))
+
+
+def end_to_end(paths: list[Path], args) -> dict:
+    """Wall time of `score_videos` for clip_embeddings then flow_scores (two steps) vs both at once,
+    alternated over `--repeats` rounds (median), on hard-linked copies of the corpus (own paths, own
+    video ids, same bytes in the page cache)."""
+    import os
+
+    import pandas as pd
+
+    from vidscore_core.meta import video_id_for
+    from vidscore_core.scoring.batch import score_videos
+    from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.settings import Settings
+
+    copies = []
+    for i in range(args.e2e_copies):
+        for path in paths:
+            copy = path.with_name(f"copy{i:02d}_{path.name}")
+            if not copy.exists():
+                os.link(path, copy)
+            copies.append(copy)
+    videos = pd.DataFrame({"video_id": [video_id_for(str(p)) for p in copies], "path": [str(p) for p in copies],
+                           "text": ["a clip"] * len(copies), "error": [None] * len(copies)})  # fmt: skip
+    weights = args.fixtures / "weights"
+    settings = Settings(home=args.corpus / "home", clip_weights_override=weights / "clip_tiny_openai.pt",
+                        aesthetic_weights_override=weights / "aesthetic_random_scaled.pth", device="cpu")  # fmt: skip
+    options = JobOptions(device="cpu", batch_size=8, num_workers=args.num_workers)
+
+    def run(tables: list[str]) -> float:
+        started = time.perf_counter()
+        score_videos(tables, videos, "bench", settings, options, flow_backend="dis")
+        return time.perf_counter() - started
+
+    run(["clip_embeddings", "flow_scores"])  # warm-up: imports, model load, page cache
+    separate, together, clip_alone = [], [], []
+    for _ in range(args.repeats):
+        emb = run(["clip_embeddings"])
+        separate.append(emb + run(["flow_scores"]))
+        clip_alone.append(emb)
+        together.append(run(["clip_embeddings", "flow_scores"]))
+    return {
+        "clips": len(copies),
+        "num_workers": args.num_workers,
+        "flow_backend": "dis (computed in the decode workers)",
+        "clip_model": "fixture clip_tiny_openai.pt (random, tiny)",
+        "clip_embeddings_alone_s": statistics.median(clip_alone),
+        "two_steps_s": statistics.median(separate),
+        "one_step_s": statistics.median(together),
+    }
 
 
 def markdown(report: dict, args) -> str:
@@ -153,6 +212,22 @@ def markdown(report: dict, args) -> str:
         f"**{r['prepare_both_vs_clip']:.2f}×** clip alone; {r['prepare_both_vs_separate']:.2f}× of the two separately.",
         "",
     ]
+    e = report.get("end_to_end")
+    if e:
+        lines += [
+            "## The step's path end to end",
+            "",
+            f"`scoring.batch.score_videos` on {e['clips']} clips (hard-linked copies of the corpus), "
+            f"{e['num_workers']} decode workers, CLIP: {e['clip_model']}, flow: {e['flow_backend']}; "
+            f"median of {args.repeats} alternated rounds.",
+            "",
+            "| clip_embeddings alone | clip_embeddings, then flow_scores (two steps) | both in one step |",
+            "|---:|---:|---:|",
+            f"| {e['clip_embeddings_alone_s']:.1f} s | {e['two_steps_s']:.1f} s | {e['one_step_s']:.1f} s "
+            f"({e['one_step_s'] / e['two_steps_s']:.2f}× two steps, {e['one_step_s'] / e['clip_embeddings_alone_s']:.2f}× "
+            "clip_embeddings alone) |",
+            "",
+        ]
     return "\n".join(lines)
 
 
