@@ -18,16 +18,11 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from click.testing import CliRunner
+from ui_helpers import free_port
 
 from vidscore_core.store import TableStore, utc_now
 
 BUCKET = "vidscore-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +30,7 @@ def s3_server():
     exe = str(Path(sys.executable).with_name("moto_server"))  # this environment's, not another on PATH
     if not Path(exe).exists():
         pytest.skip("moto_server not installed (pip install 'moto[server]', part of the dev extras)")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:

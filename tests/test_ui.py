@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from ui_helpers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VIDSCORE = Path(sys.executable).with_name("vidscore")
@@ -22,12 +23,6 @@ LOCATIONS_QUERY = """
 { workspaceOrError { __typename ... on Workspace {
     locationEntries { name locationOrLoadError { __typename } } } } }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _graphql(port: int, query: str) -> dict | None:
@@ -71,7 +66,7 @@ def test_ui_serves_the_one_code_location_from_the_venv(tmp_path: Path) -> None:
     bin_dir = str(VIDSCORE.parent)
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir)
     env.update(HOME=str(tmp_path), VIDSCORE_HOME=str(tmp_path / "home"))
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "ui.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(

@@ -18,18 +18,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from fixture_env import fixture_model_env
+from ui_helpers import free_port, graphql
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCATION = "vidscore"
@@ -49,12 +48,6 @@ def pg_bin_dir() -> Path | None:
         if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
             return candidate
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class StartupFailed(RuntimeError):
@@ -320,13 +313,7 @@ class Platform:
         return f"http://127.0.0.1:{self.port}"
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 30.0) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            payload = json.loads(response.read())
-        if payload.get("errors"):
-            raise RuntimeError(f"GraphQL errors: {payload['errors']}")
-        return payload["data"]
+        return graphql(self.url, query, variables, timeout)
 
     def client(self):
         from dagster_graphql import DagsterGraphQLClient
