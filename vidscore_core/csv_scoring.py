@@ -10,7 +10,8 @@ import pandas as pd
 from vidscore_core import scores
 from vidscore_core.meta import file_columns, read_meta, write_table
 from vidscore_core.scores import SCORES
-from vidscore_core.scoring.jobs import ClipJob, clips_from_frame, run_job_parts, to_frame_embeddings
+from vidscore_core.scoring.batch import score_videos
+from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.producers import ScoreInputs
 from vidscore_core.settings import Settings
@@ -47,28 +48,16 @@ def score_many(tasks: Sequence[str], meta: pd.DataFrame, settings: Settings, opt
     derived = [s for s in chosen if s.reads_embeddings]
     decoding = [s for s in chosen if s.job]
     distinct = meta.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
-    parts, jobs = [], {}
-    if derived:
-        clip_job = ClipJob(settings, options)
-        _ = clip_job.clip  # fail on missing or mismatched CLIP weights before decoding anything
-        points = tuple(sorted({p for s in derived for p in s.frame_points}))
-        parts.append(clip_job.part(points))
-    for s in decoding:
-        jobs[s.name] = scores.load(s.job)(settings, options, flow_backend)
-        parts.append(jobs[s.name].part())
-    first = clip_job if derived else jobs[decoding[0].name]
-    results = run_job_parts(parts, clips_from_frame(distinct), options, first.device, first.stats)
-    out: dict[str, pd.DataFrame] = {}
-    if derived:
-        items = [to_frame_embeddings(r) for r in results["clip_embeddings"]]
-        embedding_rows = clip_job.embedding_rows(items, batch="cli", points=points)
-        for s in derived:
-            videos = (meta if s.per_row else distinct).assign(error=None).reset_index(drop=True)
-            inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
-                                 flow_backend=flow_backend, embedding_rows=embedding_rows)  # fmt: skip
-            out[s.name] = s.produce()(inputs)
-    for s in decoding:
-        out[s.name] = jobs[s.name].rows(results[s.table], "cli")
+    tables = [*(["clip_embeddings"] if derived else []), *(s.table for s in decoding)]
+    points = tuple(sorted({p for s in derived for p in s.frame_points}))
+    frames, _ = score_videos(tables, distinct.assign(error=None), "cli", settings, options,
+                             flow_backend=flow_backend, embedding_points=points or AESTHETIC_POINTS)  # fmt: skip
+    out = {s.name: frames[s.table] for s in decoding}
+    for s in derived:
+        videos = (meta if s.per_row else distinct).assign(error=None).reset_index(drop=True)
+        inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
+                             flow_backend=flow_backend, embedding_rows=frames["clip_embeddings"])  # fmt: skip
+        out[s.name] = s.produce()(inputs)
     return {s.name: out[s.name][["video_id", s.column, "error"]].reset_index(drop=True) for s in chosen}
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from vidscore_core import schema, scores
 from vidscore_core.engine import Clip, ClipResult
 from vidscore_core.scores import PER_CLIP_JOBS, PER_CLIP_TABLES
+from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
 from vidscore_core.scoring.jobs import clips_from_frame, run_job_parts
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
@@ -75,18 +76,23 @@ def score_videos(
     options: JobOptions,
     *,
     flow_backend: str = "unimatch",
+    embedding_points: tuple[float, ...] = AESTHETIC_POINTS,
     log: LogFn | None = None,
 ) -> tuple[dict[str, pd.DataFrame], ScoreSummary]:
     """Rows of each of `tables` for `videos` (columns video_id, path, text, error), one decode per clip.
 
-    Clips that ingestion found unreadable are not decoded again: they get a row with the ingest
-    reason in every table, stamped with the same lineage as the scored rows.
+    `clip_embeddings` embeds the frames at `embedding_points` (the platform's table: the aesthetic
+    points; the CSV commands ask for the points of the derived scores they compute). Clips that
+    ingestion found unreadable are not decoded again: they get a row with the ingest reason in every
+    table, stamped with the same lineage as the scored rows.
     """
     tables = check_tables(tables)
     summary = ScoreSummary(asset="+".join(tables), clips=len(videos))
     if len(videos) == 0:
         return {t: empty_rows(t) for t in tables}, summary
-    jobs = {t: scores.load(PER_CLIP_JOBS[t])(settings, options, flow_backend) for t in tables}
+    # The embeddings' job also takes the frame points; the others take (settings, options, flow backend).
+    extra = {"clip_embeddings": {"points": tuple(embedding_points)}}
+    jobs = {t: scores.load(PER_CLIP_JOBS[t])(settings, options, flow_backend, **extra.get(t, {})) for t in tables}
     first = next(iter(jobs.values()))
     clips, unreadable = split_unreadable(videos)
     results = run_job_parts([job.part() for job in jobs.values()], clips, options, first.device, first.stats)

@@ -127,7 +127,14 @@ def run_job_parts(
 
 
 class ClipJob(_Job):
-    """CLIP image embeddings and the scores derived from them, with models loaded once, lazily."""
+    """CLIP image embeddings (of the frames at `points`) and the scores derived from them, with models
+    loaded once, lazily."""
+
+    def __init__(
+        self, settings: Settings, options: JobOptions, points: tuple[float, ...] = AESTHETIC_POINTS
+    ) -> None:
+        super().__init__(settings, options)
+        self.points = tuple(points)
 
     @cached_property
     def clip_path(self):
@@ -155,9 +162,10 @@ class ClipJob(_Job):
 
     table = "clip_embeddings"
 
-    def part(self, points: tuple[float, ...] = AESTHETIC_POINTS) -> ScorePart:
-        """The image tower once per frame at `points`; fp16/bf16 are the weights' dtype (above), tf32
-        is float32 weights with TF32 matmuls."""
+    def part(self, points: tuple[float, ...] | None = None) -> ScorePart:
+        """The image tower once per frame at `points` (default: the job's); fp16/bf16 are the weights'
+        dtype (above), tf32 is float32 weights with TF32 matmuls."""
+        points = self.points if points is None else points
         scorer = ClipImageScorer(self.clip, ClipFrameSampler(points=points, image_size=self.clip.image_size))
         precision = "tf32" if self.options.precision == "tf32" else "fp32"
         return ScorePart(self.table, scorer, lambda: _autocast(self.device, precision))
@@ -169,7 +177,7 @@ class ClipJob(_Job):
         return [to_frame_embeddings(r) for r in self._run_alone(self.part(points), clips)]
 
     def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
-        return self.embedding_rows([to_frame_embeddings(r) for r in results], batch)
+        return self.embedding_rows([to_frame_embeddings(r) for r in results], batch, points=self.points)
 
     def _shas(self, *names: str) -> dict[str, str]:
         paths = {"clip": self.clip_path}
@@ -255,9 +263,12 @@ class ClipJob(_Job):
         )
 
 
-def clip_embeddings_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> ClipJob:
-    """The job of `clip_embeddings` (CLIP frames at the aesthetic points; the flow backend does not apply)."""
-    return ClipJob(settings, options)
+def clip_embeddings_job(
+    settings: Settings, options: JobOptions, flow_backend: str = "unimatch", points: tuple[float, ...] = AESTHETIC_POINTS
+) -> ClipJob:
+    """The job of `clip_embeddings`: CLIP frames at `points` (the platform's table: the aesthetic
+    points, which include matching's); the flow backend does not apply."""
+    return ClipJob(settings, options, points)
 
 
 def flow_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> FlowJob:
