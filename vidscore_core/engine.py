@@ -48,6 +48,7 @@ __all__ = [
     "WorkerBug",
     "clip_time_limit",
     "error_reason",
+    "halve_on_out_of_memory",
     "is_media_error",
     "run_scorer",
     "to_device",
@@ -226,6 +227,35 @@ def run_scorer(
 
 
 OUT_OF_MEMORY = "CUDA out of memory even for this clip alone"
+T = TypeVar("T")
+
+
+def halve_on_out_of_memory(
+    run: Callable[[int, int], list[T]],
+    count: int,
+    too_big: Callable[[int], T],
+    device: torch.device,
+    stats: EngineStats,
+) -> list[T]:
+    """`run(start, stop)` over items [0, count); a CUDA out-of-memory splits the range in halves and
+    retries them, keeping what finished, and an item that does not fit alone gets `too_big(index)`
+    (its OUT_OF_MEMORY error: retryable). `run` collates its own range, so a failed attempt's tensors
+    are gone with the exception before the halves run."""
+
+    def attempt(start: int, stop: int) -> list[T]:
+        try:
+            return run(start, stop)
+        except torch.cuda.OutOfMemoryError:
+            pass
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        stats.oom_splits += 1
+        if stop - start == 1:
+            return [too_big(start)]
+        middle = (start + stop) // 2
+        return [*attempt(start, middle), *attempt(middle, stop)]
+
+    return attempt(0, count)
 
 
 def _run_batch(
@@ -235,30 +265,20 @@ def _run_batch(
     device: torch.device,
     stats: EngineStats,
 ) -> list[ClipResult]:
-    """The model on one batch. A CUDA out-of-memory splits the batch in halves and retries them,
-    keeping what finished; a clip that does not fit alone gets that as its error (retryable)."""
-    data = scorer.sampler.collate(payloads)
-    if device.type == "cuda":
-        data = _pin(data)
-    stats.batches += 1
-    t0 = time.perf_counter()
-    try:
-        values = scorer.run(to_device(data, device), clips)
-        stats.model_seconds += time.perf_counter() - t0
-    except torch.cuda.OutOfMemoryError:
-        del data
+    """The model on one batch; a CUDA out-of-memory splits it (`halve_on_out_of_memory`)."""
+
+    def run(start: int, stop: int) -> list[ClipResult]:
+        data = scorer.sampler.collate(payloads[start:stop])
         if device.type == "cuda":
-            torch.cuda.empty_cache()
-        stats.oom_splits += 1
-        if len(clips) == 1:
-            return [ClipResult(clips[0], error=OUT_OF_MEMORY)]
-        half = len(clips) // 2
-        return [
-            *_run_batch(scorer, clips[:half], payloads[:half], device, stats),
-            *_run_batch(scorer, clips[half:], payloads[half:], device, stats),
-        ]
-    results = []
-    for clip, vals in zip(clips, values, strict=True):
-        error = vals.pop("error", None) if isinstance(vals, dict) else None
-        results.append(ClipResult(clip, values=vals, error=error))
-    return results
+            data = _pin(data)
+        stats.batches += 1
+        t0 = time.perf_counter()
+        values = scorer.run(to_device(data, device), clips[start:stop])
+        stats.model_seconds += time.perf_counter() - t0
+        results = []
+        for clip, vals in zip(clips[start:stop], values, strict=True):
+            error = vals.pop("error", None) if isinstance(vals, dict) else None
+            results.append(ClipResult(clip, values=vals, error=error))
+        return results
+
+    return halve_on_out_of_memory(run, len(clips), lambda i: ClipResult(clips[i], error=OUT_OF_MEMORY), device, stats)

@@ -30,6 +30,7 @@ from vidscore_core.engine import (
     ClipResult,
     EngineStats,
     error_reason,
+    halve_on_out_of_memory,
     is_media_error,
     run_scorer,
     to_device,
@@ -132,13 +133,16 @@ class SharedDecodeScorer:
 
     name = "shared_decode"
 
-    def __init__(self, parts: Sequence[ScorePart], frame_timeout_s: float | None = 60.0, device: str = "cpu") -> None:
+    def __init__(
+        self, parts: Sequence[ScorePart], frame_timeout_s: float | None = 60.0, device: str = "cpu",
+        stats: EngineStats | None = None,
+    ) -> None:  # fmt: skip
         names = [p.name for p in parts]
         if not parts or len(set(names)) != len(names):
             raise ValueError(f"parts need distinct names, got {names}")
         self.parts = list(parts)
         self.device = torch.device(device)
-        self.oom_splits = 0
+        self.stats = stats if stats is not None else EngineStats()
         self.sampler = SharedDecodeSampler(tuple((p.name, p.scorer.sampler) for p in parts), frame_timeout_s)
 
     def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
@@ -150,32 +154,22 @@ class SharedDecodeScorer:
             members = block["members"]
             if not members:
                 continue
-            values = self._run_part(part, block["data"], [clips[i] for i in members], list(block["payloads"].items))
+            values = self._run_part(part, block["data"], [clips[i] for i in members], block["payloads"].items)
             for i, vals in zip(members, values, strict=True):
                 out[i][part.name] = vals
         return out
 
-    def _run_part(self, part: ScorePart, data: Any, clips: list[Clip], payloads: list[Any]) -> list[dict[str, Any]]:
-        """The part's model on its clips; a CUDA out-of-memory splits them in halves and retries, and
-        a clip that does not fit alone gets that as this part's error (retryable)."""
-        try:
-            with part.region():
-                return part.scorer.run(data, clips)
-        except torch.cuda.OutOfMemoryError:
-            del data
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            self.oom_splits += 1
-            if len(clips) == 1:
-                return [{"error": OUT_OF_MEMORY}]
-        half = len(clips) // 2
-        return [
-            *self._run_part(part, self._collate(part, payloads[:half]), clips[:half], payloads[:half]),
-            *self._run_part(part, self._collate(part, payloads[half:]), clips[half:], payloads[half:]),
-        ]
+    def _run_part(self, part: ScorePart, data: Any, clips: list[Clip], payloads: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """The part's model on its clips; a CUDA out-of-memory splits this part's clips only
+        (`engine.halve_on_out_of_memory`), the other parts keep what they computed."""
 
-    def _collate(self, part: ScorePart, payloads: list[Any]) -> Any:
-        return to_device(part.scorer.sampler.collate(payloads), self.device)
+        def run(start: int, stop: int) -> list[dict[str, Any]]:
+            whole = (start, stop) == (0, len(clips))  # the engine's collated batch, else a half of it
+            batch = data if whole else to_device(part.scorer.sampler.collate(list(payloads[start:stop])), self.device)
+            with part.region():
+                return part.scorer.run(batch, clips[start:stop])
+
+        return halve_on_out_of_memory(run, len(clips), lambda _: {"error": OUT_OF_MEMORY}, self.device, self.stats)
 
 
 def run_parts(
@@ -194,12 +188,11 @@ def run_parts(
     A batch holds at most the smallest `max_clips` of the parts, so progress and memory follow the
     heaviest model (UniMatch on CPU takes one clip at a time).
     """
-    scorer = SharedDecodeScorer(parts, frame_timeout_s, device)
-    size = min([batch_size, *(p.max_clips for p in parts if p.max_clips)])
     stats = stats if stats is not None else EngineStats()
+    scorer = SharedDecodeScorer(parts, frame_timeout_s, device, stats)
+    size = min([batch_size, *(p.max_clips for p in parts if p.max_clips)])
     results = run_scorer(scorer, clips, device=device, batch_size=size, num_workers=num_workers,
                          progress=progress, stats=stats)  # fmt: skip
-    stats.oom_splits += scorer.oom_splits
     by_part: dict[str, list[ClipResult]] = {p.name: [] for p in parts}
     for result in results:
         for part in parts:
