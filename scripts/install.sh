@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Install vidscore into ./.venv. With --dev: test tools too, plus the system packages the
-# end-to-end tests start for real (PostgreSQL, Chromium) and the config linters (docker-compose,
-# shellcheck) when this user may apt-get install.
+# end-to-end tests start for real (PostgreSQL, Chromium) and the linters the config tests run
+# (docker-compose and shellcheck) when this user may apt-get install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
 
+target=.
+[[ $dev == 1 ]] && target='.[dev]'
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-if [[ $dev == 1 ]]; then
-  .venv/bin/python -m pip install -q -e '.[dev]'
-else
-  .venv/bin/python -m pip install -q -e .
+if ! .venv/bin/python -m pip install -q -e "$target"; then
+  # The usual cause on a fresh machine is disk: PyTorch with its CUDA libraries takes about 6 GiB.
+  free_gib=$(df -Pk . | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }')
+  echo "error: installing vidscore into $(pwd)/.venv failed; ${free_gib} GiB are free there, and a fresh install takes about 7 GiB" >&2
+  exit 1
 fi
 
 if [[ $dev == 1 ]]; then

@@ -708,13 +708,14 @@ def test_hadolint():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_shellcheck_init_script():
-    assert os.access(INIT_SCRIPT, os.R_OK)
+def test_shellcheck_shell_scripts():
+    """The container's init script, and the install and CI scripts the README's first lines run."""
+    scripts = [INIT_SCRIPT, ROOT / "scripts" / "install.sh", ROOT / ".ci" / "run"]
     assert INIT_SCRIPT.read_text().startswith("#!/bin/sh")
     shellcheck = _tool("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
-    done = subprocess.run([shellcheck, str(INIT_SCRIPT)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
