@@ -34,6 +34,7 @@ before a GPU is at hand. Exit status: 0 when every section ran and fp32 parity p
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime as _dt
 import json
@@ -1385,6 +1386,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     work = Path(tempfile.mkdtemp(prefix="vidscore-gpu-check-"))
+    if not args.keep_work:  # also when a section's bug ends the run: the corpus and weights take GBs
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
     os.environ["VIDSCORE_HOME"] = str(work / "home")  # sha256 cache etc. stay out of the repository
     if args.out:
         out_dir = Path(args.out)
@@ -1460,8 +1463,6 @@ def main(argv: list[str] | None = None) -> int:
     md_path = out_dir / f"gpu_check-{slug}.md"
     json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     md_path.write_text(markdown(report))
-    if not args.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
     log(f"verdict {report['verdict']} in {report['total_seconds']} s; wrote {json_path} and {md_path}")
     return 0 if report["verdict"] == "pass" else 1
 
