@@ -77,13 +77,18 @@ WORDS = (
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def vm_hwm_kib() -> int:
-    """Peak resident set size of this process (VmHWM), KiB."""
-    with open("/proc/self/status") as fh:
+def proc_kib(path: str, field: str) -> int:
+    """A "<field>: <n> kB" line of a /proc file (status, meminfo), KiB; 0 if the field is absent."""
+    with open(path) as fh:
         for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     return 0
+
+
+def vm_hwm_kib() -> int:
+    """Peak resident set size of this process (VmHWM), KiB."""
+    return proc_kib("/proc/self/status", "VmHWM")
 
 
 def dir_bytes(folder: Path) -> tuple[int, int]:
@@ -567,22 +572,14 @@ def ingest_child(meta: str, root: str, mode: str) -> None:
 
 
 def mem_available_kib() -> int:
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1])
-    return 0
+    return proc_kib("/proc/meminfo", "MemAvailable")
 
 
 def proc_rss_kib(pid: int) -> int:
     try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+        return proc_kib(f"/proc/{pid}/status", "VmRSS")
+    except OSError:  # the process ended
+        return 0
 
 
 def part_ingest(args, root: Path) -> dict:
