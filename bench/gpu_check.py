@@ -256,17 +256,6 @@ def flow_effective(job, device: str) -> dict[str, Any]:
     return out
 
 
-def flow_precision_context(job):
-    """The context FlowJob.score runs its model in (autocast for bf16/fp16), via the job's own helper."""
-    from vidscore_core.scoring import jobs
-
-    helper = getattr(jobs, "_autocast", None)
-    precision = getattr(job, "precision", None)
-    if helper is not None and callable(precision):
-        return helper(job.device, precision())
-    return contextlib.nullcontext()
-
-
 # ----------------------------------------------------------------------------------------------------
 # 0. environment
 # ----------------------------------------------------------------------------------------------------
@@ -711,7 +700,7 @@ def _measure_flow_batch(job, scorer, n_clips: int, size: tuple[int, int], device
     clips = [Clip(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
 
     def step() -> None:
-        with flow_precision_context(job), torch.inference_mode():
+        with job.part().region(), torch.inference_mode():  # the precision region the step runs UniMatch in
             scorer.run({"frames": frames, "meta": [dict(m) for m in metas]}, clips)
 
     t = timed(step, device, **timing)
@@ -760,7 +749,7 @@ def unimatch_throughput(args, device: str, fixtures: Path, work: Path, precision
         restore_tf32_flags(baseline)
         free_device(device)
         job = FlowJob(settings, job_options(device=device, precision=precision, num_workers=1))
-        scorer = job.scorer  # loads the model and applies the job's precision settings
+        scorer = job.scorer  # loads the model
         eff = {**flow_effective(job, device), "tf32_flags": tf32_flags()}
         key = json.dumps(eff, sort_keys=True, default=str)
         entry: dict[str, Any] = {"effective": eff}

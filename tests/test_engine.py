@@ -287,7 +287,8 @@ def test_precision_is_chosen_once_and_leaves_no_global_flags(vidscore_env, fixtu
     import torch
 
     from vidscore_core.meta import read_meta
-    from vidscore_core.scoring.jobs import FlowJob, _autocast, clips_from_frame, flow_precision
+    from vidscore_core.scoring.batch import score_videos
+    from vidscore_core.scoring.jobs import _autocast, flow_precision
     from vidscore_core.scoring.options import JobOptions
 
     assert flow_precision("cuda", "auto") == "fp32" and flow_precision("cuda:1", "fp16") == "fp16"
@@ -298,8 +299,8 @@ def test_precision_is_chosen_once_and_leaves_no_global_flags(vidscore_env, fixtu
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
     settings, _ = vidscore_env
     meta = read_meta(fixtures / "media/meta.csv").iloc[:1]
-    job = FlowJob(settings, JobOptions(device="cpu", num_workers=1, precision="tf32"), "dis")
-    job.score(clips_from_frame(meta))
+    options = JobOptions(device="cpu", num_workers=1, precision="tf32")
+    score_videos(["flow_scores"], meta.assign(error=None), "tf32", settings, options, flow_backend="dis")
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 

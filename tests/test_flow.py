@@ -43,20 +43,22 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def unimatch_rows(fixtures: Path, tmp_path_factory) -> pd.DataFrame:
-    """Every fixture clip through the path the asset and `vidscore score flow` take, once: FlowJob →
-    isolated decode workers → UniMatch batches → rows (random-weight checkpoint, CPU float32)."""
+    """Every fixture clip through the path the asset and `vidscore score flow` take, once:
+    score_videos → FlowJob's part → isolated decode workers → UniMatch batches → rows (random-weight
+    checkpoint, CPU float32)."""
     from fixture_env import fixture_model_env
 
     from vidscore_core.meta import read_meta
-    from vidscore_core.scoring.jobs import FlowJob, clips_from_frame
+    from vidscore_core.scoring.batch import score_videos
     from vidscore_core.scoring.options import JobOptions
     from vidscore_core.settings import Settings
 
     env = fixture_model_env(fixtures)
     settings = Settings(home=tmp_path_factory.mktemp("home"), unimatch_weights_override=Path(env["VIDSCORE_UNIMATCH_WEIGHTS"]))
     meta = read_meta(fixtures / "media/meta.csv")
-    job = FlowJob(settings, JobOptions(device="cpu", batch_size=3, num_workers=1), "unimatch")
-    rows = job.rows(job.score(clips_from_frame(meta)), batch="parity")
+    options = JobOptions(device="cpu", batch_size=3, num_workers=1)
+    frames, _ = score_videos(["flow_scores"], meta.assign(error=None), "parity", settings, options, flow_backend="unimatch")
+    rows = frames["flow_scores"]
     return rows.merge(meta[["video_id", "path_original"]], on="video_id").set_index("path_original")
 
 

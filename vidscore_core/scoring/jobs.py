@@ -355,9 +355,6 @@ class FlowJob(_Job):
         precision = self.precision()
         return ScorePart(self.table, self.scorer, lambda: _autocast(self.device, precision), self.max_clips())
 
-    def score(self, clips: Sequence[Clip]) -> list[ClipResult]:
-        return self._run_alone(self.part(), clips)
-
     def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
         rows = []
         for r in results:
