@@ -104,9 +104,9 @@ def publish_tables(
     return results
 
 
-def score_per_clip(ctx: BatchContext, tables: list[str], label: str) -> dict[str, pd.DataFrame]:
+def score_per_clip(ctx: BatchContext, tables: list[str]) -> dict[str, pd.DataFrame]:
     """Rows of the per-clip `tables` for the batch, one decode per clip: in this process, or over
-    torchrun ranks."""
+    torchrun ranks. Progress and logs name the tables joined by "+" (as ScoreSummary does)."""
     from vidscore_core.scoring.batch import score_videos
 
     nproc = int(ctx.scoring.resolved()["num_processes"])
@@ -117,7 +117,7 @@ def score_per_clip(ctx: BatchContext, tables: list[str], label: str) -> dict[str
         ctx.videos(),
         ctx.batch,
         ctx.settings,
-        ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress(label)),
+        ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress("+".join(tables))),
         flow_backend=ctx.scoring.effective_flow_backend,
         log=ctx.context.log.info,
     )

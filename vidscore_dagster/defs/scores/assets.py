@@ -86,9 +86,8 @@ def per_clip_scores(context: dg.AssetExecutionContext):
     are computed in one step, one decode per clip serving them all (DESIGN.md "Data flow")."""
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     tables = [table for table in PER_CLIP_TABLES if table in selected]
-    label = "+".join(tables)
     yield from publish_tables(
-        context, {table: _describer(table) for table in tables}, lambda ctx: score_per_clip(ctx, tables, label)
+        context, {table: _describer(table) for table in tables}, lambda ctx: score_per_clip(ctx, tables)
     )
 
 
