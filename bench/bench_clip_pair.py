@@ -18,14 +18,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from vidscore_core.engine import Clip
+from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 from vidscore_core.models.aesthetic import AestheticMLP
 from vidscore_core.models.clip import ClipArch, build_clip
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, MATCHING_POINTS
-from vidscore_core.scoring.jobs import ClipJob
+from vidscore_core.scoring.engine import Clip
 from vidscore_core.scoring.options import JobOptions
+from vidscore_core.scoring.score_jobs import ClipJob
 from vidscore_core.settings import Settings
-from vidscore_core.synth import pan_frames, texture_image, write_clip
 
 ARCHS = {
     "tiny": ClipArch(768, 224, 2, 64, 14, 77, 49408, 64, 1, 2),

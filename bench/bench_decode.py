@@ -26,11 +26,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-from vidscore_core.engine import Clip
+from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 from vidscore_core.models.clip import OPENAI_MEAN, OPENAI_STD, normalize_uint8
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler
+from vidscore_core.scoring.engine import Clip
 from vidscore_core.scoring.shared_decode import ScorePart, run_parts
-from vidscore_core.synth import pan_frames, texture_image, write_clip
 
 WIDTH, HEIGHT, FPS, SECONDS = 1280, 720, 24, 10
 

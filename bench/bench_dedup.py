@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidscore_core import dedup  # noqa: E402
+from vidscore_core.curation import dedup  # noqa: E402
 
 LAST_CPU_S = 0.0
 

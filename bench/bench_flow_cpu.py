@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidscore_core.flow import FLOW_SIZE, DISFlow, UniMatchFlow, prepare_flow_frames
+from vidscore_core.models.flow import FLOW_SIZE, DISFlow, UniMatchFlow, prepare_flow_frames
 from vidscore_core.models.unimatch import load_unimatch
 
 _FIXTURES = os.environ.get("VIDSCORE_FIXTURES") or Path(__file__).resolve().parents[2] / "shared/fixtures"

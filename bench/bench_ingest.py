@@ -18,7 +18,7 @@ import pandas as pd
 
 
 def make_corpus(folder: Path, n: int) -> Path:
-    from vidscore_core.synth import pan_frames, texture_image, write_clip
+    from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     texture = texture_image(256, 256, seed=1)
@@ -47,7 +47,7 @@ def main() -> None:
         t_corpus = time.perf_counter() - t0
 
         from vidscore_core.settings import Settings
-        from vidscore_core.store import TableStore
+        from vidscore_core.tables.store import TableStore
         from vidscore_dagster.defs.resources import default_resources
         from vidscore_dagster.runner import ingest_meta_file, instance_for, materialize_batches
 

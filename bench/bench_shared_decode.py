@@ -27,12 +27,12 @@ import statistics
 import time
 from pathlib import Path
 
-from vidscore_core.engine import Clip
 from vidscore_core.media import read_frame_sets
+from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 from vidscore_core.scoring.clip_frames import ClipFrameSampler
+from vidscore_core.scoring.engine import Clip
 from vidscore_core.scoring.flow_frames import FlowSampler
 from vidscore_core.scoring.shared_decode import SharedDecodeSampler
-from vidscore_core.synth import pan_frames, texture_image, write_clip
 
 # (name, width, height, fps, seconds, keyframe interval in frames; None = libx264's default 250)
 CORPUS = [
@@ -141,9 +141,9 @@ def end_to_end(paths: list[Path], args) -> dict:
 
     import pandas as pd
 
-    from vidscore_core.meta import video_id_for
-    from vidscore_core.scoring.batch import score_videos
+    from vidscore_core.ingest.meta import video_id_for
     from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.scoring.per_clip import score_videos
     from vidscore_core.settings import Settings
 
     copies = []

@@ -329,7 +329,7 @@ class Synth:
 
 
 def _publish_batch(job: tuple[str, int, int, tuple[str, ...]]) -> dict:
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.store import TableStore
 
     root, index, n, tables = job
     store = TableStore(root)
@@ -427,8 +427,8 @@ def query_child(side: str, target: str, root: str, name: str, key: str, repeats:
 
     t0 = time.perf_counter()
     if side == "views":
-        from vidscore_core.store import TableStore
-        from vidscore_core.views import connect_read_only
+        from vidscore_core.tables.store import TableStore
+        from vidscore_core.tables.views import connect_read_only
 
         con = connect_read_only(Path(target), TableStore(root))
     else:
@@ -459,10 +459,10 @@ def query_child(side: str, target: str, root: str, name: str, key: str, repeats:
 def part_queries(args, root: Path) -> dict:
     import duckdb
 
-    from vidscore_core import schema
     from vidscore_core.settings import Settings
-    from vidscore_core.store import TableStore
-    from vidscore_core.views import write_views
+    from vidscore_core.tables import schema
+    from vidscore_core.tables.store import TableStore
+    from vidscore_core.tables.views import write_views
 
     store = TableStore(root)
     keys = sorted(store.partitions("aesthetic_scores"))
@@ -559,8 +559,8 @@ def make_meta_csv(path: Path, rows: int) -> float:
 
 def ingest_child(meta: str, root: str, mode: str) -> None:
     """Fresh process: the real write_manifests; prints its result as JSON."""
-    from vidscore_core import ingest
-    from vidscore_core.store import TableStore
+    from vidscore_core.ingest import batches as ingest
+    from vidscore_core.tables.store import TableStore
 
     store = TableStore(root)
     base = vm_hwm_kib()
@@ -641,7 +641,7 @@ def run_ingest(args, root: Path, n_rows: int, modes: list[str]) -> dict:
             res = json.loads(final[-1])
             res["process_wall_s"] = round(wall, 1)
             res["sampled_max_rss_mib"] = round(sampled / 1024)
-            from vidscore_core.store import TableStore
+            from vidscore_core.tables.store import TableStore
 
             counts = TableStore(tables).partition_counts("manifests")
             res["manifest_rows"] = sum(counts.values())
@@ -664,7 +664,7 @@ def conc_batch(i: int) -> str:
 
 
 def writer_proc(root: str, index: int, writer: int, rounds: int, start: float, q) -> None:
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.store import TableStore
 
     store = TableStore(root)
     while time.time() < start:
@@ -693,8 +693,8 @@ def reader_proc(kind: str, root: str, db: str, stop_file: str, ready_file: str, 
     """Hold a session, then query both tables until stop_file appears; check every answer."""
     import duckdb
 
-    from vidscore_core.store import TableStore
-    from vidscore_core.views import connect_read_only
+    from vidscore_core.tables.store import TableStore
+    from vidscore_core.tables.views import connect_read_only
 
     store = TableStore(root)
     con = None
@@ -706,7 +706,7 @@ def reader_proc(kind: str, root: str, db: str, stop_file: str, ready_file: str, 
         con = store.connect()  # a held private session over the files (the pipeline's own reads)
     elif kind == "nounion":
         # The views of vidscore.duckdb with union_by_name off (a candidate fix), in a private session.
-        from vidscore_core.views import view_statements
+        from vidscore_core.tables.views import view_statements
 
         con = duckdb.connect()
         for statement in view_statements(store):
@@ -741,7 +741,7 @@ def reader_proc(kind: str, root: str, db: str, stop_file: str, ready_file: str, 
 
 
 def conc_round(args, root: Path, home: Path, readers: tuple[str, str], rounds: int) -> dict:
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.store import TableStore
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -819,7 +819,7 @@ def conc_round(args, root: Path, home: Path, readers: tuple[str, str], rounds: i
 
 def part_concurrency(args, root: Path) -> dict:
     from vidscore_core.settings import Settings
-    from vidscore_core.views import write_views
+    from vidscore_core.tables.views import write_views
 
     croot = root.parent / (root.name + "-conc")
     shutil.rmtree(croot, ignore_errors=True)
@@ -966,7 +966,7 @@ def render(data: dict) -> str:
             f"## 3. Ingest of a {ing['rows']:,}-row meta file",
             "",
             f"CSV with path, text (8–40 words), aesthetic_orig, num_frames: {mib(ing['csv_bytes'])}. "
-            f"`vidscore_core.ingest.write_manifests(meta, TableStore(root), batch_size=5000)` in a fresh "
+            f"`vidscore_core.ingest.batches.write_manifests(meta, TableStore(root), batch_size=5000)` in a fresh "
             f"process; peak = its VmHWM.",
             "",
             "| run | wall | peak memory | batches | manifest rows |",

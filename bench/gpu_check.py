@@ -21,7 +21,7 @@ plus the few wheels that `bench/README.md` lists, and writes one JSON and one Ma
 3. **unimatch_throughput**: UniMatch gmflow-scale2-regrefine6 with random weights (the repo's
    model, checked key for key against the manifest) through `FlowJob`'s scorer: pairs/s at 320×576
    per precision.
-4. **end_to_end**: a generated corpus (`vidscore_core.synth`) through `scoring.batch.score_videos`,
+4. **end_to_end**: a generated corpus (`vidscore_core.media.synth`) through `scoring.batch.score_videos`,
    the function the Dagster `clip_embeddings` and `flow_scores` assets call, then the aesthetic and
    matching rows from the stored embeddings as those assets compute them.
 5. **targets** of issue 11, evaluated from the figures above.
@@ -319,9 +319,9 @@ def environment(args, device: str) -> dict:
 def parity(args, device: str, fixtures: Path, work: Path, precisions: list[str], budget: Budget) -> dict:
     import pandas as pd
 
-    from vidscore_core import csv_scoring
-    from vidscore_core.meta import read_meta
-    from vidscore_core.scoring.jobs import ClipJob, FlowJob
+    from vidscore_core.csv_commands import score_csv as csv_scoring
+    from vidscore_core.ingest.meta import read_meta
+    from vidscore_core.scoring.score_jobs import ClipJob, FlowJob
 
     weights = fixtures / "weights"
     settings = make_settings(
@@ -516,9 +516,9 @@ def _measure_clip_batch(
     """One batch size: the image tower, the scorer's batch step, the aesthetic head, matching on top."""
     import torch
 
-    from vidscore_core.engine import Clip
     from vidscore_core.models.clip import tokenize
     from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
+    from vidscore_core.scoring.engine import Clip
 
     clip, (mlp, _) = job.clip, job.mlp
     size = clip.image_size
@@ -575,7 +575,7 @@ def clip_throughput(
 ) -> dict:
     import torch
 
-    from vidscore_core.scoring.jobs import ClipJob
+    from vidscore_core.scoring.score_jobs import ClipJob
 
     manifest = fixtures / "manifests" / "openai_clip_ViT-L-14.tsv"
     out: dict[str, Any] = {"manifest_check": clip_manifest_check(manifest)}
@@ -691,7 +691,7 @@ def _measure_flow_batch(job, scorer, n_clips: int, size: tuple[int, int], device
     """FlowScorer.run on `n_clips` clips of 4 random frames (3 pairs each), in the job's precision context."""
     import torch
 
-    from vidscore_core.engine import Clip
+    from vidscore_core.scoring.engine import Clip
 
     height, width = size
     gen = torch.Generator(device=device).manual_seed(n_clips)
@@ -719,7 +719,7 @@ def unimatch_throughput(args, device: str, fixtures: Path, work: Path, precision
                         budget: Budget) -> dict:  # fmt: skip
     import torch
 
-    from vidscore_core.scoring.jobs import FlowJob
+    from vidscore_core.scoring.score_jobs import FlowJob
 
     target = work / "random_unimatch.pth"
     out: dict[str, Any] = {
@@ -793,8 +793,8 @@ def unimatch_throughput(args, device: str, fixtures: Path, work: Path, precision
 def make_corpus(
     folder: Path, n_clips: int, distinct: int, width: int, height: int, frames: int
 ) -> list[Path]:
-    """`distinct` generated pans (vidscore_core.synth), copied to `n_clips` files."""
-    from vidscore_core import synth
+    """`distinct` generated pans (vidscore_core.media.synth), copied to `n_clips` files."""
+    from vidscore_core.media import synth
 
     folder.mkdir(parents=True, exist_ok=True)
     sources = []
@@ -819,10 +819,10 @@ def end_to_end(args, device: str, fixtures: Path, work: Path, budget: Budget, cl
     import pandas as pd
     import torch
 
-    from vidscore_core import flow as flow_module
-    from vidscore_core.meta import video_id_for
-    from vidscore_core.scoring.batch import score_videos
-    from vidscore_core.scoring.jobs import ClipJob, frame_embeddings_from_rows
+    from vidscore_core.ingest.meta import video_id_for
+    from vidscore_core.models import flow as flow_module
+    from vidscore_core.scoring.per_clip import score_videos
+    from vidscore_core.scoring.score_jobs import ClipJob, frame_embeddings_from_rows
 
     t0 = time.perf_counter()
     width, height = args.e2e_clip_size

@@ -37,7 +37,7 @@ def fixtures() -> Path:
 def vidscore_env(tmp_path, monkeypatch, fixtures):
     """A fresh VIDSCORE_HOME with the fixtures' random-weight checkpoints, CPU, in-process decoding."""
     from vidscore_core.settings import Settings
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.store import TableStore
 
     monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VIDSCORE_MODELS_DIR", str(tmp_path / "models"))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from vidscore_core.synth import pan_frames, texture_image, write_clip
+from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 
 W, H, N = 320, 192, 24
 

@@ -17,10 +17,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from vidscore_core import lineage
-from vidscore_core.scoring import options
-from vidscore_core.store import TableStore
-from vidscore_core.synth import make_demo_corpus
+from vidscore_core.media.synth import make_demo_corpus
+from vidscore_core.scoring import lineage, options
+from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation import policies
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, score_batch
 from vidscore_dagster.defs.automation.schedules import (

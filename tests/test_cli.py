@@ -141,7 +141,7 @@ def test_demo_runs_on_a_fresh_home(tmp_path):
     assert "not_a_video.mp4: cannot decode: moov atom not found" in proc.stdout
     assert "[h264 @" not in proc.stderr and "moov atom" not in proc.stderr
     assert "turn on the inbox sensor" not in proc.stdout  # it is on already
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.store import TableStore
 
     rows = TableStore(tmp_path / "home/tables").query_df("SELECT path_original, flow, flow_error FROM video_scores")
     scored = rows.set_index("path_original")

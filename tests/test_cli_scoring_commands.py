@@ -196,7 +196,7 @@ def test_an_unexpected_exception_is_one_line_unless_debugging(
 ) -> None:
     from click.testing import CliRunner
 
-    from vidscore_core import filtering
+    from vidscore_core.curation import filters as filtering
     from vidscore_dagster.cli import main
 
     def broken(*args, **kwargs):

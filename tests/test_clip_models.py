@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
 
-from vidscore_core.clip_preprocess import clip_crop
 from vidscore_core.models.aesthetic import AestheticMLP, load_aesthetic
 from vidscore_core.models.clip import (
     OPENAI_MEAN,
@@ -27,6 +26,7 @@ from vidscore_core.models.clip import (
     read_clip_state_dict,
     tokenize,
 )
+from vidscore_core.models.clip_preprocess import clip_crop
 
 SOT, EOT = 49406, 49407
 OPENAI_SCALARS = {"input_resolution": 224, "context_length": 77, "vocab_size": 49408}

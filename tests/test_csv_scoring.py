@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vidscore_core.csv_scoring import input_rows, score_meta_file
+from vidscore_core.csv_commands.score_csv import input_rows, score_meta_file
 from vidscore_core.scoring.options import JobOptions
 
 
@@ -82,7 +82,7 @@ def test_every_input_column_survives_whatever_its_name(settings, fixtures, tmp_p
 
 
 def test_filter_keeps_a_video_id_column_too(tmp_path):
-    from vidscore_core.filtering import FilterSpec, filter_meta_file
+    from vidscore_core.curation.filters import FilterSpec, filter_meta_file
 
     scored = tmp_path / "m_aes.csv"
     pd.DataFrame({"path": ["a.mp4", "b.mp4"], "video_id": ["mine-a", "mine-b"], "aes": [5.0, 3.0]}).to_csv(
@@ -100,7 +100,7 @@ def test_score_all_decodes_each_clip_once_for_every_score(settings, fixtures, tm
     import os
     from collections import Counter
 
-    from vidscore_core.score_all import score_all_file
+    from vidscore_core.csv_commands.score_all import score_all_file
 
     decode = importlib.import_module("vidscore_core.media.decode")
     log = tmp_path / "passes.log"

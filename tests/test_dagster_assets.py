@@ -10,8 +10,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from vidscore_core.media.synth import make_demo_corpus
 from vidscore_core.settings import Settings
-from vidscore_core.synth import make_demo_corpus
 from vidscore_dagster.definitions import defs
 from vidscore_dagster.defs.partitions import batches
 from vidscore_dagster.defs.resources import default_resources

@@ -1,4 +1,4 @@
-"""vidscore_core.dedup: groups equal brute-force connected components, for every method.
+"""vidscore_core.curation.dedup: groups equal brute-force connected components, for every method.
 
 The reference here shares no code with the library: a full n x n float64 cosine matrix and a
 plain breadth-first search.
@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from vidscore_core.dedup import DedupResult, choose_keep, near_duplicate_groups
+from vidscore_core.curation.dedup import DedupResult, choose_keep, near_duplicate_groups
 
 THR = 0.98
 D = 48
@@ -155,7 +155,7 @@ def test_same_resolution_splits_groups(corpus, method):
 
 
 def test_auto_chooses_per_resolution_and_reports_it(corpus, brute, monkeypatch):
-    import vidscore_core.dedup as dedup
+    import vidscore_core.curation.dedup as dedup
 
     monkeypatch.setattr(dedup, "EXACT_MAX_N", 1000)
     resolution = np.where(np.arange(len(corpus)) < 300, "640x360", "1280x720")
@@ -252,5 +252,5 @@ def test_choose_keep_exactly_one_per_group(corpus):
 
 
 def test_library_does_not_import_dagster():
-    code = "import sys, vidscore_core.dedup; assert 'dagster' not in sys.modules"
+    code = "import sys, vidscore_core.curation.dedup; assert 'dagster' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

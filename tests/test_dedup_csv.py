@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from vidscore_core.meta import video_id_for
+from vidscore_core.ingest.meta import video_id_for
 from vidscore_dagster.cli import main
 
 THRESHOLD = 0.999
@@ -35,7 +35,7 @@ FAMILY = ("orig.mp4", "copy.mp4", "reenc.mp4", "resized.mp4")  # the same shot, 
 def _reencode(source: Path, target: Path, *, crf: int, size: tuple[int, int] | None = None) -> None:
     import av
 
-    from vidscore_core.synth import write_clip
+    from vidscore_core.media.synth import write_clip
 
     with av.open(str(source)) as container:
         frames = [
@@ -50,7 +50,7 @@ def _reencode(source: Path, target: Path, *, crf: int, size: tuple[int, int] | N
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory, fixtures) -> Path:
     """A folder with the clips above (module scope: encoded once)."""
-    from vidscore_core.synth import pan_frames, texture_image, write_clip
+    from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 
     folder = tmp_path_factory.mktemp("dedup") / "clips"
     folder.mkdir()
@@ -170,7 +170,7 @@ def test_without_aes_the_smallest_video_id_is_kept_and_sizes_are_probed(
 
 def test_fixture_cosines_separate_at_the_chosen_threshold(vidscore_env, clips, fixtures) -> None:
     """The numbers behind THRESHOLD (module docstring), from the production embedding code."""
-    from vidscore_core.dedup_csv import compute_embeddings
+    from vidscore_core.csv_commands.dedup_csv import compute_embeddings
     from vidscore_core.scoring.options import JobOptions
 
     settings, _ = vidscore_env
@@ -205,7 +205,7 @@ def _publish_embeddings(store, settings, vectors: dict[Path, np.ndarray], sha: s
 
 
 def test_the_platforms_embeddings_are_reused_when_it_has_every_clip(vidscore_env, clips, tmp_path) -> None:
-    from vidscore_core import lineage
+    from vidscore_core.scoring import lineage
     from vidscore_core.weights import get
 
     settings, store = vidscore_env

@@ -426,7 +426,7 @@ def test_run_containers_get_the_s3_settings(instance, monkeypatch):
     """VIDSCORE_TABLES=s3://... and the AWS_* settings in .env reach every run container, and the
     table store built from them there points at that server."""
     from vidscore_core.settings import Settings
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.store import TableStore
 
     env = _run_container_env(instance, monkeypatch, **S3_ENV)
     for name, value in S3_ENV.items():

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vidscore_core import distributed
-from vidscore_core.store import TableStore
-from vidscore_core.synth import make_demo_corpus
+from vidscore_core.media.synth import make_demo_corpus
+from vidscore_core.scoring import distributed
+from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.resources import default_resources
 from vidscore_dagster.runner import ingest_meta_file, materialize_batches
 

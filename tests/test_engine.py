@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from vidscore_core.engine import Clip, EngineStats, WorkerBug, run_scorer
 from vidscore_core.media import DecodeError, read_frames
-from vidscore_core.synth import claim_avi_frame_count, pan_frames, texture_image, write_clip
+from vidscore_core.media.synth import claim_avi_frame_count, pan_frames, texture_image, write_clip
+from vidscore_core.scoring.engine import Clip, EngineStats, WorkerBug, run_scorer
 
 
 class FileSizeSampler:
@@ -264,8 +264,8 @@ def test_a_real_decoder_abort_becomes_the_clips_error(lying_avi):
 def test_unimatch_on_cpu_runs_one_clip_per_forward(tmp_path, monkeypatch):
     """UniMatch's CPU memory grows with the pairs in one forward (~330 MB each): the job caps the
     batch on CPU whatever --bs says; other backends and devices keep the requested size."""
-    from vidscore_core.scoring.jobs import CPU_UNIMATCH_CLIPS_PER_BATCH, FlowJob
     from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.scoring.score_jobs import CPU_UNIMATCH_CLIPS_PER_BATCH, FlowJob
     from vidscore_core.settings import Settings
 
     monkeypatch.setenv("VIDSCORE_HOME", str(tmp_path))
@@ -286,10 +286,10 @@ def test_precision_is_chosen_once_and_leaves_no_global_flags(vidscore_env, fixtu
     another); scoring leaves torch's process-wide TF32 flags as it found them."""
     import torch
 
-    from vidscore_core.meta import read_meta
-    from vidscore_core.scoring.batch import score_videos
-    from vidscore_core.scoring.jobs import _autocast, flow_precision
+    from vidscore_core.ingest.meta import read_meta
     from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.scoring.per_clip import score_videos
+    from vidscore_core.scoring.score_jobs import _autocast, flow_precision
 
     assert flow_precision("cuda", "auto") == "fp32" and flow_precision("cuda:1", "fp16") == "fp16"
     assert flow_precision("cuda", "tf32") == "tf32" and flow_precision("cpu", "fp16") == "fp32"
@@ -307,7 +307,7 @@ def test_precision_is_chosen_once_and_leaves_no_global_flags(vidscore_env, fixtu
 def test_cuda_out_of_memory_splits_the_batch_and_keeps_what_finished(clips):
     """A batch that does not fit is split in halves and retried; a clip that does not fit alone gets
     the out-of-memory as its error (the backfill schedule retries it); nothing is lost or doubled."""
-    from vidscore_core.engine import OUT_OF_MEMORY
+    from vidscore_core.scoring.engine import OUT_OF_MEMORY
 
     class Tight(SizeScorer):
         def run(self, data, batch):

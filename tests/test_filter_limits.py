@@ -150,7 +150,7 @@ def test_each_limit_probes_files_when_the_meta_lacks_the_columns(media_meta, opt
 
 
 def test_only_rows_missing_a_value_are_probed_and_the_meta_wins(tmp_path, fixtures, monkeypatch) -> None:
-    from vidscore_core.filtering import FilterSpec, filter_meta_file
+    from vidscore_core.curation.filters import FilterSpec, filter_meta_file
 
     media = fixtures / "media"
     meta = tmp_path / "mixed.csv"
@@ -242,7 +242,7 @@ def test_a_decoder_that_aborts_costs_the_filter_one_file(tmp_path, fixtures, mon
     import os
     import shutil
 
-    from vidscore_core.filtering import FilterSpec, filter_meta_file
+    from vidscore_core.curation.filters import FilterSpec, filter_meta_file
 
     probe_module = importlib.import_module("vidscore_core.media.probe")
     real = probe_module.decode_video

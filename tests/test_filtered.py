@@ -96,7 +96,7 @@ def test_every_readme_sql_example_runs_on_the_views(scored):
     import re
     from pathlib import Path
 
-    from vidscore_core.views import connect_read_only
+    from vidscore_core.tables.views import connect_read_only
 
     settings, store, _ = scored
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")

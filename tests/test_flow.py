@@ -14,7 +14,7 @@ import pytest
 import torch
 from skimage import data
 
-from vidscore_core.flow import (
+from vidscore_core.models.flow import (
     FLOW_FRAME_INDICES,
     FLOW_SIZE,
     DISFlow,
@@ -48,9 +48,9 @@ def unimatch_rows(fixtures: Path, tmp_path_factory) -> pd.DataFrame:
     checkpoint, CPU float32)."""
     from fixture_env import fixture_model_env
 
-    from vidscore_core.meta import read_meta
-    from vidscore_core.scoring.batch import score_videos
+    from vidscore_core.ingest.meta import read_meta
     from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.scoring.per_clip import score_videos
     from vidscore_core.settings import Settings
 
     env = fixture_model_env(fixtures)

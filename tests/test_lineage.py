@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vidscore_core import lineage
+from vidscore_core.scoring import lineage
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +121,7 @@ def test_code_version_covers_every_file_of_a_package_and_ignores_argument_order(
 
 
 def test_code_version_of_real_project_modules() -> None:
-    v = lineage.code_version("vidscore_core.settings", "vidscore_core.lineage")
+    v = lineage.code_version("vidscore_core.settings", "vidscore_core.scoring.lineage")
     assert v.startswith(lineage.package_version() + "+")
 
 

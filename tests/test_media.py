@@ -263,7 +263,7 @@ def test_sparse_decoding_seeks_and_skips_but_gives_every_frame_exactly(
 ) -> None:
     """Short GOPs, B-frames, open GOPs, other codecs and containers: the sparse decoder seeks to
     keyframes and skips non-reference frames; what it returns must be the frame a full decode gives."""
-    from vidscore_core.synth import pan_frames, texture_image
+    from vidscore_core.media.synth import pan_frames, texture_image
 
     if codec not in av.codecs_available:
         pytest.skip(f"this PyAV build has no {codec} encoder")
@@ -288,7 +288,7 @@ def test_sparse_decoding_seeks_and_skips_but_gives_every_frame_exactly(
 
 def encode(path: Path, codec: str, n: int, rate, audio_s: float | None = None) -> Path:
     """A 160x96 pan of n frames, with an optional silent audio track of audio_s seconds."""
-    from vidscore_core.synth import pan_frames, texture_image
+    from vidscore_core.media.synth import pan_frames, texture_image
 
     frames = pan_frames(texture_image(200, 300, seed=5), 160, 96, n, dx=3, dy=1)
     webm = path.suffix == ".webm"
@@ -379,7 +379,7 @@ def test_a_header_claiming_3e9_frames_is_refused_without_crashing(tmp_path: Path
     """The sparse decoder's "truncated" verdict is final: decord, which aborts the whole process with
     std::bad_alloc on this header, is never tried (the check runs in a child process, so a regression
     shows as a failed assertion, not a dead test run)."""
-    from vidscore_core.synth import claim_avi_frame_count, pan_frames, texture_image, write_clip
+    from vidscore_core.media.synth import claim_avi_frame_count, pan_frames, texture_image, write_clip
 
     honest = write_clip(tmp_path / "honest.avi", pan_frames(texture_image(200, 300, 1), 160, 96, 20, 2, 0), codec="mpeg4")
     lying = claim_avi_frame_count(honest, tmp_path / "lying.avi", 3_000_000_000)

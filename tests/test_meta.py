@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vidscore_core.meta import (
+from vidscore_core.ingest.meta import (
     MetaError,
     batch_keys,
     file_column_name,
@@ -166,8 +166,8 @@ def test_batch_size_must_be_positive(bad) -> None:
 def test_manifests_cover_every_clip_once_in_order_across_read_chunks(tmp_path: Path, monkeypatch) -> None:
     """The meta file is read in chunks: batches still follow the file, and a path listed again in a
     later chunk is the same clip (one row, the first listing's)."""
-    from vidscore_core import ingest
-    from vidscore_core.store import TableStore
+    from vidscore_core.ingest import batches as ingest
+    from vidscore_core.tables.store import TableStore
 
     monkeypatch.setattr(ingest, "CHUNK_ROWS", 7)
     lines = "".join(f"v{i}.mp4,caption {i}\n" for i in range(23)) + "v3.mp4,listed again\n"

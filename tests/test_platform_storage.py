@@ -10,8 +10,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from vidscore_core.synth import make_demo_corpus
-from vidscore_core.views import write_views
+from vidscore_core.media.synth import make_demo_corpus
+from vidscore_core.tables.views import write_views
 from vidscore_dagster.definitions import defs
 from vidscore_dagster.defs.partitions import batches
 from vidscore_dagster.runner import ingest_meta_file, materialize_batches

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from ui_helpers import free_port
 
-from vidscore_core.store import TableStore, utc_now
+from vidscore_core.tables.store import TableStore, utc_now
 
 BUCKET = "vidscore-test"
 
@@ -83,7 +83,7 @@ def test_publish_read_query_and_delete_on_s3(s3_env):
 WRITER = """
 import sys
 import pandas as pd
-from vidscore_core.store import TableStore
+from vidscore_core.tables.store import TableStore
 root, batch, tag = sys.argv[1:4]
 rows = pd.DataFrame({"video_id": [f"{batch}-{i}" for i in range(500)], "run_id": tag})
 for _ in range(3):

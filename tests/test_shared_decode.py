@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
-from vidscore_core.engine import Clip
 from vidscore_core.media import DecodeError, FrameRequest, read_frame_sets, read_frames
+from vidscore_core.media.synth import make_demo_corpus
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
+from vidscore_core.scoring.engine import Clip
 from vidscore_core.scoring.shared_decode import ScorePart, run_parts
-from vidscore_core.store import TableStore
-from vidscore_core.synth import make_demo_corpus
+from vidscore_core.tables.store import TableStore
 
 decode_module = importlib.import_module("vidscore_core.media.decode")
 CLIP_FRAMES = FrameRequest(points=AESTHETIC_POINTS)
@@ -141,9 +141,9 @@ def test_parts_share_one_pass_and_batches_follow_the_smallest_cap(fixtures: Path
 
 def test_scoring_together_gives_the_rows_each_table_gets_alone(vidscore_env, tmp_path: Path, monkeypatch) -> None:
     """`score_videos` with both per-clip tables: one decode per video, the same rows as two runs."""
-    from vidscore_core.meta import read_meta
-    from vidscore_core.scoring.batch import score_videos
+    from vidscore_core.ingest.meta import read_meta
     from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.scoring.per_clip import score_videos
 
     settings, _ = vidscore_env
     meta = read_meta(make_demo_corpus(tmp_path / "corpus"))
@@ -208,7 +208,7 @@ class _Tight(_Recorder):
 
 
 def test_an_out_of_memory_in_one_part_splits_that_part_only(fixtures: Path) -> None:
-    from vidscore_core.engine import OUT_OF_MEMORY, EngineStats
+    from vidscore_core.scoring.engine import OUT_OF_MEMORY, EngineStats
 
     media = fixtures / "media"
     names = ["pan_hubble_right_5px.mp4", "pan_ihc_diag_25frames.mkv", "pan_retina_portrait_down_3px.mp4"]

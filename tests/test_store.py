@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vidscore_core import schema
 from vidscore_core.settings import Settings
-from vidscore_core.store import TableStore, utc_now
-from vidscore_core.views import connect_read_only, write_views
+from vidscore_core.tables import schema
+from vidscore_core.tables.store import TableStore, utc_now
+from vidscore_core.tables.views import connect_read_only, write_views
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -161,7 +161,7 @@ def test_a_publish_killed_mid_write_leaves_the_previous_version(settings: Settin
     script = textwrap.dedent(f"""
         import sys, pyarrow.parquet as pq
         import pandas as pd
-        from vidscore_core.store import TableStore
+        from vidscore_core.tables.store import TableStore
         real_write = pq.write_table
         def write_then_hang(table, where, **kw):
             real_write(table.slice(0, 1), where, **kw)  # part of the data is on disk...
@@ -241,7 +241,7 @@ def test_video_scores_has_one_row_per_video(settings: Settings) -> None:
 WRITER = """
 import sys
 import pandas as pd
-from vidscore_core.store import TableStore
+from vidscore_core.tables.store import TableStore
 root, batch, tag = sys.argv[1:4]
 ids = [f"{batch}-{i}" for i in range(2000)]
 rows = pd.DataFrame({"video_id": ids, "aes": [float(len(tag))] * len(ids), "run_id": tag})

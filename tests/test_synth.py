@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vidscore_core.ingest.meta import read_meta
 from vidscore_core.media import DecodeError, probe, read_frames
-from vidscore_core.meta import read_meta
-from vidscore_core.synth import make_demo_corpus, pan_frames, texture_image, write_clip
+from vidscore_core.media.synth import make_demo_corpus, pan_frames, texture_image, write_clip
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_demo_corpus_decodes_as_described(corpus: Path) -> None:
 def test_claim_avi_frame_count_patches_only_the_header(tmp_path: Path) -> None:
     import av
 
-    from vidscore_core.synth import claim_avi_frame_count
+    from vidscore_core.media.synth import claim_avi_frame_count
 
     honest = write_clip(tmp_path / "a.avi", pan_frames(texture_image(100, 140, 2), 64, 48, 6, 2, 0), codec="mpeg4")
     lying = claim_avi_frame_count(honest, tmp_path / "b.avi", 3_000_000_000)

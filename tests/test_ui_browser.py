@@ -83,7 +83,7 @@ def _ingest_and_materialize_videos(meta: Path) -> str:
     """
     import dagster as dg
 
-    from vidscore_core.ingest import DEFAULT_BATCH_SIZE
+    from vidscore_core.ingest.batches import DEFAULT_BATCH_SIZE
     from vidscore_dagster.defs.resources import default_resources
     from vidscore_dagster.runner import ingest_meta_file, materialize_batches
 
@@ -160,7 +160,7 @@ def test_ui_materializes_a_partition_and_shows_the_histogram(ui_env, fixtures, t
     import duckdb
 
     from vidscore_core.settings import Settings
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.store import TableStore
 
     settings = Settings.from_env()
     store = TableStore.from_settings(settings)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from vidscore_core import lineage, weights
+from vidscore_core import weights
+from vidscore_core.scoring import lineage
 from vidscore_core.settings import AESTHETIC_FILE, CLIP_FILE, UNIMATCH_FILE, Settings
 
 ENV_VARS = ("VIDSCORE_CLIP_WEIGHTS", "VIDSCORE_AESTHETIC_WEIGHTS", "VIDSCORE_UNIMATCH_WEIGHTS")

@@ -3,8 +3,8 @@
 A declaration says what a score is (its table, its columns, its unit), what it needs (model files,
 the modules whose source defines it), how it is computed (a producer, named by import path so this
 module stays light: Dagster's daemon and webserver import it), how to filter on it and what its
-values must satisfy. Derived from it: the table schemas and the `video_scores` view (schema.py),
-the filter bounds (filtering.py), the Dagster assets and their checks (vidscore_dagster/defs/
+values must satisfy. Derived from it: the table schemas and the `video_scores` view (tables/schema.py),
+the filter bounds (curation/filters.py), the Dagster assets and their checks (vidscore_dagster/defs/
 scores), the staleness rules of the backfill schedule, the weights a run needs, and the CLI's
 `score` commands.
 
@@ -134,7 +134,7 @@ FLOW = Score(
     unit="mean |optical flow| in pixels of the 320×576 frame",
     weights=("unimatch",),
     code=options.FLOW_CODE,
-    job="vidscore_core.scoring.jobs:flow_job",
+    job="vidscore_core.scoring.score_jobs:flow_job",
     per_clip_backend=True,
     lower="flowmin",
     upper="flowmax",
@@ -161,7 +161,7 @@ FILTER_BOUNDS: tuple[tuple[str, str, str], ...] = tuple(
 # The tables computed per clip from decoded frames, in one step (one decode per clip serves them all):
 # `clip_embeddings` (behind the derived scores) and every score with a job. table -> its job.
 PER_CLIP_JOBS: dict[str, str] = {
-    "clip_embeddings": "vidscore_core.scoring.jobs:clip_embeddings_job",
+    "clip_embeddings": "vidscore_core.scoring.score_jobs:clip_embeddings_job",
     **{score.table: score.job for score in SCORES if score.job},
 }
 PER_CLIP_TABLES: tuple[str, ...] = tuple(PER_CLIP_JOBS)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidscore_core.lineage import file_sha256, package_version, record_sha256, sha256_cache_file
 from vidscore_core.scores import SCORES
 from vidscore_core.scores import get as get_score
+from vidscore_core.scoring.lineage import file_sha256, package_version, record_sha256, sha256_cache_file
 from vidscore_core.settings import AESTHETIC_FILE, CLIP_FILE, UNIMATCH_FILE, Settings
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ def _fail(message: str, code: int = 1) -> None:
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is written for the user: shown as they are, without a type name."""
-    from vidscore_core.meta import MetaError
+    from vidscore_core.ingest.meta import MetaError
     from vidscore_core.weights import WeightsDownloadError, WeightsMissingError
 
     return (MetaError, WeightsMissingError, WeightsDownloadError)
@@ -94,8 +94,8 @@ def score(task, meta, output, batch_size, num_workers, device, backend, precisio
     skipped and why; flow uses the weight-free DIS backend only with --backend dis.
     """
     from vidscore_core import weights as w
-    from vidscore_core.csv_scoring import score_meta_file
-    from vidscore_core.meta import MetaError
+    from vidscore_core.csv_commands.score_csv import score_meta_file
+    from vidscore_core.ingest.meta import MetaError
     from vidscore_core.scoring.options import JobOptions
 
     settings = _settings()
@@ -118,7 +118,7 @@ def score(task, meta, output, batch_size, num_workers, device, backend, precisio
 
 
 def _score_all(meta: Path, settings: Settings, options, output: Path | None, backend: str) -> None:
-    from vidscore_core.score_all import score_all_file
+    from vidscore_core.csv_commands.score_all import score_all_file
 
     result = score_all_file(meta, settings, options, output=output, flow_backend=backend,
                             progress=_progress_bar)  # fmt: skip
@@ -163,7 +163,7 @@ def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration
     them; a file that cannot be read fails them. --dedup keeps the rows `vidscore dedup` marked
     dup_keep.
     """
-    from vidscore_core.filtering import FilterSpec, filter_meta_file
+    from vidscore_core.curation.filters import FilterSpec, filter_meta_file
 
     try:
         spec = FilterSpec(**bounds, fmin=fmin, fmax=fmax, fpsmax=fpsmax, hwmax=hwmax, aspect_min=aspect_min,
@@ -197,8 +197,8 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
     is kept with an empty dup_group. `vidscore filter META_dedup.csv --dedup` keeps one clip per group.
     """
     from vidscore_core import weights as w
-    from vidscore_core.dedup_csv import check_threshold, dedup_meta_file
-    from vidscore_core.meta import MetaError
+    from vidscore_core.csv_commands.dedup_csv import check_threshold, dedup_meta_file
+    from vidscore_core.ingest.meta import MetaError
     from vidscore_core.scoring.options import JobOptions
 
     settings = _settings()
@@ -228,7 +228,7 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
               "(fair: aes >= 5.5, good: aes >= 6.5, or a name of your own).")  # fmt: skip
 def ingest(meta, batch_size, materialize, assets, preset) -> None:
     """Ingest META (a `meta_files` run): batch manifests, registered as `batches` partitions in Dagster."""
-    from vidscore_core.views import ViewsNotWritten, write_views
+    from vidscore_core.tables.views import ViewsNotWritten, write_views
     from vidscore_dagster import runner
 
     settings = _settings()
@@ -297,8 +297,8 @@ def sql(query, fmt) -> None:
     """Run a read-only SQL query on the tables (the views of $VIDSCORE_HOME/vidscore.duckdb)."""
     import duckdb
 
-    from vidscore_core.store import TableStore
-    from vidscore_core.views import connect_read_only
+    from vidscore_core.tables.store import TableStore
+    from vidscore_core.tables.views import connect_read_only
 
     settings = _settings()
     store = TableStore.from_settings(settings)
@@ -394,7 +394,7 @@ def demo(folder) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 def ui(port, host) -> None:
     """Start `dagster dev` (webserver + daemon) on the instance the CLI uses."""
-    from vidscore_core.views import ViewsNotWritten, write_views
+    from vidscore_core.tables.views import ViewsNotWritten, write_views
     from vidscore_dagster.runner import ensure_dagster_home, set_pool_limits
 
     _check_port_free(host, port)

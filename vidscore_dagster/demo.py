@@ -46,9 +46,9 @@ def stderr_to(path: Path):
 
 def run_demo(settings: Settings, folder: Path | None = None) -> int:
     """Returns the process exit code."""
-    from vidscore_core.store import TableStore
-    from vidscore_core.synth import make_demo_corpus
-    from vidscore_core.views import ViewsNotWritten, write_views
+    from vidscore_core.media.synth import make_demo_corpus
+    from vidscore_core.tables.store import TableStore
+    from vidscore_core.tables.views import ViewsNotWritten, write_views
     from vidscore_dagster.defs.resources import default_resources
     from vidscore_dagster.runner import available_assets, ingest_meta_file, instance_for, materialize_batches
 

@@ -136,9 +136,9 @@ def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources
 
 def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) -> str:
     """What the batches hold now: rows, scores, errors by reason, where to look next."""
-    from vidscore_core.schema import quote_ident
     from vidscore_core.scores import SCORES
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.schema import quote_ident
+    from vidscore_core.tables.store import TableStore
 
     store = TableStore.from_settings(settings)
     counts = ", ".join(f"count({quote_ident(s.column)}) AS {quote_ident(s.column)}" for s in SCORES)

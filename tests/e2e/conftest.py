@@ -322,7 +322,7 @@ class Platform:
 
     def store(self):
         """The servers' tables (`VIDSCORE_TABLES`), read straight from their Parquet files."""
-        from vidscore_core.store import TableStore
+        from vidscore_core.tables.store import TableStore
 
         return TableStore(self.env["VIDSCORE_TABLES"])
 

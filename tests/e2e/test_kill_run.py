@@ -28,8 +28,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from vidscore_core import schema
-from vidscore_core.synth import make_demo_corpus
+from vidscore_core.media.synth import make_demo_corpus
+from vidscore_core.tables import schema
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -49,7 +49,7 @@ def sha256(path: Path) -> str:
 
 
 def visible_files(store, table: str) -> list[str]:
-    """What the table's view reads: the files DuckDB's glob (the one views.py uses) matches."""
+    """What the table's view reads: the files DuckDB's glob (the one tables/views.py uses) matches."""
     con = duckdb.connect()
     try:
         pattern = f"{store.table_dir(table)}/*.parquet".replace("'", "''")

@@ -23,7 +23,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from vidscore_core.synth import make_demo_corpus
+from vidscore_core.media.synth import make_demo_corpus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(480)]
 

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from vidscore_core import scores
-from vidscore_core.clip_preprocess import clip_crop
-from vidscore_core.engine import Clip
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.models.clip import ClipModel
+from vidscore_core.models.clip_preprocess import clip_crop
+from vidscore_core.scoring.engine import Clip
 
 # Frame points of the reference aesthetic script; 0.5 is also the matching script's frame (declared
 # with the scores); `clip_embeddings` embeds the aesthetic points, which include matching's.

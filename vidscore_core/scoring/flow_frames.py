@@ -8,9 +8,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidscore_core.engine import Clip
-from vidscore_core.flow import FLOW_FRAME_INDICES, DISFlow, UniMatchFlow, flow_score, prepare_flow_frames
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
+from vidscore_core.models.flow import (
+    FLOW_FRAME_INDICES,
+    DISFlow,
+    UniMatchFlow,
+    flow_score,
+    prepare_flow_frames,
+)
+from vidscore_core.scoring.engine import Clip
 
 BACKENDS = ("unimatch", "dis")
 

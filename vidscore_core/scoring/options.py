@@ -7,18 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vidscore_core import lineage
+from vidscore_core.scoring import lineage
 
 if TYPE_CHECKING:
-    from vidscore_core.engine import ProgressFn
+    from vidscore_core.scoring.engine import ProgressFn
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 
 # The modules whose source determines each score: a change to any of them makes old rows stale.
-CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.clip_preprocess", "vidscore_core.media.decode")
+CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", "vidscore_core.media.decode")
 AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
 MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
-FLOW_CODE = ("vidscore_core.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
+FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
 
 
 @dataclass

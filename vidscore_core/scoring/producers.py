@@ -24,7 +24,7 @@ class ScoreInputs:
     log: Callable[[str], None] | None = None
 
     def frame_embeddings(self) -> list:
-        from vidscore_core.scoring.jobs import frame_embeddings_from_rows
+        from vidscore_core.scoring.score_jobs import frame_embeddings_from_rows
 
         if self.embedding_rows is None:
             raise ValueError(f"batch {self.batch!r}: this score derives from clip_embeddings, none given")
@@ -32,7 +32,7 @@ class ScoreInputs:
 
 
 def _clip_job(inputs: ScoreInputs):
-    from vidscore_core.scoring.jobs import ClipJob
+    from vidscore_core.scoring.score_jobs import ClipJob
 
     return ClipJob(inputs.settings, inputs.options)
 

@@ -24,7 +24,8 @@ from typing import Any, Protocol
 
 import torch
 
-from vidscore_core.engine import (
+from vidscore_core.media.decode import DecodedFrames, DecodeError, FrameRequest, read_frame_sets
+from vidscore_core.scoring.engine import (
     OUT_OF_MEMORY,
     Clip,
     ClipResult,
@@ -35,7 +36,6 @@ from vidscore_core.engine import (
     run_scorer,
     to_device,
 )
-from vidscore_core.media.decode import DecodedFrames, DecodeError, FrameRequest, read_frame_sets
 
 
 class FrameSampler(Protocol):

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 import dagster as dg
 import pandas as pd
 
-from vidscore_core.ingest import read_manifest
-from vidscore_core.schema import quote_ident
-from vidscore_core.store import TableStore
+from vidscore_core.ingest.batches import read_manifest
+from vidscore_core.tables.schema import quote_ident
+from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.partitions import batches
 
 WARN = dg.AssetCheckSeverity.WARN

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from vidscore_core import schema
+from vidscore_core.tables import schema
 
 
 def table_schema(table: str) -> dg.TableSchema:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from vidscore_core.scoring.options import progress_lines
 from vidscore_core.settings import Settings
-from vidscore_core.store import TableStore
+from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.metadata import table_schema
 
 RESOURCE_KEYS = {"vidscore", "scoring"}
@@ -107,7 +107,7 @@ def publish_tables(
 def score_per_clip(ctx: BatchContext, tables: list[str]) -> dict[str, pd.DataFrame]:
     """Rows of the per-clip `tables` for the batch, one decode per clip: in this process, or over
     torchrun ranks. Progress and logs name the tables joined by "+" (as ScoreSummary does)."""
-    from vidscore_core.scoring.batch import score_videos
+    from vidscore_core.scoring.per_clip import score_videos
 
     nproc = int(ctx.scoring.resolved()["num_processes"])
     if nproc > 1:
@@ -141,7 +141,7 @@ def _score_with_torchrun(ctx: BatchContext, tables: list[str], nproc: int) -> di
 
     The ranks' inputs and parts live in a folder of this run only, removed afterwards.
     """
-    from vidscore_core import distributed
+    from vidscore_core.scoring import distributed
 
     options = ctx.scoring.resolved()
     label = "+".join(tables)

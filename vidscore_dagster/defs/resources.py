@@ -15,7 +15,7 @@ from pydantic import Field
 
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
-from vidscore_core.store import TableStore
+from vidscore_core.tables.store import TableStore
 
 FROM_ENV = "empty: from the environment"
 

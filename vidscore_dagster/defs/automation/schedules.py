@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from vidscore_core import lineage, weights
+from vidscore_core import weights
 from vidscore_core.scores import SCORES
-from vidscore_core.scoring import options
+from vidscore_core.scoring import lineage, options
 from vidscore_core.settings import Settings
-from vidscore_core.store import TableStore
+from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, score_batch
 from vidscore_dagster.defs.partitions import BATCHES
 from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings

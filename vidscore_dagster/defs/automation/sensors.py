@@ -25,7 +25,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from vidscore_core.ingest import DEFAULT_BATCH_SIZE
+from vidscore_core.ingest.batches import DEFAULT_BATCH_SIZE
 from vidscore_dagster.defs.automation.jobs import ingest_meta_file, score_batch
 from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 

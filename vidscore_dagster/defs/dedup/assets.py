@@ -3,10 +3,10 @@
 import dagster as dg
 from pydantic import Field
 
-from vidscore_core import lineage
-from vidscore_core.dedup import DEFAULT_THRESHOLD
-from vidscore_core.near_duplicates import CODE, SCOPE, DedupSettings, compute
-from vidscore_core.store import TableStore
+from vidscore_core.curation.dedup import DEFAULT_THRESHOLD
+from vidscore_core.curation.near_duplicates import CODE, SCOPE, DedupSettings, compute
+from vidscore_core.scoring import lineage
+from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.metadata import table_schema
 
 

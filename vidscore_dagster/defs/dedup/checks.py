@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from vidscore_core.near_duplicates import middle_frame_clips
+from vidscore_core.curation.near_duplicates import middle_frame_clips
 
 
 @dg.asset_check(asset="near_duplicates", blocking=True, required_resource_keys={"vidscore"},

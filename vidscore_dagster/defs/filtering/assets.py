@@ -8,14 +8,14 @@ import pandas as pd
 import pydantic
 from pydantic import Field
 
-from vidscore_core import lineage
-from vidscore_core.filtered import PRESETS, select_rows, source_counts, write_exports
-from vidscore_core.filtering import BOUNDS, LIMITS, FilterSpec
+from vidscore_core.curation.filtered_dataset import PRESETS, select_rows, source_counts, write_exports
+from vidscore_core.curation.filters import BOUNDS, LIMITS, FilterSpec
 from vidscore_core.scores import SCORES
-from vidscore_core.store import TableStore
+from vidscore_core.scoring import lineage
+from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.metadata import score_metadata, table_schema
 
-FILTER_CODE = ("vidscore_core.filtered", "vidscore_core.filtering")
+FILTER_CODE = ("vidscore_core.curation.filtered_dataset", "vidscore_core.curation.filters")
 # Config values are validated by FilterSpec (NaN, inf, a min above its max): one error line, no traceback.
 
 

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from vidscore_core.filtering import FilterSpec
+from vidscore_core.curation.filters import FilterSpec
 
 
 def _presets(store) -> list[tuple[str, FilterSpec]]:

@@ -7,11 +7,17 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from vidscore_core import lineage
-from vidscore_core.ingest import DEFAULT_BATCH_SIZE, INGEST_CODE, probe_rows, read_manifest, write_manifests
-from vidscore_core.meta import batch_key_prefix
-from vidscore_core.schema import PARTITIONED_TABLES
-from vidscore_core.store import TableStore
+from vidscore_core.ingest.batches import (
+    DEFAULT_BATCH_SIZE,
+    INGEST_CODE,
+    probe_rows,
+    read_manifest,
+    write_manifests,
+)
+from vidscore_core.ingest.meta import batch_key_prefix
+from vidscore_core.scoring import lineage
+from vidscore_core.tables.schema import PARTITIONED_TABLES
+from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy
 from vidscore_dagster.defs.partitions import BATCHES, batches
 from vidscore_dagster.defs.publishing import BatchContext, publish_batches
@@ -70,7 +76,7 @@ def drop_stale_batches(context: dg.AssetExecutionContext, store, path: Path, kep
 
 def _refresh_views(context: dg.AssetExecutionContext, settings) -> None:
     """Create vidscore.duckdb's views if needed; never wait for a user session holding the file."""
-    from vidscore_core.views import ViewsNotWritten, write_views
+    from vidscore_core.tables.views import ViewsNotWritten, write_views
 
     try:
         write_views(settings)

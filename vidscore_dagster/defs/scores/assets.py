@@ -9,9 +9,9 @@ webserver load these definitions too and never need it.
 import dagster as dg
 import pandas as pd
 
-from vidscore_core import lineage, scores
+from vidscore_core import scores
 from vidscore_core.scores import PER_CLIP_TABLES, SCORES, Score
-from vidscore_core.scoring import options
+from vidscore_core.scoring import lineage, options
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy, score_automation_condition
 from vidscore_dagster.defs.metadata import score_metadata
 from vidscore_dagster.defs.partitions import batches

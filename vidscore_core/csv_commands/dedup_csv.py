@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vidscore_core.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
-from vidscore_core.meta import file_columns, read_meta
+from vidscore_core.curation.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
+from vidscore_core.ingest.meta import file_columns, read_meta
 from vidscore_core.settings import Settings
 
 DEDUP_POINT = 0.5  # the middle frame
@@ -159,7 +159,7 @@ def dedup_meta_file(
 def compute_embeddings(clips: pd.DataFrame, settings: Settings, options) -> dict[str, np.ndarray]:
     """video_id -> 50 % frame embedding, by the production CLIP scorer; unreadable clips are absent."""
     from vidscore_core.scoring.clip_frames import MATCHING_POINTS
-    from vidscore_core.scoring.jobs import ClipJob, clips_from_frame
+    from vidscore_core.scoring.score_jobs import ClipJob, clips_from_frame
 
     job = ClipJob(settings, options)
     _ = job.clip  # fail on missing/mismatched weights before decoding anything
@@ -180,7 +180,7 @@ def platform_embeddings(settings: Settings, video_ids: Sequence[str]) -> dict[st
     """
     import pyarrow.compute as pc
 
-    from vidscore_core.store import TableStore
+    from vidscore_core.tables.store import TableStore
 
     wanted = sorted(set(video_ids))
     if not wanted:
@@ -209,7 +209,8 @@ def platform_embeddings(settings: Settings, video_ids: Sequence[str]) -> dict[st
 
 
 def _clip_sha(settings: Settings) -> str | None:
-    from vidscore_core import lineage, weights
+    from vidscore_core import weights
+    from vidscore_core.scoring import lineage
 
     path = weights.get("clip").path(settings)
     return lineage.file_sha256(path) if path.is_file() else None
@@ -219,7 +220,7 @@ def clip_resolutions(clips: pd.DataFrame, *, workers: int = 4) -> list[str]:
     """ "WxH" of each clip: the meta's `width`/`height` when both are positive numbers, else a probe of
     the file. A clip whose size cannot be known gets a key of its own ("unknown:<video_id>"), so under
     the same-resolution rule it matches nothing."""
-    from vidscore_core.filtering import probe_paths
+    from vidscore_core.curation.filters import probe_paths
 
     def numeric(name: str) -> pd.Series:
         if name in clips.columns:
@@ -254,6 +255,6 @@ def _first_aes(read: pd.DataFrame, video_ids: Sequence[str]) -> np.ndarray:
 
 
 def _write(df: pd.DataFrame, path: Path) -> None:
-    from vidscore_core.meta import write_table
+    from vidscore_core.ingest.meta import write_table
 
     write_table(df, path)

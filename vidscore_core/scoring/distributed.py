@@ -1,8 +1,8 @@
 """Shard one batch over the GPUs of a machine with torchrun: shards, staged parts, the launch.
 
-`vidscore_core.scoring.batch.score_videos` is the single code path for the shardable scores
+`vidscore_core.scoring.per_clip.score_videos` is the single code path for the shardable scores
 (`clip_embeddings`, `flow_scores`): the Dagster step calls it on the whole batch when it runs alone,
-and each torchrun rank (`vidscore_core.torchrun_worker`) calls it on its own disjoint shard, so the
+and each torchrun rank (`vidscore_core.scoring.torchrun_worker`) calls it on its own disjoint shard, so the
 two give the same rows.
 Each rank writes its rows as a Parquet part (`rank<r>.parquet`) in a folder private to the run
 and batch; the step then publishes all parts as the batch's one file. Parts of another run are
@@ -23,7 +23,7 @@ import pandas as pd
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 
-WORKER_MODULE = "vidscore_core.torchrun_worker"
+WORKER_MODULE = "vidscore_core.scoring.torchrun_worker"
 
 
 # -- sharding ------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class WorkerSpec:
 
 
 def torchrun_command(nproc: int, spec_path: Path, *, python: str | None = None) -> list[str]:
-    """`torchrun --standalone --nproc-per-node N -m vidscore_core.torchrun_worker --spec SPEC`.
+    """`torchrun --standalone --nproc-per-node N -m vidscore_core.scoring.torchrun_worker --spec SPEC`.
 
     Run as `python -m torch.distributed.run` (what the `torchrun` script calls) with this interpreter,
     so it works in a virtualenv whose bin/ is not on PATH. `--standalone` picks a free local port for

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from vidscore_core.filtering import FilterSpec
-from vidscore_core.schema import quote_ident
+from vidscore_core.curation.filters import FilterSpec
 from vidscore_core.scores import SCORES
-from vidscore_core.store import TableStore
+from vidscore_core.tables.schema import quote_ident
+from vidscore_core.tables.store import TableStore
 
 # Named presets users can pick without typing thresholds, in the real models' units (README, "What
 # the numbers mean"): Open-Sora's usual aesthetic cut-offs, and a curated training set.
@@ -64,7 +64,7 @@ def export_frame(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_exports(rows: pd.DataFrame, exports_dir: Path, preset: str) -> dict[str, Path]:
-    from vidscore_core.meta import write_table
+    from vidscore_core.ingest.meta import write_table
 
     frame = export_frame(rows)
     paths = {fmt: exports_dir / f"filtered_{preset}.{fmt}" for fmt in ("csv", "parquet")}

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vidscore_core import schema, scores
-from vidscore_core.engine import Clip, ClipResult
+from vidscore_core import scores
 from vidscore_core.scores import PER_CLIP_JOBS, PER_CLIP_TABLES
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
-from vidscore_core.scoring.jobs import clips_from_frame, run_job_parts
+from vidscore_core.scoring.engine import Clip, ClipResult
 from vidscore_core.scoring.options import JobOptions
+from vidscore_core.scoring.score_jobs import clips_from_frame, run_job_parts
 from vidscore_core.settings import Settings
+from vidscore_core.tables import schema
 
 UNREADABLE_PREFIX = "unreadable at ingest: "
 

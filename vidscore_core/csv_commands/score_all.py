@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vidscore_core import weights
-from vidscore_core.csv_scoring import SCORE_COLUMN, default_output, input_rows, score_many
-from vidscore_core.meta import read_meta, write_table
+from vidscore_core.csv_commands.score_csv import SCORE_COLUMN, default_output, input_rows, score_many
+from vidscore_core.ingest.meta import read_meta, write_table
 from vidscore_core.scores import SCORES as REGISTERED
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings

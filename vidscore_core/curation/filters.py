@@ -183,7 +183,7 @@ def filter_meta_file(
     `notify` receives one line about the probing, when any was needed. Only the meta reader is
     imported, not the scoring stack, so filtering a file with its metadata takes a fraction of a second.
     """
-    from vidscore_core.meta import file_columns, read_meta, write_table
+    from vidscore_core.ingest.meta import file_columns, read_meta, write_table
 
     meta = Path(meta)
     if not spec.any_active():

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from vidscore_core import scores
-from vidscore_core.meta import file_columns, read_meta, write_table
+from vidscore_core.ingest.meta import file_columns, read_meta, write_table
 from vidscore_core.scores import SCORES
-from vidscore_core.scoring.batch import score_videos
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
 from vidscore_core.scoring.options import JobOptions
+from vidscore_core.scoring.per_clip import score_videos
 from vidscore_core.scoring.producers import ScoreInputs
 from vidscore_core.settings import Settings
 

@@ -1,7 +1,7 @@
 """One torchrun rank: score this rank's shard of a batch and write it as its own Parquet part.
 
 Launched by the Dagster step (through dagster-pipes) as
-`torchrun --standalone --nproc-per-node N -m vidscore_core.torchrun_worker --spec SPEC.json`.
+`torchrun --standalone --nproc-per-node N -m vidscore_core.scoring.torchrun_worker --spec SPEC.json`.
 Every rank opens the pipes channel, so its progress shows up in the step's log; outside Dagster
 the same lines go to stderr. Ranks publish nothing: the step publishes the parts as one partition afterwards.
 """
@@ -19,15 +19,15 @@ from typing import Any
 
 import pandas as pd
 
-from vidscore_core.distributed import (
+from vidscore_core.scoring.distributed import (
     WorkerSpec,
     part_path,
     rank_device,
     shard,
 )
-from vidscore_core.scoring.batch import ScoreSummary, score_videos
 from vidscore_core.scoring.options import JobOptions, progress_lines
-from vidscore_core.store import to_arrow, write_parquet
+from vidscore_core.scoring.per_clip import ScoreSummary, score_videos
+from vidscore_core.tables.store import to_arrow, write_parquet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RankInfo:
 
     @classmethod
     def from_env(cls) -> RankInfo:
-        # torchrun sets these; a plain `python -m vidscore_core.torchrun_worker` is a world of one.
+        # torchrun sets these; a plain `python -m vidscore_core.scoring.torchrun_worker` is a world of one.
         return cls(
             rank=int(os.environ.get("RANK", "0")),
             world_size=int(os.environ.get("WORLD_SIZE", "1")),

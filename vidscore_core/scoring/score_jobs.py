@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vidscore_core import lineage, weights
-from vidscore_core.engine import Clip, ClipResult, EngineStats
+from vidscore_core import weights
+from vidscore_core.scoring import lineage
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler, ClipImageScorer
 from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
+from vidscore_core.scoring.engine import Clip, ClipResult, EngineStats
 from vidscore_core.scoring.options import (
     AESTHETIC_CODE,
     CLIP_CODE,
@@ -345,7 +346,7 @@ class FlowJob(_Job):
 
         model = None
         if self.backend == "unimatch":
-            from vidscore_core.flow import UniMatchFlow
+            from vidscore_core.models.flow import UniMatchFlow
             from vidscore_core.models.unimatch import load_unimatch
 
             model = UniMatchFlow(load_unimatch(self.weights_path, device=self.device))

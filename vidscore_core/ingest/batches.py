@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from vidscore_core import lineage
-from vidscore_core.media.probe import probe_many
-from vidscore_core.meta import (
+from vidscore_core.ingest.meta import (
     batch_key,
     batch_key_prefix,
     check_batch_size,
     file_column_name,
     read_meta_chunks,
 )
-from vidscore_core.store import TableStore
+from vidscore_core.media.probe import probe_many
+from vidscore_core.scoring import lineage
+from vidscore_core.tables.store import TableStore
 
 DEFAULT_BATCH_SIZE = 5000
 CHUNK_ROWS = 100_000  # rows of the meta file read at a time (memory stays bounded at any length)
@@ -25,7 +25,7 @@ MANIFEST_COLUMNS = ("video_id", "path", "path_original", "text", "meta_row")
 PROBE_FIELDS = (
     "exists", "size_bytes", "media_type", "num_frames", "fps", "width", "height", "duration_s", "codec", "error",
 )  # fmt: skip
-INGEST_CODE = ("vidscore_core.ingest", "vidscore_core.media.probe", "vidscore_core.meta")
+INGEST_CODE = ("vidscore_core.ingest.batches", "vidscore_core.media.probe", "vidscore_core.ingest.meta")
 
 
 def _json_cell(value: object) -> object:

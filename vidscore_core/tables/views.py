@@ -12,9 +12,9 @@ from pathlib import Path
 
 import duckdb
 
-from vidscore_core import schema
 from vidscore_core.settings import Settings
-from vidscore_core.store import TableStore, set_utc
+from vidscore_core.tables import schema
+from vidscore_core.tables.store import TableStore, set_utc
 
 FINGERPRINT_TABLE = "vidscore_views"
 

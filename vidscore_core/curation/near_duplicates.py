@@ -1,7 +1,7 @@
 """The `near_duplicates` table: groups of near-duplicate clips over the whole corpus.
 
 Reads the 50 % frame embedding of every readable clip (`clip_embeddings`), its resolution
-(`videos`) and aesthetic score, groups them with `vidscore_core.dedup` and marks one clip per
+(`videos`) and aesthetic score, groups them with `vidscore_core.curation.dedup` and marks one clip per
 group to keep. Lineage records the threshold, the method that ran and the embedding model.
 """
 
@@ -15,12 +15,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vidscore_core import lineage
-from vidscore_core.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
-from vidscore_core.store import TableStore
+from vidscore_core.curation.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
+from vidscore_core.scoring import lineage
+from vidscore_core.tables.store import TableStore
 
 SCOPE = "corpus"
-CODE = ("vidscore_core.near_duplicates", "vidscore_core.dedup")
+CODE = ("vidscore_core.curation.near_duplicates", "vidscore_core.curation.dedup")
 MIDDLE_FRAME = 0.5
 
 
@@ -28,7 +28,7 @@ MIDDLE_FRAME = 0.5
 class DedupSettings:
     threshold: float = DEFAULT_THRESHOLD
     same_resolution: bool = True
-    method: str = "auto"  # auto, exact or ivf (vidscore_core.dedup)
+    method: str = "auto"  # auto, exact or ivf (vidscore_core.curation.dedup)
     device: str | None = None  # e.g. "cuda" for the exact search on a GPU
 
 

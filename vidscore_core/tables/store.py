@@ -34,7 +34,7 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from vidscore_core import schema
+from vidscore_core.tables import schema
 
 _SCALAR_ARROW: dict[str, pa.DataType] = {
     "VARCHAR": pa.string(),

@@ -1,0 +1,1 @@
+"""The Open-Sora compatible CSV commands: score, score all, dedup."""

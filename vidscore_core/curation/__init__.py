@@ -1,0 +1,1 @@
+"""Dataset-level products: near-duplicate groups, filters, filtered datasets."""

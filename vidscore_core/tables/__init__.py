@@ -1,0 +1,1 @@
+"""The table store: Parquet partitions published atomically, their schema, and the DuckDB views."""
