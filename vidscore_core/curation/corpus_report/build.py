@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,8 +40,14 @@ class Report:
         return pictures.histogram_svg(dist) if dist.scored else None
 
     def inline_sheet(self, column: str) -> str | None:
-        data = self.sheet_pictures.get(column)
-        return pictures.sheet_preview(data) if data else None
+        """The first clip of each row of the signal's contact sheet, short enough to show inline,
+        followed by their positions and values."""
+        sheet = next((s for s in self.sheets if s.column == column), None)
+        uri = pictures.sheet_strip(sheet) if sheet is not None else None
+        if uri is None:
+            return None
+        legend = " · ".join(f"{p} {pictures.format_value(t[0].pick.value)}" for p, t in sheet.rows if t)
+        return f"![{column} contact sheet]({uri})\n\n{legend}"
 
 
 def report_paths(settings: Settings) -> dict[str, Path]:
@@ -52,14 +59,18 @@ def report_paths(settings: Settings) -> dict[str, Path]:
     }
 
 
-def build(settings: Settings, *, workers: int = 2) -> Report:
-    """Compute every number, pick and decode the contact sheets' clips, draw the pictures."""
+def build(settings: Settings, *, workers: int = 2, timings: dict[str, float] | None = None) -> Report:
+    """Compute every number, pick and decode the contact sheets' clips, draw the pictures.
+    `timings`, when given, receives the seconds each phase took (numbers, sheets, pictures)."""
+    clock = _Clock(timings)
     store = TableStore.from_settings(settings)
     chosen = signals()
     result = corpus_numbers.compute(store, chosen, PRESETS)
+    clock.lap("numbers")
     cache = FrameCache(report_paths(settings)["frames"])
     with corpus_numbers.tables_connection(store, ["videos", *dict.fromkeys(s.table for s in chosen)]) as con:
         sheets = build_sheets(con, result.distributions, cache, workers=workers)
+    clock.lap("sheets")
     report = Report(result, sheets, store.root, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     for dist in result.distributions:
         if dist.scored:
@@ -70,7 +81,19 @@ def build(settings: Settings, *, workers: int = 2) -> Report:
         picture = pictures.sheet_jpeg(sheet)
         if picture is not None:
             report.sheet_pictures[sheet.column] = picture
+    clock.lap("pictures")
     return report
+
+
+class _Clock:
+    def __init__(self, laps: dict[str, float] | None) -> None:
+        self.laps, self.last = laps, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.laps is not None:
+            self.laps[name] = round(now - self.last, 2)
+        self.last = now
 
 
 def _preset_marks(column: str) -> list[tuple[str, float]]:

@@ -105,7 +105,7 @@ def _svg_uri(counts: Sequence[int], low: str, high: str, caption: str) -> str:
         f"<text y='{height + 11}'>{low}</text><text x='{width}' y='{height + 11}' text-anchor='end'>{high}</text>"
         f"<text x='{width / 2:g}' y='{height + 23}' text-anchor='middle'>{caption}</text></svg>"
     )
-    return "data:image/svg+xml," + quote(svg, safe=" /:=,.'-")
+    return "data:image/svg+xml," + quote(svg, safe="/:=,.'-")
 
 
 def _font(size: int):
@@ -148,20 +148,30 @@ def sheet_jpeg(sheet: ContactSheet, tile_height: int = 144, label_width: int = 9
     return buffer.getvalue()
 
 
-def sheet_preview(jpeg: bytes, max_chars: int = INLINE_MARKDOWN_CHARS - 120) -> str | None:
-    """The sheet shrunk into a WebP data URI of at most `max_chars` (None if even the smallest is
-    larger): what Dagster's metadata table can show without a click."""
+def sheet_strip(sheet: ContactSheet, max_chars: int = INLINE_MARKDOWN_CHARS - 160) -> str | None:
+    """The first clip of each row side by side (bottom, middle, top), as a data URI of at most
+    `max_chars`: the largest tiles and best quality that fit (WebP, else AVIF, which packs more into
+    the same bytes); None when nothing fits. What Dagster's metadata table can show without a click."""
     from PIL import Image
 
-    sheet = Image.open(io.BytesIO(jpeg))
-    for width in (320, 256, 200, 160):
-        small = sheet.resize((width, max(1, round(sheet.height * width / sheet.width))))
-        for quality in (50, 35, 20, 10):
-            buffer = io.BytesIO()
-            small.save(buffer, format="WEBP", quality=quality)
-            uri = png_data_uri(buffer.getvalue(), "webp")
-            if len(uri) <= max_chars:
-                return uri
+    firsts = [tiles[0] for _, tiles in sheet.rows if tiles]
+    if not firsts:
+        return None
+    images = [Image.open(io.BytesIO(t.jpeg)).convert("RGB") for t in firsts]
+    for height in (72, 54, 45, 36):
+        tiles = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
+        strip = Image.new("RGB", (sum(t.width for t in tiles) + 3 * (len(tiles) - 1), height), "white")
+        x = 0
+        for tile in tiles:
+            strip.paste(tile, (x, 0))
+            x += tile.width + 3
+        for kind in ("webp", "avif"):
+            for quality in (60, 35, 15):
+                buffer = io.BytesIO()
+                strip.save(buffer, format=kind.upper(), quality=quality)
+                uri = png_data_uri(buffer.getvalue(), kind)
+                if len(uri) <= max_chars:
+                    return uri
     return None
 
 

@@ -63,7 +63,7 @@ def report_metadata(report: Report, html_path: str, json_path: str) -> dict:
             )
         preview = report.inline_sheet(column)
         if preview:
-            meta[f"{column}_contact_sheet"] = dg.MetadataValue.md(f"![{column} contact sheet]({preview})")
+            meta[f"{column}_contact_sheet"] = dg.MetadataValue.md(preview)
     meta["presets"] = _table(
         [{"preset": p.name, "bounds": k.label, "clips": k.clips, "of readable": pct(k.clips, readable),
           "hours": hours(k.seconds)} for p in numbers.presets for k in p.steps]
