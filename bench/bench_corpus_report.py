@@ -44,10 +44,12 @@ def child(root: str, home: str) -> None:
     paths = build.write(report, settings)
     timings["write"] = round(time.perf_counter() - t, 2)
     corpus = report.numbers.corpus
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "wall_s": round(time.perf_counter() - started, 1),
         "phases_s": timings,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),  # all threads: the work, whatever the load
+        "peak_rss_mib": usage.ru_maxrss // 1024,
         "clips": corpus.clips,
         "signals": [d.signal.column for d in report.numbers.distributions],
         "score_rows": {d.signal.column: d.rows for d in report.numbers.distributions},
@@ -97,6 +99,7 @@ def render(data: dict) -> str:
         "| | |",
         "|---|---|",
         f"| wall time (fresh process, build + write) | **{r['wall_s']:.1f} s** |",
+        f"| CPU time (user + system, all threads) | **{r['cpu_s']:.0f} s** |",
         f"| phases | {phases} |",
         f"| peak memory (VmHWM of the process) | **{r['peak_rss_mib']:,} MiB** |",
         f"| HTML written | {r['html_bytes'] / 1024:,.0f} KiB |",

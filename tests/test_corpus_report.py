@@ -335,3 +335,41 @@ def _check_ui(page, expect, url: str, columns: list[str], shots) -> None:
             ((width, height),) = _decoded_sizes(picture)
             assert width > 50 and height > 20, (alt, width, height)
         shots.take(f"02-ui-{column}")
+
+
+def test_report_follows_changes_at_most_hourly():
+    """The daemon's view (`evaluate_automation_conditions`): a run after the hourly tick when some input
+    changed, none without a change, none twice within the hour."""
+    from datetime import datetime, timedelta, timezone
+
+    import dagster as dg
+
+    from vidscore_dagster.defs.reports.assets import corpus_report
+    from vidscore_dagster.defs.resources import default_resources
+
+    inputs = [dg.AssetSpec(key) for key in corpus_report.dependency_keys]
+    defs = dg.Definitions(assets=[corpus_report, *inputs], resources=default_resources())
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    with dg.instance_for_test() as instance:
+        cursor = None
+
+        def requested(minutes: int) -> int:
+            nonlocal cursor
+            result = dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, cursor=cursor, evaluation_time=hour + timedelta(minutes=minutes)
+            )
+            cursor = result.cursor
+            return result.get_num_requested(dg.AssetKey("corpus_report"))
+
+        def changed(key: str) -> None:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=None))
+
+        assert requested(5) == 0  # first evaluation
+        changed("aesthetic_scores")
+        assert requested(10) == 0  # changed, but no tick since
+        assert requested(60) == 1  # the hourly tick passed
+        assert requested(65) == 0
+        changed("flow_scores")
+        assert requested(70) == 0  # once per hour at most
+        assert requested(120) == 1
+        assert requested(185) == 0  # a tick, but nothing changed

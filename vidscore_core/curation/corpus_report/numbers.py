@@ -282,6 +282,7 @@ def preset_conditions(name: str, spec: FilterSpec, dedup_available: bool) -> tup
 def compute(
     store: TableStore, signals: Sequence[Signal], presets: dict[str, FilterSpec] | None = None
 ) -> CorpusNumbers:
+    """Every number of the report (see the module docstring), for `signals` and `presets`."""
     presets = PRESETS if presets is None else presets
     dedup_available = bool(store.partitions("near_duplicates"))
     tables = [
@@ -313,24 +314,21 @@ def compute(
         rows = _clip_aggregates(con, signals, conditions, dedup_available)
     corpus = next(r for r in rows if r["__total"])
     sources = sorted((r for r in rows if not r["__total"]), key=lambda r: str(r["meta_file"]))
-    kept = _kept_lists(corpus, conditions)
-    out_thresholds, pos = [], 0
-    for bound, values in thresholds:
-        out_thresholds.append(ThresholdTable(bound, values, kept[pos : pos + len(values)]))
-        pos += len(values)
-    out_presets = []
-    for name, (steps, missing_dedup) in preset_steps.items():
-        out_presets.append(PresetSteps(name, _spec_fields(presets[name]), kept[pos : pos + len(steps)],
-                                       dedup_available=not missing_dedup))  # fmt: skip
-        pos += len(steps)
-    return CorpusNumbers(
-        distributions=dists,
-        thresholds=out_thresholds,
-        presets=out_presets,
-        corpus=_source_counts(corpus, signals, conditions, out_presets),
-        sources=[_source_counts(r, signals, conditions, out_presets) for r in sources],
-        dedup_available=dedup_available,
-    )
+
+    def split(row: dict[str, Any]) -> tuple[list[ThresholdTable], list[PresetSteps]]:
+        """A row's kept counts, in the order of `conditions`: the threshold tables, then the presets."""
+        kept = iter(_kept_lists(row, conditions))
+        tables = [ThresholdTable(bound, values, [next(kept) for _ in values]) for bound, values in thresholds]
+        steps = [PresetSteps(name, _spec_fields(presets[name]), [next(kept) for _ in plan], not missing_dedup)
+                 for name, (plan, missing_dedup) in preset_steps.items()]  # fmt: skip
+        return tables, steps
+
+    def counts(row: dict[str, Any]) -> SourceCounts:
+        return _source_counts(row, signals, {p.name: p.steps[-1] for p in split(row)[1] if p.steps})
+
+    out_thresholds, out_presets = split(corpus)
+    return CorpusNumbers(dists, out_thresholds, out_presets, counts(corpus),
+                         [counts(r) for r in sources], dedup_available)  # fmt: skip
 
 
 def _spec_fields(spec: FilterSpec) -> dict[str, Any]:
@@ -387,19 +385,7 @@ def _kept_lists(row: dict[str, Any], conditions: Sequence[_Condition]) -> list[K
     ]
 
 
-def _source_counts(
-    row: dict[str, Any],
-    signals: Sequence[Signal],
-    conditions: Sequence[_Condition],
-    presets: Sequence[PresetSteps],
-) -> SourceCounts:
-    kept = _kept_lists(row, conditions)
-    # Each preset's last step (all bounds, with dedup when it applies) sits at the end of its steps.
-    ends, pos = {}, len(conditions) - sum(len(p.steps) for p in presets)
-    for p in presets:
-        pos += len(p.steps)
-        if p.steps:
-            ends[p.name] = kept[pos - 1]
+def _source_counts(row: dict[str, Any], signals: Sequence[Signal], presets: dict[str, Kept]) -> SourceCounts:
     return SourceCounts(
         source=None if row["__total"] else row["meta_file"],
         clips=int(row["clips"]),
@@ -408,5 +394,5 @@ def _source_counts(
         scored={s.column: int(row[f"scored_{i}"]) for i, s in enumerate(signals)},
         errors={s.column: int(row[f"errors_{i}"]) for i, s in enumerate(signals)},
         medians={s.column: row[f"median_{i}"] for i, s in enumerate(signals) if s.numeric},
-        presets=ends,
+        presets=presets,
     )

@@ -7,6 +7,7 @@ from vidscore_core.curation.corpus_report.build import CODE, Report
 from vidscore_core.curation.corpus_report.page import hours, markdown, num, pct
 from vidscore_core.curation.corpus_report.signals import tables as signal_tables
 from vidscore_core.scoring import lineage
+from vidscore_dagster.defs.automation.policies import hourly_when_inputs_change
 
 
 @dg.asset(
@@ -16,7 +17,7 @@ from vidscore_core.scoring import lineage
     kinds={"html", "duckdb"},
     required_resource_keys={"vidscore"},
     # Once per hour at most, and only when some batch's videos or scores (or the duplicates) changed.
-    automation_condition=dg.AutomationCondition.on_cron("0 * * * *"),
+    automation_condition=hourly_when_inputs_change(),
     description="Every score's distribution over all batches, the clips and hours each threshold and preset "
     "keeps, contact sheets of the clips at the bottom, middle and top of each score, and counts per source "
     "(meta file). Written to $VIDSCORE_HOME/reports/corpus_report.html.",
