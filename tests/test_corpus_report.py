@@ -24,6 +24,8 @@ from fixture_env import fixture_model_env
 VIDSCORE = Path(sys.executable).with_name("vidscore")
 BATCH_ASSETS = ["videos", "clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores"]
 REL = 1e-9
+# Scoring the corpus (first test) takes minutes on a busy 2-core runner.
+pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
@@ -100,40 +102,25 @@ def test_every_number_equals_sql(corpus):
     assert re.search(r"^wrote .*corpus_report\.html: 7 clips \(1 unreadable\)", out, re.M), out
     signals = report["distributions"]
     assert {s.column for s in SCORES} <= {d["signal"]["column"] for d in signals}  # every registered score
+    queries: dict[str, str] = {}  # name -> a scalar SQL subquery; all answered by one `vidscore sql`
 
-    for dist in signals:
+    for i, dist in enumerate(signals):
         table, col = dist["signal"]["table"], f'"{dist["signal"]["column"]}"'
         qs = sorted(float(q) for q in dist["quantiles"])
-        row = _sql(env, f"SELECT count(*) AS n, count({col}) AS scored, count(error) AS errors, min({col}) AS lo, "
-                        f"max({col}) AS hi, avg({col}) AS mean, quantile_cont({col}, {qs}) AS q FROM {table}").iloc[0]  # fmt: skip
-        assert (dist["rows"], dist["scored"], dist["errors"]) == (row["n"], row["scored"], row["errors"])
-        assert (
-            _close(dist["minimum"], row["lo"])
-            and _close(dist["maximum"], row["hi"])
-            and _close(dist["mean"], row["mean"])
+        queries[f"d{i}"] = f"SELECT [count(*), count({col}), count(error)] FROM {table}"
+        queries[f"v{i}"] = (
+            f"SELECT [min({col}), max({col}), avg({col})] || quantile_cont({col}, {qs}) FROM {table}"
         )
-        for q, value in zip(qs, row["q"], strict=True):
-            assert _close(dist["quantiles"][str(q)], value), (col, q)
-        reasons = _sql(
-            env, f"SELECT error, count(*) AS n FROM {table} WHERE error IS NOT NULL GROUP BY error"
-        )
-        assert dict(dist["reasons"]) == dict(zip(reasons["error"], reasons["n"], strict=True))
-        assert dist["errors"] > 0  # the broken fixture file, the text file of the demo...
-        hist = dist["histogram"]
-        edges = hist["edges"]
+        queries[f"r{i}"] = (f"SELECT list([error, n::VARCHAR]) FROM (SELECT error, count(*) AS n FROM {table} "
+                            "WHERE error IS NOT NULL GROUP BY error)")  # fmt: skip
+        edges = dist["histogram"]["edges"]
         bins = [
             f"count(*) FILTER (WHERE {col} >= {lo!r} AND {col} < {hi!r})"
             for lo, hi in zip(edges[:-1], edges[1:], strict=True)
         ]
         bins[-1] = bins[-1].replace(f"{col} < ", f"{col} <= ")
-        counts = _sql(env, f"SELECT count(*) FILTER (WHERE {col} < {edges[0]!r}) AS below, count(*) FILTER "
-                           f"(WHERE {col} > {edges[-1]!r}) AS above, [{', '.join(bins)}] AS bins FROM {table}").iloc[0]  # fmt: skip
-        assert (hist["below"], hist["above"], hist["counts"]) == (
-            counts["below"],
-            counts["above"],
-            list(counts["bins"]),
-        )
-        assert sum(hist["counts"]) + hist["below"] + hist["above"] == dist["scored"]
+        queries[f"h{i}"] = (f"SELECT [count(*) FILTER (WHERE {col} < {edges[0]!r}), count(*) FILTER "
+                            f"(WHERE {col} > {edges[-1]!r}), {', '.join(bins)}] FROM {table}")  # fmt: skip
 
     # Clips counted once (first readable batch), readable, with their footage.
     by_table: dict[str, list[str]] = {}
@@ -144,60 +131,76 @@ def test_every_number_equals_sql(corpus):
     clips = (f"SELECT * FROM videos {joins} LEFT JOIN (SELECT video_id, batch, keep FROM near_duplicates) "
              "USING (video_id, batch) "
              "QUALIFY row_number() OVER (PARTITION BY video_id ORDER BY error IS NOT NULL, batch) = 1")  # fmt: skip
-    for table in report["thresholds"]:
-        bound = table["bound"]
-        kept = _sql(env, "SELECT [" + ", ".join(
-            f"count(*) FILTER (WHERE error IS NULL AND \"{bound['column']}\" {bound['op']} {t!r})" for t in table["thresholds"]
-        ) + "] AS clips, [" + ", ".join(
-            f"coalesce(sum(duration_s) FILTER (WHERE error IS NULL AND \"{bound['column']}\" {bound['op']} {t!r}), 0)"
-            for t in table["thresholds"]
-        ) + f"] AS seconds FROM ({clips})").iloc[0]  # fmt: skip
-        assert [k["clips"] for k in table["kept"]] == list(kept["clips"])
-        assert all(_close(k["seconds"], s) for k, s in zip(table["kept"], kept["seconds"], strict=True))
-    assert {t["bound"]["flag"] for t in report["thresholds"]} >= {"aesmin", "flowmin", "flowmax", "matchmin"}
 
-    # Each preset bound by bound, all together, with dedup; the last step keeps what `filtered_videos`
+    def kept(condition: str) -> str:
+        return (f"SELECT [count(*)::DOUBLE, coalesce(sum(duration_s), 0)] FROM ({clips}) "
+                f"WHERE error IS NULL AND {condition}")  # fmt: skip
+
+    for i, table in enumerate(report["thresholds"]):
+        bound = table["bound"]
+        for j, t in enumerate(table["thresholds"]):
+            queries[f"t{i}_{j}"] = kept(f'"{bound["column"]}" {bound["op"]} {t!r}')
+    # Each preset bound by bound, all together, with dedup; the last step must keep what `filtered_videos`
     # holds for that preset (the filter's own SQL).
-    for preset in report["presets"]:
-        assert preset["dedup_available"]
+    for i, preset in enumerate(report["presets"]):
         bounds = []
-        for step in preset["steps"]:
+        for j, step in enumerate(preset["steps"]):
             single = re.fullmatch(r"(\w+) (>=|<=) (\S+)", step["label"])
             if single:
                 bounds.append(f'"{single[1]}" {single[2]} {single[3]}')
             condition = {"all bounds": " AND ".join(bounds),
                          "all bounds + dedup": " AND ".join([*bounds, "coalesce(keep, TRUE)"])}.get(step["label"])  # fmt: skip
-            row = _sql(env, f"SELECT count(*) AS n, coalesce(sum(duration_s), 0) AS s FROM ({clips}) "
-                            f"WHERE error IS NULL AND {condition or bounds[-1]}").iloc[0]  # fmt: skip
-            assert step["clips"] == row["n"] and _close(step["seconds"], row["s"]), (preset["name"], step)
-        last = preset["steps"][-1]
-        mine = _sql(env, "SELECT count(*) AS n, coalesce(sum(v.duration_s), 0) AS s FROM filtered_videos f JOIN videos v "
-                         f"USING (video_id, batch) WHERE f.preset = '{preset['name']}'").iloc[0]  # fmt: skip
-        assert last["clips"] == mine["n"] and _close(last["seconds"], mine["s"]), preset["name"]
+            queries[f"p{i}_{j}"] = kept(condition or bounds[-1])
+        queries[f"f{i}"] = ("SELECT [count(*)::DOUBLE, coalesce(sum(v.duration_s), 0)] FROM filtered_videos f "
+                            f"JOIN videos v USING (video_id, batch) WHERE f.preset = '{preset['name']}'")  # fmt: skip
+    # Per source (the meta file) and for the whole corpus.
+    per = ", ".join(
+        f'count("{c}") FILTER (WHERE error IS NULL), '
+        f"count(*) FILTER (WHERE error IS NULL AND {d['signal']['table']}_err IS NOT NULL), "
+        f'quantile_cont("{c}", 0.5) FILTER (WHERE error IS NULL)'
+        for c, d in ((d["signal"]["column"], d) for d in signals)
+    )
+    queries["sources"] = (f"SELECT list([coalesce(meta_file, '(all)'), to_json(n)]) FROM (SELECT meta_file, "
+                          f"[count(*), count(error), coalesce(sum(duration_s) FILTER (WHERE error IS NULL), 0), {per}] AS n "
+                          f"FROM ({clips}) GROUP BY GROUPING SETS ((meta_file), ()))")  # fmt: skip
+
+    answer = _sql(env, "SELECT " + ", ".join(f"({q}) AS {name}" for name, q in queries.items())).iloc[0]
+
+    for i, dist in enumerate(signals):
+        assert [dist["rows"], dist["scored"], dist["errors"]] == answer[f"d{i}"]
+        qs = sorted(dist["quantiles"], key=float)
+        mine = [dist["minimum"], dist["maximum"], dist["mean"], *(dist["quantiles"][q] for q in qs)]
+        assert all(_close(a, b) for a, b in zip(mine, answer[f"v{i}"], strict=True)), dist["signal"]["column"]
+        assert dist["errors"] > 0 and dict(dist["reasons"]) == {e: int(n) for e, n in answer[f"r{i}"]}
+        hist = dist["histogram"]
+        assert [hist["below"], hist["above"], *hist["counts"]] == answer[f"h{i}"]
+        assert sum(hist["counts"]) + hist["below"] + hist["above"] == dist["scored"]
+    for i, table in enumerate(report["thresholds"]):
+        for j, k in enumerate(table["kept"]):
+            clips_n, seconds = answer[f"t{i}_{j}"]
+            assert k["clips"] == clips_n and _close(k["seconds"], seconds), (table["bound"], j)
+    assert {t["bound"]["flag"] for t in report["thresholds"]} >= {"aesmin", "flowmin", "flowmax", "matchmin"}
+    for i, preset in enumerate(report["presets"]):
+        assert preset["dedup_available"]
+        for j, step in enumerate(preset["steps"]):
+            clips_n, seconds = answer[f"p{i}_{j}"]
+            assert step["clips"] == clips_n and _close(step["seconds"], seconds), (preset["name"], step)
+        clips_n, seconds = answer[f"f{i}"]
+        assert preset["steps"][-1]["clips"] == clips_n and _close(preset["steps"][-1]["seconds"], seconds)
     curated = next(p for p in report["presets"] if p["name"] == "curated")
     assert curated["steps"][-1]["label"] == "all bounds + dedup"
+    assert any(step["clips"] for step in curated["steps"])  # some steps keep clips: a real comparison
 
-    # Per source (the meta file) and for the whole corpus.
-    columns = [d["signal"]["column"] for d in signals]
-    per = ", ".join(
-        f'count("{c}") FILTER (WHERE error IS NULL) AS "{c}_scored", '
-        f'count(*) FILTER (WHERE error IS NULL AND {d["signal"]["table"]}_err IS NOT NULL) AS "{c}_errors", '
-        f'quantile_cont("{c}", 0.5) FILTER (WHERE error IS NULL) AS "{c}_median"'
-        for c, d in zip(columns, signals, strict=True)
-    )
-    sources = _sql(env, f"SELECT coalesce(meta_file, '(all)') AS source, count(*) AS clips, count(error) AS unreadable, "
-                        f"coalesce(sum(duration_s) FILTER (WHERE error IS NULL), 0) AS seconds, {per} FROM ({clips}) "
-                        "GROUP BY GROUPING SETS ((meta_file), ())").set_index("source")  # fmt: skip
+    sources = {name: json.loads(values) for name, values in answer["sources"]}
     assert len(report["sources"]) == 2
     for source in [*report["sources"], report["corpus"]]:
-        row = sources.loc[source["source"] or "(all)"]
-        assert (source["clips"], source["unreadable"]) == (row["clips"], row["unreadable"])
-        assert _close(source["seconds"], row["seconds"])
-        for c in columns:
-            assert source["scored"][c] == row[f"{c}_scored"] and source["errors"][c] == row[f"{c}_errors"], c
-            assert _close(
-                source["medians"][c], None if pd.isna(row[f"{c}_median"]) else row[f"{c}_median"]
-            ), c
+        row = sources[source["source"] or "(all)"]
+        assert [source["clips"], source["unreadable"]] == row[:2] and _close(source["seconds"], row[2])
+        for i, dist in enumerate(signals):
+            c = dist["signal"]["column"]
+            scored, errors, median = row[3 + 3 * i : 6 + 3 * i]
+            assert [source["scored"][c], source["errors"][c]] == [scored, errors], c
+            assert _close(source["medians"][c], median), c
     assert (
         report["corpus"]["clips"] == sum(s["clips"] for s in report["sources"]) == 7
     )  # the shared image once
@@ -226,8 +229,10 @@ def test_page_is_self_contained_and_frames_are_decoded_once(corpus):
     frames = settings.home / "reports/frames"
     before = {p.name: p.stat().st_mtime_ns for p in frames.iterdir()}
     assert any(n.endswith(".jpg") for n in before) and any(n.endswith(".txt") for n in before)
-    _cli(env, "report")
+    opened = settings.home / "opened.txt"  # `--open` goes through $BROWSER, as Python's webbrowser does
+    _cli({**env, "BROWSER": f"sh -c 'echo $0 > {opened}' %s"}, "report", "--open")
     assert {p.name: p.stat().st_mtime_ns for p in frames.iterdir()} == before  # nothing decoded again
+    assert opened.read_text().strip() == (settings.home / "reports/corpus_report.html").resolve().as_uri()
 
 
 def test_metadata_shows_totals_first_and_pictures_inline(corpus):
