@@ -559,7 +559,7 @@ def make_meta_csv(path: Path, rows: int) -> float:
 
 def ingest_child(meta: str, root: str, mode: str) -> None:
     """Fresh process: the real write_manifests; prints its result as JSON."""
-    from vidscore_core.ingest.batches import batches as ingest
+    from vidscore_core.ingest import batches as ingest
     from vidscore_core.tables.store import TableStore
 
     store = TableStore(root)

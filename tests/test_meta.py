@@ -166,7 +166,7 @@ def test_batch_size_must_be_positive(bad) -> None:
 def test_manifests_cover_every_clip_once_in_order_across_read_chunks(tmp_path: Path, monkeypatch) -> None:
     """The meta file is read in chunks: batches still follow the file, and a path listed again in a
     later chunk is the same clip (one row, the first listing's)."""
-    from vidscore_core.ingest.batches import batches as ingest
+    from vidscore_core.ingest import batches as ingest
     from vidscore_core.tables.store import TableStore
 
     monkeypatch.setattr(ingest, "CHUNK_ROWS", 7)
