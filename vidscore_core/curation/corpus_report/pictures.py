@@ -83,7 +83,8 @@ def histogram_svg(dist: Distribution, max_chars: int = INLINE_MARKDOWN_CHARS - 1
     else:
         counts = list(hist.counts)
         low, high = f"{hist.edges[0]:.3g}", f"{hist.edges[-1]:.3g}"
-    unit = dist.signal.unit.replace("&", "and").replace("<", "").replace(">", "")[:40]
+    unit = dist.signal.unit.replace("&", "and").replace("<", "").replace(">", "")
+    unit = unit if len(unit) <= 40 else unit[:39] + "…"
     while True:
         uri = _svg_uri(counts, low, high, f"{dist.signal.column}: {unit}")
         if len(uri) <= max_chars or len(counts) <= 2:
