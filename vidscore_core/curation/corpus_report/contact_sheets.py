@@ -91,35 +91,30 @@ def build_sheets(
     """A contact sheet per signal with values: PER_ROW readable clips per position where there are."""
     picked = {d.signal.column: pick_clips(con, d) for d in dists if d.scored}
     add_paths(con, [p for picks in picked.values() for p in picks])
-    sheets = []
-    tried: dict[str, Tile] = {}
+    rows = {(column, position): _distinct_paths([p for p in picks if p.position == position])
+            for column, picks in picked.items() for position in dict.fromkeys(p.position for p in picks)}  # fmt: skip
+    frames: dict[str, tuple[bytes | None, str | None]] = {}  # path -> (JPEG, None) or (None, reason)
     # Rounds: decode what each row still lacks, next candidates first, until rows are full or out of clips.
     while True:
         wanted = []
-        for picks in picked.values():
-            for position in dict.fromkeys(p.position for p in picks):
-                row = [p for p in picks if p.position == position]
-                ok = sum(1 for p in row if p.path in tried and tried[p.path].jpeg)
-                fresh = [p for p in row if p.path not in tried]
-                wanted += [p.path for p in fresh[: max(0, PER_ROW - ok)]]
-        wanted = list(dict.fromkeys(wanted))
+        for row in rows.values():
+            readable = sum(1 for p in row if frames.get(p.path, (None,))[0] is not None)
+            wanted += [p.path for p in row if p.path not in frames][: max(0, PER_ROW - readable)]
         if not wanted:
             break
-        for path, (jpeg, error) in cache.middle_frames(wanted, workers=workers).items():
-            tried[path] = Tile(Pick("", "", "", 0.0, path), jpeg, error)
-    for column, picks in picked.items():
-        sheet = ContactSheet(column, [])
-        for position in dict.fromkeys(p.position for p in picks):
-            shown = []
-            for pick in (p for p in picks if p.position == position and p.path in tried):
-                tile = Tile(pick, tried[pick.path].jpeg, tried[pick.path].error)
-                if tile.jpeg is None:
-                    sheet.skipped.append(tile)
-                elif len(shown) < PER_ROW:
-                    shown.append(tile)
-            sheet.rows.append((position, shown))
-        sheets.append(sheet)
-    return sheets
+        frames.update(cache.middle_frames(wanted, workers=workers))
+    sheets = {column: ContactSheet(column, []) for column in picked}
+    for (column, position), row in rows.items():
+        tiles = [Tile(p, *frames[p.path]) for p in row if p.path in frames]
+        sheets[column].rows.append((position, [t for t in tiles if t.jpeg is not None][:PER_ROW]))
+        sheets[column].skipped += [t for t in tiles if t.jpeg is None]
+    return list(sheets.values())
+
+
+def _distinct_paths(picks: list[Pick]) -> list[Pick]:
+    """One pick per file (a clip ingested in two batches has a row in each)."""
+    seen: set[str] = set()
+    return [p for p in picks if not (p.path in seen or seen.add(p.path))]
 
 
 class FrameCache:
