@@ -10,19 +10,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vidscore_core import weights
+from vidscore_core import scores, weights
 from vidscore_core.scoring import lineage
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler, ClipImageScorer
 from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
 from vidscore_core.scoring.engine import Clip, ClipResult, EngineStats
-from vidscore_core.scoring.options import (
-    AESTHETIC_CODE,
-    CLIP_CODE,
-    FLOW_CODE,
-    MATCHING_CODE,
-    JobOptions,
-    combined_sha,
-)
+from vidscore_core.scoring.options import JobOptions, combined_sha
 from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 from vidscore_core.settings import Settings, resolve_device
 
@@ -230,7 +223,7 @@ class ClipJob(_Job):
             shas=self._shas("clip"),
             params=self._params(points),
             run_id=self.options.run_id,
-            code_version=lineage.code_version(*CLIP_CODE),
+            code_version=lineage.code_version(*scores.EMBEDDINGS.code),
         )
 
     def aesthetic_rows(
@@ -245,7 +238,7 @@ class ClipJob(_Job):
             shas=self._shas("clip", "aesthetic"),
             params=self._params(points),
             run_id=self.options.run_id,
-            code_version=lineage.code_version(*AESTHETIC_CODE),
+            code_version=lineage.code_version(*scores.AESTHETIC.code),
         )
 
     def matching_rows(
@@ -260,20 +253,21 @@ class ClipJob(_Job):
             shas=self._shas("clip"),
             params=params,
             run_id=self.options.run_id,
-            code_version=lineage.code_version(*MATCHING_CODE),
+            code_version=lineage.code_version(*scores.MATCHING.code),
         )
 
 
 def clip_embeddings_job(
-    settings: Settings, options: JobOptions, flow_backend: str = "unimatch", points: tuple[float, ...] = AESTHETIC_POINTS
+    settings: Settings, options: JobOptions, points: tuple[float, ...] = AESTHETIC_POINTS
 ) -> ClipJob:
     """The job of `clip_embeddings`: CLIP frames at `points` (the platform's table: the aesthetic
-    points, which include matching's); the flow backend does not apply."""
+    points, which include matching's)."""
     return ClipJob(settings, options, points)
 
 
-def flow_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> FlowJob:
-    return FlowJob(settings, options, flow_backend)
+def flow_job(settings: Settings, options: JobOptions) -> FlowJob:
+    """The job of `flow_scores`, with the backend its declared option chooses."""
+    return FlowJob(settings, options, options.option(scores.FLOW.name, "backend"))
 
 
 def to_frame_embeddings(result: ClipResult) -> FrameEmbeddings:
@@ -395,5 +389,5 @@ class FlowJob(_Job):
             shas=shas,
             params=params,
             run_id=self.options.run_id,
-            code_version=lineage.code_version(*FLOW_CODE),
+            code_version=lineage.code_version(*scores.FLOW.code),
         )

@@ -21,8 +21,6 @@ from vidscore_core.settings import Settings
 from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.metadata import table_schema
 
-RESOURCE_KEYS = {"vidscore", "scoring"}
-
 
 @dataclass
 class BatchContext:
@@ -118,7 +116,6 @@ def score_per_clip(ctx: BatchContext, tables: list[str]) -> dict[str, pd.DataFra
         ctx.batch,
         ctx.settings,
         ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress("+".join(tables))),
-        flow_backend=ctx.scoring.effective_flow_backend,
         log=ctx.context.log.info,
     )
     return frames
@@ -154,7 +151,7 @@ def _score_with_torchrun(ctx: BatchContext, tables: list[str], nproc: int) -> di
         spec = distributed.WorkerSpec.build(
             tables=tables, batch=ctx.batch, videos_path=videos_path, parts_dir=work / "parts",
             settings=ctx.settings, options=ctx.scoring.job_options(ctx.context.run.run_id),
-            flow_backend=options["flow_backend"], dist_backend=options["dist_backend"],
+            dist_backend=options["dist_backend"],
         )  # fmt: skip
         command = distributed.torchrun_command(nproc, spec.write(work / "spec.json"))
         ctx.context.log.info(f"launching {nproc} ranks for {label}[{ctx.batch}]: {' '.join(command)}")
