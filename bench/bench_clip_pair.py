@@ -73,8 +73,7 @@ def main() -> None:
         clip_path, mlp_path = write_weights(tmp, args.model)
         (tmp / "clips").mkdir()
         clips = write_clips(tmp / "clips", args.clips)
-        settings = Settings(home=tmp / "home", models_dir=tmp, clip_weights_override=clip_path,
-                            aesthetic_weights_override=mlp_path)  # fmt: skip
+        settings = Settings(home=tmp / "home", models_dir=tmp, weights={"clip": clip_path, "aesthetic": mlp_path})  # fmt: skip
         job = ClipJob(
             settings, JobOptions(device=args.device, batch_size=args.bs, num_workers=args.num_workers)
         )

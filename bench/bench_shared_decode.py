@@ -156,13 +156,14 @@ def end_to_end(paths: list[Path], args) -> dict:
     videos = pd.DataFrame({"video_id": [video_id_for(str(p)) for p in copies], "path": [str(p) for p in copies],
                            "text": ["a clip"] * len(copies), "error": [None] * len(copies)})  # fmt: skip
     weights = args.fixtures / "weights"
-    settings = Settings(home=args.corpus / "home", clip_weights_override=weights / "clip_tiny_openai.pt",
-                        aesthetic_weights_override=weights / "aesthetic_random_scaled.pth", device="cpu")  # fmt: skip
-    options = JobOptions(device="cpu", batch_size=8, num_workers=args.num_workers)
+    settings = Settings(home=args.corpus / "home", weights={"clip": weights / "clip_tiny_openai.pt",
+                        "aesthetic": weights / "aesthetic_random_scaled.pth"}, device="cpu")  # fmt: skip
+    options = JobOptions(device="cpu", batch_size=8, num_workers=args.num_workers,
+                         score_options={"flow": {"backend": "dis"}})
 
     def run(tables: list[str]) -> float:
         started = time.perf_counter()
-        score_videos(tables, videos, "bench", settings, options, flow_backend="dis")
+        score_videos(tables, videos, "bench", settings, options)
         return time.perf_counter() - started
 
     run(["clip_embeddings", "flow_scores"])  # warm-up: imports, model load, page cache

@@ -225,9 +225,7 @@ def make_settings(work: Path, *, clip: Path, aesthetic: Path, unimatch: Path, de
     return Settings(
         home=work / "home",
         models_dir=work / "no-models",
-        clip_weights_override=clip,
-        aesthetic_weights_override=aesthetic,
-        unimatch_weights_override=unimatch,
+        weights={"clip": clip, "aesthetic": aesthetic, "unimatch": unimatch},
         device=device,
         tables=str(work / "tables"),
     )
@@ -319,6 +317,7 @@ def environment(args, device: str) -> dict:
 def parity(args, device: str, fixtures: Path, work: Path, precisions: list[str], budget: Budget) -> dict:
     import pandas as pd
 
+    from vidscore_core import scores as registry
     from vidscore_core.csv_commands import score_csv as csv_scoring
     from vidscore_core.ingest.meta import read_meta
     from vidscore_core.scoring.score_jobs import ClipJob, FlowJob
@@ -356,7 +355,7 @@ def parity(args, device: str, fixtures: Path, work: Path, precisions: list[str],
             reset_peak(device)
             t0 = time.perf_counter()
             try:
-                scores = csv_scoring.score_rows(task, rows, settings, options)
+                scores = csv_scoring.score_rows([registry.get(task)], rows, settings, options)[registry.get(task).name]
             except Exception as exc:
                 entry["scores"][column] = {
                     "status": "error",

@@ -299,8 +299,8 @@ def test_precision_is_chosen_once_and_leaves_no_global_flags(vidscore_env, fixtu
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
     settings, _ = vidscore_env
     meta = read_meta(fixtures / "media/meta.csv").iloc[:1]
-    options = JobOptions(device="cpu", num_workers=1, precision="tf32")
-    score_videos(["flow_scores"], meta.assign(error=None), "tf32", settings, options, flow_backend="dis")
+    options = JobOptions(device="cpu", num_workers=1, precision="tf32", score_options={"flow": {"backend": "dis"}})
+    score_videos(["flow_scores"], meta.assign(error=None), "tf32", settings, options)
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 

@@ -148,12 +148,12 @@ def test_scoring_together_gives_the_rows_each_table_gets_alone(vidscore_env, tmp
     settings, _ = vidscore_env
     meta = read_meta(make_demo_corpus(tmp_path / "corpus"))
     videos = meta.assign(error=None)[["video_id", "path", "text", "error"]]
-    options = JobOptions(device="cpu", batch_size=4, num_workers=2)
+    options = JobOptions(device="cpu", batch_size=4, num_workers=2, score_options={"flow": {"backend": "dis"}})
     tables = ["clip_embeddings", "flow_scores"]
-    alone = {t: score_videos([t], videos, "b", settings, options, flow_backend="dis")[0][t] for t in tables}
+    alone = {t: score_videos([t], videos, "b", settings, options)[0][t] for t in tables}
     log = tmp_path / "passes.log"
     _counting_decoder(monkeypatch, log)
-    together, summary = score_videos(tables, videos, "b", settings, options, flow_backend="dis")
+    together, summary = score_videos(tables, videos, "b", settings, options)
     passes = Counter(log.read_text().splitlines())
     videos_ok = [os.path.basename(p) for p in meta.loc[meta["kind"] == "video", "path"]]
     assert videos_ok and all(passes[name] == 1 for name in videos_ok), passes  # one decode per clip
