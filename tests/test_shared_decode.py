@@ -1,4 +1,4 @@
-"""One decode per clip serves every per-clip score of a run (DESIGN.md "Data flow"), with the same
+"""One decode per clip serves every per-clip score of a run (docs/ARCHITECTURE.md, "Data flow"), with the same
 frames and values each score gets alone, and failures kept per score."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Runtime settings read from the environment (the public contract in DESIGN.md)."""
+"""Runtime settings read from the environment (the public contract: docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 

@@ -83,10 +83,6 @@ class ClipArch:
     vision_mlp_ratio: float = 4.0
     text_mlp_ratio: float = 4.0
 
-    @property
-    def is_vit(self) -> bool:
-        return self.vision_patch_size is not None
-
 
 def infer_clip_arch(state_dict: Mapping[str, Tensor]) -> ClipArch:
     """Read the architecture from OpenAI-format weights; ValueError when they are not CLIP's."""

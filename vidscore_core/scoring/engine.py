@@ -6,7 +6,7 @@ batch through its model on the device (main process). The engine owns what is co
 processes, failures by kind, pinned memory, inference mode, progress, and one result per input row
 in input order.
 
-Failures by kind (DESIGN.md "Compute"):
+Failures by kind (docs/ARCHITECTURE.md):
 
 * a clip that cannot be read → its row's `error`, the batch goes on. That covers a media error
   raised while preparing it (`DecodeError`, or any exception carrying a `reason` string), a worker
@@ -134,10 +134,6 @@ class EngineStats:
     crashed: int = 0  # clips whose decode worker died
     hung: int = 0  # clips whose decode worker was killed for taking too long
     oom_splits: int = 0  # batches split in halves after a CUDA out-of-memory
-
-    @property
-    def clips_per_s(self) -> float:
-        return self.clips / self.seconds if self.seconds > 0 else 0.0
 
 
 ProgressFn = Callable[[int, int], None]

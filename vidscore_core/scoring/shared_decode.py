@@ -1,4 +1,4 @@
-"""One decode per clip for every per-clip score of a run (DESIGN.md "Data flow").
+"""One decode per clip for every per-clip score of a run (docs/ARCHITECTURE.md, "Data flow").
 
 Each per-clip score is a `ScorePart`: a scorer whose sampler says which frames it reads
 (`request`) and turns them into its payload (`from_frames`). `run_parts` reads the union of the

@@ -1,7 +1,7 @@
 """Resources: where data and weights live, and how scoring runs.
 
 Every field left empty means "from the environment, read when the step runs" (the variables of
-DESIGN.md's contract). So a per-run override of one field in the launchpad changes that field
+docs/ARCHITECTURE.md's contract). So a per-run override of one field in the launchpad changes that field
 only: the others keep the deployment's values instead of falling back to class defaults, and no
 run can silently write to another table location.
 """

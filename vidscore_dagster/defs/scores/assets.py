@@ -76,7 +76,7 @@ def _describer(table: str):
 )
 def per_clip_scores(context: dg.AssetExecutionContext):
     """`clip_embeddings` and the scores that decode clips (flow): whichever of them the run selects
-    are computed in one step, one decode per clip serving them all (DESIGN.md "Data flow")."""
+    are computed in one step, one decode per clip serving them all (docs/ARCHITECTURE.md, "Data flow")."""
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     tables = [t.table for t in PER_CLIP if t.table in selected]
     yield from publish_tables(
