@@ -30,7 +30,7 @@ from pathlib import Path
 from vidscore_core.media import read_frame_sets
 from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 from vidscore_core.scoring.clip_frames import ClipFrameSampler
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 from vidscore_core.scoring.flow_frames import FlowSampler
 from vidscore_core.scoring.shared_decode import SharedDecodeSampler
 
@@ -77,7 +77,7 @@ def time_once(kind: str, variant: dict, path: Path) -> float:
         if any(isinstance(g, Exception) for g in got):
             raise RuntimeError(f"{path}: {got}")
     else:
-        variant["sampler"].prepare(Clip(0, path.stem, str(path)))
+        variant["sampler"].prepare(Item(0, path.stem, str(path)))
     return time.perf_counter() - started
 
 

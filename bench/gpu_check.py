@@ -517,7 +517,7 @@ def _measure_clip_batch(
 
     from vidscore_core.models.clip import tokenize
     from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
-    from vidscore_core.scoring.engine import Clip
+    from vidscore_core.scoring.engine import Item
 
     clip, (mlp, _) = job.clip, job.mlp
     size = clip.image_size
@@ -529,7 +529,7 @@ def _measure_clip_batch(
         "crops": crops[: n_clips * FRAMES_PER_CLIP],
         "meta": [{"indices": [0, 1, 2], "points": [0.1, 0.5, 0.9], "num_frames": 48} for _ in range(n_clips)],
     }
-    clips = [Clip(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
+    clips = [Item(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
     part = job.part()  # the scorer and precision region the clip_embeddings step runs
 
     def scorer_step():
@@ -690,13 +690,13 @@ def _measure_flow_batch(job, scorer, n_clips: int, size: tuple[int, int], device
     """FlowScorer.run on `n_clips` clips of 4 random frames (3 pairs each), in the job's precision context."""
     import torch
 
-    from vidscore_core.scoring.engine import Clip
+    from vidscore_core.scoring.engine import Item
 
     height, width = size
     gen = torch.Generator(device=device).manual_seed(n_clips)
     frames = torch.rand((n_clips, 4, 3, height, width), generator=gen, device=device) * 255
     metas = [{"indices": [0, 10, 20, 30], "num_frames": 48} for _ in range(n_clips)]
-    clips = [Clip(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
+    clips = [Item(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
 
     def step() -> None:
         with job.part().region(), torch.inference_mode():  # the precision region the step runs UniMatch in

@@ -17,7 +17,7 @@ import torch
 from vidscore_core.media import DecodeError, FrameRequest, read_frame_sets, read_frames
 from vidscore_core.media.synth import make_demo_corpus
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 from vidscore_core.tables.store import TableStore
 
@@ -127,7 +127,7 @@ def test_parts_share_one_pass_and_batches_follow_the_smallest_cap(fixtures: Path
     _counting_decoder(monkeypatch, log)
     media = fixtures / "media"
     names = ["pan_hubble_right_5px.mp4", "image_colorwheel.jpg", "pan_ihc_diag_25frames.mkv", "missing.mp4"]
-    clips = [Clip(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
+    clips = [Item(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
     clip_part, flow_part = _Recorder(CLIP_FRAMES), _Recorder(FLOW_FRAMES)
     results = run_parts([ScorePart("clip", clip_part), ScorePart("flow", flow_part, max_clips=1)], clips,
                         device="cpu", batch_size=8, num_workers=2)  # fmt: skip
@@ -212,7 +212,7 @@ def test_an_out_of_memory_in_one_part_splits_that_part_only(fixtures: Path) -> N
 
     media = fixtures / "media"
     names = ["pan_hubble_right_5px.mp4", "pan_ihc_diag_25frames.mkv", "pan_retina_portrait_down_3px.mp4"]
-    clips = [Clip(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
+    clips = [Item(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
     clip_part, flow_part = _Recorder(CLIP_FRAMES), _Tight(FLOW_FRAMES, too_big="v1")
     stats = EngineStats()
     results = run_parts([ScorePart("clip", clip_part), ScorePart("flow", flow_part)], clips, device="cpu",

@@ -17,7 +17,7 @@ import pandas as pd
 from vidscore_core import scores
 from vidscore_core.scores import PER_CLIP, PER_CLIP_TABLES
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
-from vidscore_core.scoring.engine import Clip, ClipResult
+from vidscore_core.scoring.engine import Item, ItemResult
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.score_jobs import clips_from_frame, run_job_parts
 from vidscore_core.settings import Settings
@@ -49,7 +49,7 @@ class ScoreSummary:
         )
 
 
-def split_unreadable(videos: pd.DataFrame) -> tuple[list[Clip], dict[str, str]]:
+def split_unreadable(videos: pd.DataFrame) -> tuple[list[Item], dict[str, str]]:
     """Clips to score, and the ones ingestion already found unreadable (their reason is reused)."""
     bad = videos[videos["error"].notna()]
     good = videos[videos["error"].isna()].reset_index(drop=True)
@@ -97,7 +97,7 @@ def score_videos(
     clips, unreadable = split_unreadable(videos)
     results = run_job_parts([job.part() for job in jobs.values()], clips, options, first.device, first.stats)
     skipped = [
-        ClipResult(Clip(index=len(clips) + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
+        ItemResult(Item(index=len(clips) + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
         for i, (v, e) in enumerate(unreadable.items())
     ]
     frames = {t: job.rows(results[t] + skipped, batch) for t, job in jobs.items()}

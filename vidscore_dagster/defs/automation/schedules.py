@@ -31,8 +31,10 @@ from vidscore_core.scoring import lineage, options
 from vidscore_core.settings import Settings
 from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, score_batch
+from vidscore_dagster.defs.ingest.assets import videos
 from vidscore_dagster.defs.partitions import BATCHES
 from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
+from vidscore_dagster.defs.scores.assets import score_assets
 
 DEFAULT_CRON = "0 3 * * *"
 # RE2 syntax (DuckDB's regexp_matches): what is worth another attempt, not a broken file.
@@ -40,11 +42,33 @@ DEFAULT_RETRYABLE = (
     r"(?i)(timed out|timeout|out of memory|CUDA error|CUBLAS_STATUS_ALLOC_FAILED|"
     r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable)"
 )
-DERIVED = tuple(score.table for score in SCORES if score.reads_embeddings)
-# What a re-run of an asset invalidates downstream (derived scores read clip_embeddings).
-DOWNSTREAM: dict[str, tuple[str, ...]] = {"videos": SCORE_TABLES, scores.EMBEDDINGS.table: DERIVED}
+
+
+def downstream_map(assets: Iterable[dg.AssetsDefinition]) -> dict[str, tuple[str, ...]]:
+    """Each asset -> every asset that reads it, directly or not (what a re-run of it invalidates),
+    from the assets' own dependencies."""
+    readers: dict[str, set[str]] = {}
+    for definition in assets:
+        for key, deps in definition.asset_deps.items():
+            for dep in deps:
+                readers.setdefault(dep.to_user_string(), set()).add(key.to_user_string())
+    closed: dict[str, tuple[str, ...]] = {}
+    for asset in readers:
+        seen: set[str] = set()
+        todo = [asset]
+        while todo:
+            for reader in readers.get(todo.pop(), ()):
+                if reader not in seen:
+                    seen.add(reader)
+                    todo.append(reader)
+        closed[asset] = tuple(a for a in BATCH_ASSETS if a in seen)
+    return closed
+
+
+# What a re-run of an asset invalidates downstream (derived scores read clip_embeddings), from the graph.
+DOWNSTREAM: dict[str, tuple[str, ...]] = downstream_map([videos, *score_assets])
 # An error in a derived score comes from the embedding it was computed from: retry both.
-RETRY_UPSTREAM: dict[str, str] = dict.fromkeys(DERIVED, scores.EMBEDDINGS.table)
+RETRY_UPSTREAM: dict[str, str] = {s.table: scores.EMBEDDINGS.table for s in SCORES if s.reads_embeddings}
 
 
 @dataclass(frozen=True)

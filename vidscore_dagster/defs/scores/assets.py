@@ -16,6 +16,7 @@ from vidscore_dagster.defs.automation.policies import batch_backfill_policy, sco
 from vidscore_dagster.defs.metadata import score_metadata
 from vidscore_dagster.defs.partitions import batches
 from vidscore_dagster.defs.publishing import BatchContext, publish_batches, publish_tables, score_per_clip
+from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 # Runs on the GPU (or the CPU's cores) go through the `gpu` pool; see README "Operate".
 GPU_POOL = "gpu"
@@ -27,7 +28,6 @@ def _step_args() -> dict:
         partitions_def=batches,
         backfill_policy=batch_backfill_policy(),
         pool=GPU_POOL,
-        required_resource_keys={"vidscore", "scoring"},
         retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
     )
 
@@ -74,13 +74,13 @@ def _describer(table: str):
     can_subset=True,
     **_step_args(),
 )
-def per_clip_scores(context: dg.AssetExecutionContext):
+def per_clip_scores(context: dg.AssetExecutionContext, vidscore: VidscoreSettings, scoring: ScoringOptions):
     """`clip_embeddings` and the scores that decode clips (flow): whichever of them the run selects
     are computed in one step, one decode per clip serving them all (docs/ARCHITECTURE.md, "Data flow")."""
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     tables = [t.table for t in PER_CLIP if t.table in selected]
     yield from publish_tables(
-        context, {table: _describer(table) for table in tables}, lambda ctx: score_per_clip(ctx, tables)
+        context, vidscore, scoring, {table: _describer(table) for table in tables}, lambda ctx: score_per_clip(ctx, tables)
     )
 
 
@@ -113,8 +113,8 @@ def score_asset(score: Score) -> dg.AssetsDefinition:
         **_step_args(),
         **_table_args(),
     )
-    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return publish_batches(context, score.table, lambda ctx: produce_score(ctx, score), _describer(score.table))
+    def _asset(context: dg.AssetExecutionContext, vidscore: VidscoreSettings, scoring: ScoringOptions) -> dg.MaterializeResult:
+        return publish_batches(context, vidscore, scoring, score.table, lambda ctx: produce_score(ctx, score), _describer(score.table))
 
     return _asset
 
