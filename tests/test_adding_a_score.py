@@ -146,7 +146,10 @@ def added(tmp_path_factory, fixtures):
 
 
 def vidscore(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(VIDSCORE), *args], env={**env, **extra}, capture_output=True, text=True, timeout=900)
+    # Run outside the repository: `python -m` (the torchrun ranks) puts the working folder first on the path.
+    cwd = Path(env["VIDSCORE_HOME"]).parent
+    proc = subprocess.run([str(VIDSCORE), *args], env={**env, **extra}, cwd=cwd, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
     problems = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line or "rank" in line]
     assert proc.returncode == 0, "\n".join(problems[-40:]) + proc.stderr[-2000:]
     return proc

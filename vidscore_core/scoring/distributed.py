@@ -124,7 +124,7 @@ def torchrun_command(nproc: int, spec_path: Path, *, python: str | None = None) 
 
 def worker_env(nproc: int, device: str) -> dict[str, str]:
     """Environment for the ranks: the package importable, and CPU threads split between ranks."""
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding vidscore_core/
     path = os.environ.get("PYTHONPATH")
     env = {"PYTHONPATH": package_root + (os.pathsep + path if path else "")}
     if "OMP_NUM_THREADS" not in os.environ:
