@@ -8,6 +8,7 @@ from vidscore_core.curation.corpus_report.page import hours, markdown, num, pct
 from vidscore_core.curation.corpus_report.signals import tables as signal_tables
 from vidscore_core.scoring import lineage
 from vidscore_dagster.defs.automation.policies import hourly_when_inputs_change
+from vidscore_dagster.defs.resources import VidscoreSettings
 
 
 @dg.asset(
@@ -15,15 +16,14 @@ from vidscore_dagster.defs.automation.policies import hourly_when_inputs_change
     group_name="datasets",
     code_version=lineage.code_version(*CODE),
     kinds={"html", "duckdb"},
-    required_resource_keys={"vidscore"},
     # Once per hour at most, and only when some batch's videos or scores (or the duplicates) changed.
     automation_condition=hourly_when_inputs_change(),
     description="Every score's distribution over all batches, the clips and hours each threshold and preset "
     "keeps, contact sheets of the clips at the bottom, middle and top of each score, and counts per source "
     "(meta file). Written to $VIDSCORE_HOME/reports/corpus_report.html.",
 )
-def corpus_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    settings = context.resources.vidscore.settings()
+def corpus_report(context: dg.AssetExecutionContext, vidscore: VidscoreSettings) -> dg.MaterializeResult:
+    settings = vidscore.settings()
     report = corpus_report_build.build(settings)
     paths = corpus_report_build.write(report, settings)
     context.log.info(f"wrote {paths['html']}")
