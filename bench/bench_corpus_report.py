@@ -129,8 +129,11 @@ def main() -> None:
     home = root / "home"
     shutil.rmtree(home, ignore_errors=True)
     try:
-        out = subprocess.run([sys.executable, __file__, "_child", str(root / "tables"), str(home)],
-                             check=True, capture_output=True, text=True).stdout  # fmt: skip
+        done = subprocess.run([sys.executable, __file__, "_child", str(root / "tables"), str(home)],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode:
+            sys.exit(f"the report failed:\n{done.stderr[-5000:]}")
+        out = done.stdout
     finally:
         if not args.keep:
             shutil.rmtree(root / "tables", ignore_errors=True)

@@ -106,7 +106,6 @@ class SourceCounts:
     seconds: float  # footage of the readable clips
     scored: dict[str, int]  # signal column -> readable clips with a value
     errors: dict[str, int]  # signal column -> readable clips with an error reason for it
-    medians: dict[str, float | None]  # numeric signal column -> median over readable clips
     presets: dict[str, Kept]  # preset -> clips kept by all its bounds (and dedup)
 
     @property
@@ -364,8 +363,6 @@ def _clip_aggregates(
         select.append(
             f"count(*) FILTER (WHERE readable AND v.{error_column(s.table)} IS NOT NULL) AS errors_{i}"
         )
-        if s.numeric:
-            select.append(f"quantile_cont({col}, 0.5) FILTER (WHERE readable) AS median_{i}")
     for i, c in enumerate(conditions):
         select.append(f"count(*) FILTER (WHERE readable AND ({c.sql})) AS kept_{i}")
         select.append(f"coalesce(sum(duration_s) FILTER (WHERE readable AND ({c.sql})), 0) AS seconds_{i}")
@@ -393,6 +390,5 @@ def _source_counts(row: dict[str, Any], signals: Sequence[Signal], presets: dict
         seconds=float(row["seconds"]),
         scored={s.column: int(row[f"scored_{i}"]) for i, s in enumerate(signals)},
         errors={s.column: int(row[f"errors_{i}"]) for i, s in enumerate(signals)},
-        medians={s.column: row[f"median_{i}"] for i, s in enumerate(signals) if s.numeric},
         presets=presets,
     )
