@@ -8,9 +8,10 @@ Two views of the corpus, each stated in the report:
   first readable batch), readable (`videos.error IS NULL`), with their hours of footage
   (`videos.duration_s`): per threshold of each filter bound, per preset step by step, per source.
 
-Only the columns needed are read. The join of `videos` with the score tables is one streaming
-aggregate under a DuckDB memory limit (it spills to a temporary folder beyond it), so 10 M clips fit
-in about a gigabyte (bench/results/corpus-report-*.md).
+Only the columns needed are read. The join of `videos` with the score tables is one aggregate of
+counts and sums under a DuckDB memory limit (joins and the window spill to a temporary folder beyond
+it); no holistic aggregate (median) runs per source, since those hold every value in memory.
+Measured: bench/results/corpus-report-*.md.
 """
 
 from __future__ import annotations
