@@ -15,6 +15,7 @@ from vidscore_core.scoring import lineage
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler, ClipImageScorer
 from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
 from vidscore_core.scoring.engine import Clip, ClipResult, EngineStats
+from vidscore_core.scoring.finite import non_finite_as_errors
 from vidscore_core.scoring.options import (
     AESTHETIC_CODE,
     CLIP_CODE,
@@ -46,7 +47,7 @@ def with_lineage(
     run_id: str,
     code_version: str,
 ) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(non_finite_as_errors(rows))
     frame.insert(1, "batch", batch)
     frame["model"] = model
     frame["weights_sha256"] = combined_sha(shas) if shas else None
