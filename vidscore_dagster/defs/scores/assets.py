@@ -99,7 +99,7 @@ def produce_score(ctx: BatchContext, score: Score) -> pd.DataFrame:
         raise dg.Failure(f"batch {ctx.batch!r} has no clip_embeddings yet: materialize them first")
     inputs = ScoreInputs(
         batch=ctx.batch,
-        videos=ctx.videos(),
+        videos=ctx.listings() if score.per_row else ctx.videos(),
         settings=ctx.settings,
         options=ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress(score.name)),
         flow_backend=ctx.scoring.effective_flow_backend,
