@@ -259,7 +259,10 @@ class ClipJob(_Job):
         """One row per (clip, caption): `items[i]` matched with `texts[i]`, keyed by `meta_rows[i]`."""
         rows = matching_values(items, texts, self.clip)
         if meta_rows is not None:
-            rows = [{**row, "meta_row": int(m), "text": t} for row, m, t in zip(rows, meta_rows, texts, strict=True)]
+            rows = [
+                {**row, "meta_row": int(m), "text": t if isinstance(t, str) else None}
+                for row, m, t in zip(rows, meta_rows, texts, strict=True)
+            ]
         params = {**self._params([0.5]), "logit_scale_exp": self.clip.logit_scale_exp, "context_length": 77}
         return with_lineage(
             rows,
