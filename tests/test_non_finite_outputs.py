@@ -16,7 +16,7 @@ import torch
 from fixture_env import fixture_model_env
 from test_cli_scoring_commands import run
 
-from vidscore_core.scoring.engine import Clip, ClipResult
+from vidscore_core.scoring.engine import Item, ItemResult
 from vidscore_core.scoring.finite import NON_FINITE
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.score_jobs import FlowJob
@@ -77,9 +77,9 @@ def test_a_non_finite_flow_is_a_row_error(fixtures: Path, vidscore_env) -> None:
     """Flow's rows pass the same check (a NaN UniMatch takes minutes on a CPU: its rows are built here)."""
     settings, _ = vidscore_env
     job = FlowJob(settings, JobOptions(device="cpu"), backend="dis")
-    clips = [Clip(0, "nan", "a.mp4"), Clip(1, "inf", "b.mp4"), Clip(2, "ok", "c.mp4")]
+    clips = [Item(0, "nan", "a.mp4"), Item(1, "inf", "b.mp4"), Item(2, "ok", "c.mp4")]
     values = [(float("nan"), [float("nan")] * 3), (1.0, [1.0, float("inf"), 2.0]), (1.5, [1.0, 1.5, 2.0])]
-    results = [ClipResult(c, {"flow": f, "flow_pairs": p, "indices": [0, 10, 20, 30], "num_frames": 40})
+    results = [ItemResult(c, {"flow": f, "flow_pairs": p, "indices": [0, 10, 20, 30], "num_frames": 40})
                for c, (f, p) in zip(clips, values, strict=True)]  # fmt: skip
     rows = job.rows(results, "b").set_index("video_id")
     assert rows.loc[["nan", "inf"], "flow"].isna().all() and rows.loc[["nan", "inf"], "flow_pairs"].isna().all()

@@ -21,7 +21,6 @@ class ScoreInputs:
     videos: pd.DataFrame
     settings: Settings
     options: JobOptions
-    flow_backend: str = "unimatch"
     embedding_rows: pd.DataFrame | None = None  # the batch's `clip_embeddings` rows, for derived scores
     log: Callable[[str], None] | None = None
 

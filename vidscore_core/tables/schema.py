@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from vidscore_core.scores import SCORES
+from vidscore_core.scores import EMBEDDINGS, SCORES
 
 # Bump when a change needs more than "add the missing columns".
 SCHEMA_VERSION = 2
@@ -63,7 +63,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("ingested_at", "TIMESTAMPTZ"),
     ],
     # One row per sampled frame; a clip that failed to decode gets one row with a NULL embedding.
-    "clip_embeddings": [
+    EMBEDDINGS.table: [
         *_KEY_COLUMNS,
         ("frame_index", "INTEGER"),
         ("frame_point", "DOUBLE"),
@@ -114,11 +114,11 @@ for _score in SCORES:
     _listing = LISTING_COLUMNS if _score.per_row else []
     TABLES[_score.table] = [*_KEY_COLUMNS, *_listing, *_score.columns, ("error", "VARCHAR"), *LINEAGE_COLUMNS]
 
-# The column whose value names a table's partition (what commit_partition replaces).
+# The column whose value names a table's partition (what `TableStore.publish` replaces whole).
 PARTITION_KEYS: dict[str, str] = {
     "manifests": "batch",
     "videos": "batch",
-    "clip_embeddings": "batch",
+    EMBEDDINGS.table: "batch",
     "filtered_videos": "preset",
     "near_duplicates": "scope",
     **{score.table: "batch" for score in SCORES},
@@ -199,7 +199,7 @@ def video_scores_sql() -> str:
         else:
             select.append(f"v.{q(c)}")
     joins = []
-    for score in SCORES:
+    for score in SCORES:  # aliases: declared, unique (scores.py)
         alias, column, err = SCORE_TABLES[score.table]
         select += [f"{alias}.{q(column)}", f"{alias}.{q('error')} AS {q(err)}"]
         same_row = f" AND {alias}.{q('meta_row')} = {listing}.{q('meta_row')}" if score.per_row and alias != listing else ""
