@@ -31,7 +31,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vidscore_core.media.images import is_image_demuxer, pil_errors, read_image_frames
+from vidscore_core.media.images import ImageUnreadable, is_image_demuxer, read_image_frames
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 # Extensions that go straight to the video decoders; anything unknown is sniffed by PIL first, because
@@ -328,7 +328,9 @@ def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFra
     check_file(path)
     header = None if treat_as_image(path) else read_header(path)
     if header is None or is_image_demuxer(header.format):  # an image, still or animated, by content
-        return read_image_frames(path, want)
+        frames, indices, n = image_call(read_image_frames, path, want)
+        h, w = frames[0].shape[:2]
+        return DecodedFrames(frames, indices, n, n == 1, "pil", w, h)  # animated: a video of its frames
     result = decode_video(path, want, backends=backends, header=header)
     h, w = (result.frames[0].shape[:2]) if result.frames else (result.header.height, result.header.width)
     return DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h,
@@ -337,8 +339,15 @@ def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFra
 
 def read_image(path: str) -> np.ndarray:
     """One RGB frame exactly as the reference's pil_loader sees it (`Image.convert("RGB")`)."""
-    with pil_errors(), Image.open(path) as img:
-        return np.array(img.convert("RGB"))
+    return image_call(read_image_frames, path, lambda n: [0])[0][0]
+
+
+def image_call(fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)` of `media.images`, its ImageUnreadable as a final DecodeError."""
+    try:
+        return fn(*args)
+    except ImageUnreadable as exc:
+        raise DecodeError(exc.reason, final=True) from None
 
 
 def decode_video(

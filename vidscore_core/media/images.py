@@ -26,17 +26,24 @@ def is_image_demuxer(format_name: str | None) -> bool:
     return any(n in _IMAGE_DEMUXERS or n.endswith("_pipe") for n in names)
 
 
+class ImageUnreadable(Exception):
+    """An image file PIL cannot read; `reason` is short, for an `error` column (decode turns it into
+    a final DecodeError: this module stays below decode in the import graph)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @contextlib.contextmanager
 def pil_errors() -> Iterator[None]:
-    """PIL's many ways to fail on a bad file, as one final DecodeError with a short reason."""
-    from vidscore_core.media.decode import DecodeError
-
+    """PIL's many ways to fail on a bad file, as one ImageUnreadable with a short reason."""
     try:
         yield
     except UnidentifiedImageError:
-        raise DecodeError("cannot decode image: not a recognised image format", final=True) from None
+        raise ImageUnreadable("cannot decode image: not a recognised image format") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise DecodeError(f"cannot decode image: {exc}", final=True) from None
+        raise ImageUnreadable(f"cannot decode image: {exc}") from None
 
 
 def _frame_count(img: Image.Image) -> int:
@@ -48,20 +55,16 @@ def _rgb_at(img: Image.Image, index: int) -> np.ndarray:
     return np.array(img.convert("RGB"))
 
 
-def read_image_frames(path: str, want: Callable[[int], list[int]]):
-    """`DecodedFrames` of an image file: its one frame (`is_image`), or, animated, the frames `want(n)`
-    asks for out of its n frames, in request order (a video: `is_image` False)."""
-    from vidscore_core.media.decode import DecodedFrames
-
+def read_image_frames(path: str, want: Callable[[int], list[int]]) -> tuple[list[np.ndarray], list[int], int]:
+    """(frames, indices, n) of an image file: its one frame (n = 1), or, animated, the frames `want(n)`
+    asks for out of its n frames, in request order."""
     with pil_errors(), Image.open(path) as img:
         n = _frame_count(img)
         if n == 1:
-            frame = np.array(img.convert("RGB"))
-            return DecodedFrames([frame], [0], 1, True, "pil", frame.shape[1], frame.shape[0])
+            return [np.array(img.convert("RGB"))], [0], 1
         indices = want(n)
         got = {i: _rgb_at(img, i) for i in sorted(set(indices))}
-        frames = [got[i] for i in indices]
-        return DecodedFrames(frames, list(indices), n, False, "pil", frames[0].shape[1], frames[0].shape[0])
+        return [got[i] for i in indices], list(indices), n
 
 
 def probe_image(path: str) -> dict[str, Any]:

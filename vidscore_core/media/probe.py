@@ -15,7 +15,7 @@ from vidscore_core.media.decode import (
     run_with_timeout,
     treat_as_image,
 )
-from vidscore_core.media.images import is_image_demuxer, probe_image
+from vidscore_core.media.images import ImageUnreadable, is_image_demuxer, probe_image
 
 PROBE_KEYS = (
     "exists", "size_bytes", "media_type", "num_frames", "fps", "width", "height", "duration_s", "codec", "error",
@@ -42,7 +42,7 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
             info.update(run_with_timeout(probe_image, timeout_s, path))
         else:
             run_with_timeout(_probe_video, timeout_s, path, info)
-    except DecodeError as exc:
+    except (DecodeError, ImageUnreadable) as exc:
         info["error"] = exc.reason
         info["num_frames"] = None  # an unverified count must not be used for sampling
     except Exception as exc:  # probing a corpus must not stop at one odd file: record it instead
