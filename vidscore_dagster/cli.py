@@ -247,6 +247,8 @@ def ingest(meta, batch_size, materialize, assets, preset) -> None:
     except ViewsNotWritten as exc:
         click.echo(f"note: views in {settings.db_path} not refreshed: {exc}", err=True)
     click.echo(f"{meta}: {len(keys)} batch(es): {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}")
+    for note in runner.ingest_notes(instance):
+        click.echo(f"note: {note}")
     click.echo(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
     if not materialize:
         click.echo("next: vidscore ingest META --materialize, or materialize the batches in `vidscore ui`")

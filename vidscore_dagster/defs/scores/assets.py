@@ -95,7 +95,7 @@ def produce_score(ctx: BatchContext, score: Score) -> pd.DataFrame:
         raise dg.Failure(f"batch {ctx.batch!r} has no clip_embeddings yet: materialize them first")
     inputs = ScoreInputs(
         batch=ctx.batch,
-        videos=ctx.videos(),
+        videos=ctx.listings() if score.per_row else ctx.videos(),
         settings=ctx.settings,
         options=ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress(score.name)),
         embedding_rows=ctx.store.read(EMBEDDINGS.table, [ctx.batch]),
