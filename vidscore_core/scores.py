@@ -52,8 +52,15 @@ class Score:
     frame_points: tuple[float, ...] = ()  # derived scores: the embedded frames they use (CSV path decodes only these)
     per_row: bool = False  # scored per meta row (matching: a clip listed with two captions gets two scores)
     per_clip_backend: bool = False  # rows record a `backend` (the flow backend) that must match
+    # Per-clip tables whose results, from the same pass, the job's rows also read (their parts run
+    # even when their tables are not asked for): camera motion reads the flow part's object motion.
+    uses: tuple[str, ...] = ()
     lower: str | None = None  # filter flag for a minimum ("aesmin")
     upper: str | None = None  # filter flag for a maximum ("flowmax")
+    # Other columns of the table that `video_scores`, CSV outputs, `filtered_videos` and its exports
+    # carry next to the score, and filter flags on them: (flag, column, ">=" or "<=").
+    more_values: tuple[str, ...] = ()
+    more_bounds: tuple[tuple[str, str, str], ...] = ()
     checks: tuple[ValueCheck, ...] = ()
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -67,9 +74,19 @@ class Score:
     def alias(self) -> str:
         return self.column[0]
 
+    @property
+    def value_columns(self) -> tuple[tuple[str, str], ...]:
+        """(name, DuckDB type) of the score and its `more_values`, in that order."""
+        types = dict(self.columns)
+        return tuple((name, types[name]) for name in (self.column, *self.more_values))
+
     def __post_init__(self) -> None:
         if (self.job is None) == (self.producer is None):
             raise ValueError(f"score {self.name!r}: declare a job (it decodes clips) or a producer, not both")
+        names = {name for name, _ in self.columns}
+        unknown = [c for c in (*self.more_values, *(c for _, c, _ in self.more_bounds)) if c not in names]
+        if unknown:
+            raise ValueError(f"score {self.name!r}: {unknown} are not among its columns")
 
     def produce(self) -> Callable[..., Any]:
         """(ScoreInputs) -> one batch's rows of a derived score (a score with a job runs in the
@@ -143,8 +160,66 @@ FLOW = Score(
     "weights; the backend is recorded per row).",
 )
 
-# In Open-Sora datautil's order (its file-name suffixes follow it).
-SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW)
+CAMERA_MOTION = Score(
+    name="camera_motion",
+    table="camera_motion_scores",
+    column="cmotion",
+    columns=(("cmotion", "VARCHAR"), ("object_motion", "DOUBLE"), ("cmotion_pairs", "VARCHAR[]"),
+             ("object_motion_pairs", "DOUBLE[]"), ("frame_indices", "INTEGER[]"), ("num_frames", "INTEGER"),
+             ("backend", "VARCHAR")),  # fmt: skip
+    unit="cmotion: Open-Sora's camera-motion label; object_motion: mean |flow| in pixels of the 320×576 "
+    "frame left after removing the camera's motion",
+    weights=("unimatch",),
+    code=options.CAMERA_MOTION_CODE,
+    job="vidscore_core.scoring.camera_motion_frames:camera_motion_job",
+    per_clip_backend=True,  # object motion comes from the flow backend's fields
+    uses=("flow_scores",),
+    more_values=("object_motion",),
+    more_bounds=(("objmotionmin", "object_motion", ">="),),
+    checks=(
+        ValueCheck("known_label", "list_contains(?::VARCHAR[], cmotion)", "cmotion is one of Open-Sora's labels.",
+                   params="vidscore_core.models.camera_motion:label_check_params"),
+        ValueCheck("object_motion_non_negative", "object_motion >= 0", "Object motion is >= 0."),
+    ),  # fmt: skip
+    description="Camera motion: Open-Sora's Farnebäck label of frames 0/15/30/… (static, zoom in/out, pan "
+    "left/right, tilt up/down; per clip the majority, else pan/tilt, dynamic or unknown), and object motion: the "
+    "flow score's fields less a robust homography fit of the camera's motion.",
+)
+
+LUMINANCE = Score(
+    name="luminance",
+    table="luminance_scores",
+    column="lum",
+    columns=(("lum", "DOUBLE"), ("lum_frames", "DOUBLE[]"), ("frame_indices", "INTEGER[]"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="mean BT.601 luma, 0 (black) – 255 (white)",
+    weights=(),
+    code=options.FRAME_STATS_CODE,
+    job="vidscore_core.scoring.frame_signals:luminance_job",
+    lower="lummin",
+    upper="lummax",
+    checks=(ValueCheck("in_range", "lum BETWEEN 0 AND 255", "Luma lies in [0, 255]."),),
+    description="Brightness: mean BT.601 luma of the frames at 10/50/90% (an image: itself).",
+)
+
+BLUR = Score(
+    name="blur",
+    table="blur_scores",
+    column="blur",
+    columns=(("blur", "DOUBLE"), ("blur_frames", "DOUBLE[]"), ("frame_indices", "INTEGER[]"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="variance of the Laplacian of the luma at 360 px on the shorter side (higher is sharper)",
+    weights=(),
+    code=options.FRAME_STATS_CODE,
+    job="vidscore_core.scoring.frame_signals:blur_job",
+    lower="blurmin",
+    checks=(ValueCheck("non_negative", "blur >= 0", "A variance is >= 0."),),
+    description="Sharpness: variance of the 3×3 Laplacian of the luma, shorter side resized to 360 px, mean over "
+    "the frames at 10/50/90% (an image: itself).",
+)
+
+# In Open-Sora datautil's order (its file-name suffixes follow it), then the newer signals.
+SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, CAMERA_MOTION, LUMINANCE, BLUR)
 BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
 BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 
@@ -152,10 +227,12 @@ BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 # (filter flag, score column, comparison) of every bound a score declares, in Open-Sora datautil's
 # order: the `vidscore filter` options, the FilterSpec fields and the `filtered_videos` config.
 FILTER_BOUNDS: tuple[tuple[str, str, str], ...] = tuple(
-    (flag, score.column, op)
+    bound
     for score in SCORES
-    for flag, op in ((score.lower, ">="), (score.upper, "<="))
-    if flag
+    for bound in (
+        *((flag, score.column, op) for flag, op in ((score.lower, ">="), (score.upper, "<=")) if flag),
+        *score.more_bounds,
+    )
 )
 
 # The tables computed per clip from decoded frames, in one step (one decode per clip serves them all):

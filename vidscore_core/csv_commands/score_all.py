@@ -16,9 +16,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vidscore_core import weights
-from vidscore_core.csv_commands.score_csv import SCORE_COLUMN, default_output, input_rows, score_many
+from vidscore_core.csv_commands.score_csv import (
+    OUTPUT_COLUMNS,
+    SCORE_COLUMN,
+    default_output,
+    input_rows,
+    score_many,
+)
 from vidscore_core.ingest.meta import read_meta, write_table
 from vidscore_core.scores import SCORES as REGISTERED
+from vidscore_core.scores import get as get_score
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 
@@ -69,7 +76,7 @@ def plan(columns, settings: Settings, flow_backend: str = "unimatch") -> Plan:
         absent = tuple(weights.missing(list(weights.needed_for(score, flow_backend)), settings))
         if absent:
             reason = "; ".join(m.describe() for m in absent)
-            if score == "flow":
+            if get_score(score).per_clip_backend:  # flow, and camera motion's object motion
                 reason += " (or pass --backend dis for the weight-free OpenCV DIS estimate)"
             result.skipped.append(Skipped(score, reason, absent))
         elif score == "matching" and "text" not in set(columns):
@@ -120,7 +127,8 @@ def score_all_file(
     for score in decided.run:
         column = SCORE_COLUMN[score]
         rows = by_score[score].set_index("video_id")
-        out[column] = [rows[column].get(i) for i in ids]
+        for name in OUTPUT_COLUMNS[score]:
+            out[name] = [rows[name].get(i) for i in ids]
         out[f"{column}_error"] = [rows["error"].get(i) for i in ids]
         errors = int(out[f"{column}_error"].notna().sum())
         scored[score] = f"{len(out) - errors} scored, {errors} with errors"

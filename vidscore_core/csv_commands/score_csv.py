@@ -17,6 +17,8 @@ from vidscore_core.scoring.producers import ScoreInputs
 from vidscore_core.settings import Settings
 
 SCORE_COLUMN = {score.name: score.column for score in SCORES}
+# The columns a score adds to a CSV output before its `<score>_error`: the score, then its other values.
+OUTPUT_COLUMNS = {score.name: tuple(name for name, _ in score.value_columns) for score in SCORES}
 
 
 def default_output(meta: Path, column: str) -> Path:
@@ -58,25 +60,22 @@ def score_many(tasks: Sequence[str], meta: pd.DataFrame, settings: Settings, opt
         inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
                              flow_backend=flow_backend, embedding_rows=frames["clip_embeddings"])  # fmt: skip
         out[s.name] = s.produce()(inputs)
-    return {s.name: out[s.name][["video_id", s.column, "error"]].reset_index(drop=True) for s in chosen}
+    return {s.name: out[s.name][["video_id", *OUTPUT_COLUMNS[s.name], "error"]].reset_index(drop=True)
+            for s in chosen}  # fmt: skip
 
 
 def row_scores(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,
                flow_backend: str = "unimatch") -> pd.DataFrame:  # fmt: skip
-    """`video_id`, the score and `error` for every row of `meta` (read with drop_duplicates=False),
-    in row order: a clip listed twice gets its score twice, and matching scores each caption."""
-    column = SCORE_COLUMN[task]
+    """`video_id`, the score (and its other values) and `error` for every row of `meta` (read with
+    drop_duplicates=False), in row order: a clip listed twice gets its score twice, and matching
+    scores each caption."""
     rows = score_rows(task, meta, settings, options, flow_backend)
     if scores.get(task).per_row:
         return rows
     by_clip = rows.set_index("video_id")
     ids = list(meta["video_id"])
     return pd.DataFrame(
-        {
-            "video_id": ids,
-            column: [by_clip[column].get(v) for v in ids],
-            "error": [by_clip["error"].get(v) for v in ids],
-        }
+        {"video_id": ids, **{c: [by_clip[c].get(v) for v in ids] for c in (*OUTPUT_COLUMNS[task], "error")}}
     )
 
 
@@ -98,7 +97,8 @@ def score_meta_file(
     meta = read_meta(meta_path, drop_duplicates=False)
     result = row_scores(task, meta, settings, options, flow_backend)
     out = file_columns(meta)
-    out[column] = result[column].tolist()
+    for name in OUTPUT_COLUMNS[task]:
+        out[name] = result[name].tolist()
     out[f"{column}_error"] = result["error"].tolist()
     target = Path(output) if output else default_output(meta_path, column)
     write_table(out, target)

@@ -19,6 +19,9 @@ CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess"
 AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
 MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
 FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
+FRAME_STATS_CODE = ("vidscore_core.models.frame_stats", "vidscore_core.media.decode")
+# Camera motion: the Farnebäck labels, and object motion from the flow score's fields.
+CAMERA_MOTION_CODE = ("vidscore_core.models.camera_motion", "vidscore_core.models.global_motion", *FLOW_CODE)
 
 
 @dataclass

@@ -78,7 +78,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         *_KEY_COLUMNS,
         ("path", "VARCHAR"),
         ("text", "VARCHAR"),
-        *((score.column, "DOUBLE") for score in SCORES),  # in registry order, as the exports
+        *(value for score in SCORES for value in score.value_columns),  # in registry order, as the exports
         ("extra", "JSON"),
         ("filter_spec", "JSON"),
         ("run_id", "VARCHAR"),
@@ -121,15 +121,18 @@ PARTITIONED_TABLES: frozenset[str] = frozenset(t for t, key in PARTITION_KEYS.it
 # Tables users query (a view each in vidscore.duckdb); `manifests` is the pipeline's own input.
 PUBLIC_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "manifests")
 
-# Score tables joined into `video_scores`: table -> (alias, score column, name of its error column there).
-SCORE_TABLES: dict[str, tuple[str, str, str]] = {s.table: (s.alias, s.column, s.error_column) for s in SCORES}
+# Score tables joined into `video_scores`: table -> (alias, its value columns (the score first), name of
+# its error column there).
+SCORE_TABLES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    s.table: (s.alias, tuple(name for name, _ in s.value_columns), s.error_column) for s in SCORES
+}
 
 # videos columns left out of the view (lineage of the ingest, not of interest per video).
 _VIEW_SKIP = {"run_id", "code_version", "ingested_at"}
 
 VIEW_COLUMNS: list[str] = [
     *("video_error" if c == "error" else c for c, _ in TABLES["videos"] if c not in _VIEW_SKIP),
-    *(name for _, score, err in SCORE_TABLES.values() for name in (score, err)),
+    *(name for _, values, err in SCORE_TABLES.values() for name in (*values, err)),
 ]
 
 _IDENTIFIERS: frozenset[str] = frozenset(
@@ -183,8 +186,8 @@ def video_scores_sql() -> str:
         if c not in _VIEW_SKIP
     ]
     joins = []
-    for table, (alias, score, err) in SCORE_TABLES.items():
-        select += [f"{alias}.{q(score)}", f"{alias}.{q('error')} AS {q(err)}"]
+    for table, (alias, values, err) in SCORE_TABLES.items():
+        select += [*(f"{alias}.{q(value)}" for value in values), f"{alias}.{q('error')} AS {q(err)}"]
         joins.append(
             f"LEFT JOIN {q(table)} AS {alias} "
             f"ON {alias}.{q('video_id')} = v.{q('video_id')} AND {alias}.{q('batch')} = v.{q('batch')}"
