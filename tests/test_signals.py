@@ -1,5 +1,5 @@
-"""Camera motion (`cmotion`) and object motion: labels users filter on, equal to Open-Sora's algorithm,
-and object motion that separates a moving object from a moving camera, from the flow's own fields."""
+"""The signals computed beside flow and CLIP in the one decoding pass: camera motion (`cmotion`, Open-Sora's
+labels), object motion (from the flow's own fields), brightness (`lum`) and sharpness (`blur`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from tests.signal_corpus import CAMERA_CLIPS, SIZE, SPRITE, SPRITE_STEP, build
+from vidscore_core.media.decode import read_frames
 
 VIDSCORE = Path(sys.executable).with_name("vidscore")
 
@@ -125,3 +127,44 @@ def test_objmotionmin_filter_keeps_the_moving_object(scored, corpus):
     _cli("filter", str(corpus.with_name("meta_scores.csv")), "--objmotionmin", "0.5")
     kept = pd.read_csv(corpus.with_name("meta_scores_objmotionmin0.5.csv"))
     assert [Path(p).stem for p in kept["path"]] == ["object"]
+
+
+def _aesthetic_frames(path: str) -> list[np.ndarray]:
+    return read_frames(path, points=(0.1, 0.5, 0.9)).frames
+
+
+def test_luminance_is_the_mean_bt601_luma(scored, corpus):
+    for name, row in scored[scored["lum"].notna()].iterrows():
+        frames = _aesthetic_frames(str(corpus.parent / row["path"]))
+        # OpenCV's RGB-to-gray on float pixels: BT.601 weights, no rounding.
+        independent = np.mean([cv2.cvtColor(f.astype(np.float32), cv2.COLOR_RGB2GRAY).mean() for f in frames])
+        assert row["lum"] == pytest.approx(independent, abs=1e-3), name
+    # A quarter of the light, a quarter of the luma (within the codec's rounding).
+    assert scored.loc["dark", "lum"] == pytest.approx(scored.loc["static", "lum"] / 4, abs=1.0)
+    assert 0 <= scored["lum"].min() and scored["lum"].max() <= 255
+
+
+def test_blur_is_the_laplacian_variance_at_360px(scored, corpus):
+    for name, row in scored[scored["blur"].notna()].iterrows():
+        values = []
+        for frame in _aesthetic_frames(str(corpus.parent / row["path"])):
+            luma = cv2.cvtColor(frame.astype(np.float32), cv2.COLOR_RGB2GRAY).astype(np.float64)
+            h, w = luma.shape
+            scale = 360 / min(h, w)
+            size = (round(w * scale), round(h * scale))
+            resized = luma if size == (w, h) else cv2.resize(
+                luma, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)  # fmt: skip
+            values.append(ndimage.laplace(resized, mode="mirror").var())  # SciPy's Laplacian, not OpenCV's
+        assert row["blur"] == pytest.approx(np.mean(values), rel=1e-4), name
+    # Blurring a clip (Gaussian, sigma 2 px) lowers it a lot; the same still clip sharp is far above.
+    assert scored.loc["blurred", "blur"] < 0.2 * scored.loc["static", "blur"]
+
+
+def test_lum_and_blur_filters_drop_dark_and_blurred_clips(scored, corpus):
+    lummin = scored.loc["dark", "lum"] + 10
+    blurmin = scored.loc["blurred", "blur"] * 2
+    _cli("filter", str(corpus.with_name("meta_scores.csv")), "--lummin", str(lummin), "--blurmin", str(blurmin))
+    kept = pd.read_csv(corpus.with_name(f"meta_scores_lummin{lummin}_blurmin{blurmin}.csv"))
+    names = {Path(p).stem for p in kept["path"]}
+    assert "dark" not in names and "blurred" not in names
+    assert {"static", "object", "pan_right", "zoom_in"} <= names
