@@ -87,11 +87,12 @@ def main() -> None:
               show_default=True, help="Model precision on CUDA (CPU always runs float32).")  # fmt: skip
 @click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
 def score(task, meta, output, batch_size, num_workers, device, backend, precision, decode_timeout) -> None:
-    """Score META (CSV or Parquet) and write META_aes.csv / META_flow.csv / META_match.csv.
+    """Score META (CSV or Parquet) and write META_<score column>.csv (META_aes.csv, META_flow.csv, ...).
 
-    SCORE is aesthetic, flow, matching or all. `all` computes every score the installed weights allow
-    into one file, META_scores.csv (columns aes, flow, match, each with <score>_error), and says which it
-    skipped and why; flow uses the weight-free DIS backend only with --backend dis.
+    SCORE is one of the registered scores or all. `all` computes every score the installed weights allow
+    into one file, META_scores.csv (each score's columns with <score>_error), and says which it skipped
+    and why; flow (and camera motion's object motion) use the weight-free DIS backend only with
+    --backend dis.
     """
     from vidscore_core import weights as w
     from vidscore_core.csv_commands.score_csv import score_meta_file

@@ -1,7 +1,8 @@
 """`vidscore score all`: every score the present weights allow, in one Open-Sora style output file.
 
-The output is the input meta file, every row and column as written, plus `aes`, `flow` and `match` (each
-with its `<score>_error`) for the scores that ran: `META_scores.csv` by default, which
+The output is the input meta file, every row and column as written, plus each score's columns (`aes`,
+`match`, `flow`, `cmotion` and `object_motion`, `lum`, `blur`, each score with its `<score>_error`) for
+the scores that ran: `META_scores.csv` by default, which
 `vidscore filter META_scores.csv --aesmin … --flowmin … --flowmax … --matchmin …` reads as it is.
 A score that cannot run (its model files are missing, or matching without a `text` column) is skipped
 and named with the reason; its column is left out, so a filter on it fails loudly instead of dropping

@@ -9,8 +9,9 @@ from vidscore_dagster.defs.checks import standard_checks, value_check
 def _params(check: ValueCheck):
     if check.params is None:
         return None
-    fn = load(check.params)
-    return lambda context: fn(context.resources.vidscore.settings())
+    # Loaded when the check runs: the function may live in a model module (torch, OpenCV) that the
+    # definitions, loaded by every process, must not import.
+    return lambda context: load(check.params)(context.resources.vidscore.settings())
 
 
 def checks_of(score: Score) -> list[dg.AssetChecksDefinition]:
