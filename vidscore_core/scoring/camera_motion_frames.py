@@ -15,18 +15,19 @@ from typing import Any
 
 import pandas as pd
 
+from vidscore_core import scores
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.models.camera_motion import FARNEBACK, FRAME_STEP, STATIC_PX, ZOOM_BAND, camera_motion
 from vidscore_core.models.global_motion import FIT_STRIDE, RANSAC_THRESHOLD_PX
 from vidscore_core.scoring import lineage
-from vidscore_core.scoring.engine import Clip, ClipResult
+from vidscore_core.scoring.engine import Item, ItemResult
 from vidscore_core.scoring.flow_frames import NotAVideoError
-from vidscore_core.scoring.options import CAMERA_MOTION_CODE, JobOptions
-from vidscore_core.scoring.score_jobs import FlowJob, _Job, with_lineage
+from vidscore_core.scoring.options import JobOptions
+from vidscore_core.scoring.score_jobs import FlowJob, ScoreJob
 from vidscore_core.scoring.shared_decode import ScorePart
 from vidscore_core.settings import Settings
 
-FLOW_TABLE = "flow_scores"
+FLOW_TABLE = scores.FLOW.table
 
 
 class TooShortError(ValueError):
@@ -67,11 +68,11 @@ class CameraMotionScorer:
     def __init__(self) -> None:
         self.sampler = CameraMotionSampler()
 
-    def run(self, data: list[dict[str, Any]], clips: list[Clip]) -> list[dict[str, Any]]:
+    def run(self, data: list[dict[str, Any]], clips: list[Item]) -> list[dict[str, Any]]:
         return [dict(payload) for payload in data]
 
 
-class CameraMotionJob(_Job):
+class CameraMotionJob(ScoreJob):
     """`camera_motion_scores`: the label from this part, object motion from the flow part's values
     (under FLOW_TABLE in each result, see `per_clip.score_videos`)."""
 
@@ -84,7 +85,7 @@ class CameraMotionJob(_Job):
     def part(self) -> ScorePart:
         return ScorePart(self.table, CameraMotionScorer())
 
-    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+    def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
         rows = []
         for r in results:
             v, flow = r.values, r.values.get(FLOW_TABLE, {})
@@ -111,16 +112,10 @@ class CameraMotionJob(_Job):
                               "fit_stride": FIT_STRIDE, "ransac_threshold_px": RANSAC_THRESHOLD_PX},
             "device": self.device,
         }  # fmt: skip
-        return with_lineage(
-            rows,
-            batch=batch,
-            model=f"opencv-farneback+{flow_model}",
-            shas=shas,
-            params=params,
-            run_id=self.options.run_id,
-            code_version=lineage.code_version(*CAMERA_MOTION_CODE),
-        )
+        return self.stamp(rows, batch, model=f"opencv-farneback+{flow_model}", shas=shas, params=params)
 
 
-def camera_motion_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> CameraMotionJob:
-    return CameraMotionJob(settings, options, flow_backend)
+def camera_motion_job(settings: Settings, options: JobOptions) -> CameraMotionJob:
+    """The job of `camera_motion_scores`; object motion comes from the flow backend the flow score's
+    option chooses."""
+    return CameraMotionJob(settings, options, options.option(scores.FLOW.name, "backend"))

@@ -16,11 +16,10 @@ import pandas as pd
 
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.models.frame_stats import BLUR_SHORT_SIDE, laplacian_variance, mean_luma
-from vidscore_core.scoring import lineage
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
-from vidscore_core.scoring.engine import Clip, ClipResult
-from vidscore_core.scoring.options import FRAME_STATS_CODE, JobOptions
-from vidscore_core.scoring.score_jobs import _Job, with_lineage
+from vidscore_core.scoring.engine import Item, ItemResult
+from vidscore_core.scoring.options import JobOptions
+from vidscore_core.scoring.score_jobs import ScoreJob
 from vidscore_core.scoring.shared_decode import ScorePart
 from vidscore_core.settings import Settings
 
@@ -54,11 +53,11 @@ class FrameStatScorer:
         self.name = name
         self.sampler = sampler
 
-    def run(self, data: list[dict[str, Any]], clips: list[Clip]) -> list[dict[str, Any]]:
+    def run(self, data: list[dict[str, Any]], clips: list[Item]) -> list[dict[str, Any]]:
         return [dict(payload) for payload in data]
 
 
-class FrameStatJob(_Job):
+class FrameStatJob(ScoreJob):
     """One frame statistic's table: the score (mean over the frames), the per-frame values."""
 
     def __init__(self, settings: Settings, options: JobOptions, *, table: str, column: str,
@@ -70,7 +69,7 @@ class FrameStatJob(_Job):
     def part(self) -> ScorePart:
         return ScorePart(self.table, FrameStatScorer(self.table, self.sampler))
 
-    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+    def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
         rows = []
         for r in results:
             v = r.values
@@ -84,23 +83,16 @@ class FrameStatJob(_Job):
                     "error": r.error,
                 }
             )
-        return with_lineage(
-            rows,
-            batch=batch,
-            model=self.model,
-            shas={},
-            params={"points": list(self.sampler.points), **self.params},
-            run_id=self.options.run_id,
-            code_version=lineage.code_version(*FRAME_STATS_CODE),
-        )
+        params = {"points": list(self.sampler.points), **self.params}
+        return self.stamp(rows, batch, model=self.model, shas={}, params=params)
 
 
-def luminance_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> FrameStatJob:
+def luminance_job(settings: Settings, options: JobOptions) -> FrameStatJob:
     return FrameStatJob(settings, options, table="luminance_scores", column="lum", statistic=mean_luma,
                         model="bt601-luma", params={"luma": "BT.601", "scale": "0-255"})  # fmt: skip
 
 
-def blur_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> FrameStatJob:
+def blur_job(settings: Settings, options: JobOptions) -> FrameStatJob:
     return FrameStatJob(settings, options, table="blur_scores", column="blur", statistic=laplacian_variance,
                         model="laplacian-variance",
                         params={"luma": "BT.601", "short_side": BLUR_SHORT_SIDE, "laplacian": "3x3"})  # fmt: skip

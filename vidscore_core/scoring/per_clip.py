@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from vidscore_core import scores
-from vidscore_core.scores import PER_CLIP_JOBS, PER_CLIP_TABLES
+from vidscore_core.scores import PER_CLIP, PER_CLIP_TABLES
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
-from vidscore_core.scoring.engine import Clip, ClipResult
+from vidscore_core.scoring.engine import Item, ItemResult
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.score_jobs import clips_from_frame, run_job_parts
 from vidscore_core.settings import Settings
@@ -49,7 +49,7 @@ class ScoreSummary:
         )
 
 
-def split_unreadable(videos: pd.DataFrame) -> tuple[list[Clip], dict[str, str]]:
+def split_unreadable(videos: pd.DataFrame) -> tuple[list[Item], dict[str, str]]:
     """Clips to score, and the ones ingestion already found unreadable (their reason is reused)."""
     bad = videos[videos["error"].notna()]
     good = videos[videos["error"].isna()].reset_index(drop=True)
@@ -63,7 +63,7 @@ def empty_rows(table: str) -> pd.DataFrame:
 
 def check_tables(tables: Sequence[str]) -> tuple[str, ...]:
     """The per-clip tables asked for, in their declared order; ValueError for any other."""
-    unknown = [t for t in tables if t not in PER_CLIP_JOBS]
+    unknown = [t for t in tables if t not in PER_CLIP_TABLES]
     if unknown or not tables:
         raise ValueError(f"{unknown or 'nothing'} is not scored per clip here; expected some of {PER_CLIP_TABLES}")
     return tuple(t for t in PER_CLIP_TABLES if t in tables)
@@ -74,7 +74,7 @@ def _uses(table: str) -> tuple[str, ...]:
     return score.uses if score else ()
 
 
-def with_used(results: dict[str, list[ClipResult]], table: str) -> list[ClipResult]:
+def with_used(results: dict[str, list[ItemResult]], table: str) -> list[ItemResult]:
     """`table`'s results, each carrying the values of the same clip in the tables its score uses
     (under their table names); a clip one of them could not score gets that error."""
     used = _uses(table)
@@ -85,7 +85,7 @@ def with_used(results: dict[str, list[ClipResult]], table: str) -> list[ClipResu
         others = {u: results[u][i] for u in used}
         error = own.error or next((r.error for r in others.values() if r.error), None)
         values = {**own.values, **{u: r.values for u, r in others.items()}}
-        out.append(ClipResult(own.clip, values=values, error=error))
+        out.append(ItemResult(own.clip, values=values, error=error))
     return out
 
 
@@ -96,7 +96,6 @@ def score_videos(
     settings: Settings,
     options: JobOptions,
     *,
-    flow_backend: str = "unimatch",
     embedding_points: tuple[float, ...] = AESTHETIC_POINTS,
     log: LogFn | None = None,
 ) -> tuple[dict[str, pd.DataFrame], ScoreSummary]:
@@ -111,16 +110,16 @@ def score_videos(
     summary = ScoreSummary(asset="+".join(tables), clips=len(videos))
     if len(videos) == 0:
         return {t: empty_rows(t) for t in tables}, summary
-    # The embeddings' job also takes the frame points; the others take (settings, options, flow backend).
+    # The embeddings' job also takes the frame points; a score's job reads its options from `options`.
     # The parts of the tables a score uses (camera motion: flow) run too, once, published or not.
-    extra = {"clip_embeddings": {"points": tuple(embedding_points)}}
+    extra = {scores.EMBEDDINGS.table: {"points": tuple(embedding_points)}}
     computed = check_tables([*tables, *(u for t in tables for u in _uses(t))])
-    jobs = {t: scores.load(PER_CLIP_JOBS[t])(settings, options, flow_backend, **extra.get(t, {})) for t in computed}
+    jobs = {t.table: scores.load(t.job)(settings, options, **extra.get(t.table, {})) for t in PER_CLIP if t.table in computed}
     first = next(iter(jobs.values()))
     clips, unreadable = split_unreadable(videos)
     results = run_job_parts([job.part() for job in jobs.values()], clips, options, first.device, first.stats)
     skipped = [
-        ClipResult(Clip(index=len(clips) + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
+        ItemResult(Item(index=len(clips) + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
         for i, (v, e) in enumerate(unreadable.items())
     ]
     frames = {t: jobs[t].rows(with_used(results, t) + skipped, batch) for t in tables}
