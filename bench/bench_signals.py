@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -32,7 +33,7 @@ from vidscore_core.models.frame_stats import laplacian_variance, mean_luma
 from vidscore_core.models.global_motion import object_motion
 from vidscore_core.scoring.camera_motion_frames import CameraMotionSampler
 from vidscore_core.scoring.clip_frames import ClipFrameSampler
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 from vidscore_core.scoring.flow_frames import FlowSampler
 from vidscore_core.scoring.frame_signals import FrameStatSampler
 from vidscore_core.scoring.shared_decode import SharedDecodeSampler
@@ -61,14 +62,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/vidscore-bench-shared-decode"))
+    parser.add_argument("--clips", type=int, default=None, help="only the first N clips of the corpus")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    paths = make_corpus(args.corpus)
+    paths = make_corpus(args.corpus)[: args.clips]
+    load = os.getloadavg()[0]
     samplers = {v: SharedDecodeSampler(tuple((p, PARTS[p]) for p in parts)) for v, parts in VARIANTS.items()}
     per_clip: dict[str, dict[str, float]] = {}
     for path in paths:
-        clip = Clip(index=0, video_id=path.stem, path=str(path))
+        clip = Item(index=0, video_id=path.stem, path=str(path))
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         for r in range(args.repeats):
             order = list(VARIANTS)[r % len(VARIANTS):] + list(VARIANTS)[: r % len(VARIANTS)]
@@ -82,7 +85,8 @@ def main() -> None:
     lines = [
         "# New signals per clip vs `clip_embeddings`' frames (CPU, worker side, ms)", "",
         f"`python bench/bench_signals.py --repeats {args.repeats} --out {args.out}`; {platform.processor() or platform.machine()}, "
-        "torch at 1 thread, medians; decode + payload per clip (no CLIP/UniMatch model time).", "",
+        f"torch at 1 thread, medians; decode + payload per clip (no CLIP/UniMatch model time); load average "
+        f"{load:.1f} at the start (the machine is shared: compare the columns, not the absolute times).", "",
         header, "|---|" + "---:|" * len(VARIANTS),
         *(f"| {name} | " + " | ".join(f"{c[v]:.1f}" for v in VARIANTS) + " |" for name, c in per_clip.items()),
         "| **total** | " + " | ".join(f"{totals[v]:.0f}" for v in VARIANTS) + " |", "",
