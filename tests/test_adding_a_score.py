@@ -11,6 +11,7 @@ Its model file is found through VIDSCORE_<NAME>_WEIGHTS by the CLI, the Dagster 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -117,9 +118,9 @@ def _add_the_score(repo: Path) -> list[str]:
     scores = repo / "vidscore_core/scores.py"
     text = scores.read_text(encoding="utf-8")
     anchor = "# In Open-Sora datautil's order"
-    old = "SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW)"
-    assert anchor in text and old in text
-    text = text.replace(anchor, DECLARATION + anchor).replace(old, old.replace("FLOW)", "FLOW, REDNESS)"))
+    old = re.search(r"^SCORES: tuple\[Score, \.\.\.\] = \(.*\)$", text, re.MULTILINE)
+    assert anchor in text and old
+    text = text.replace(anchor, DECLARATION + anchor).replace(old[0], old[0].removesuffix(")") + ", REDNESS)")
     scores.write_text(text, encoding="utf-8")
     registry = repo / "vidscore_core/weights.py"
     text = registry.read_text(encoding="utf-8")

@@ -36,6 +36,9 @@ AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.s
 MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
 FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.scoring.flow_frames",
              *_FRAMES_AND_ROWS)  # fmt: skip
+FRAME_STATS_CODE = ("vidscore_core.models.frame_stats", *_FRAMES_AND_ROWS)
+# Camera motion: the Farnebäck labels, and object motion from the flow score's fields.
+CAMERA_MOTION_CODE = ("vidscore_core.models.camera_motion", "vidscore_core.models.global_motion", *FLOW_CODE)
 
 # `videos` is `v` in the views and queries that join the score tables to it.
 VIDEOS_ALIAS = "v"
@@ -104,6 +107,14 @@ class Score(Table):
     lower: str | None = None  # filter flag for a minimum ("aesmin")
     upper: str | None = None  # filter flag for a maximum ("flowmax")
     checks: tuple[ValueCheck, ...] = ()
+    # Other columns of the table that `video_scores`, CSV outputs, `filtered_videos` and its exports
+    # carry next to the score, and filter flags on them: (flag, column, ">=" or "<=").
+    more_values: tuple[str, ...] = ()
+    more_bounds: tuple[tuple[str, str, str], ...] = ()
+    # Per-clip tables whose results, from the same pass, the job's rows also read (their parts run even
+    # when their tables are not asked for, with their options and model files): camera motion reads the
+    # flow part's object motion.
+    uses: tuple[str, ...] = ()
 
     @property
     def error_column(self) -> str:
@@ -114,11 +125,21 @@ class Score(Table):
     def reads_embeddings(self) -> bool:
         return self.job is None
 
+    @property
+    def value_columns(self) -> tuple[tuple[str, str], ...]:
+        """(name, DuckDB type) of the score and its `more_values`, in that order."""
+        types = dict(self.columns)
+        return tuple((name, types[name]) for name in (self.column, *self.more_values))
+
     def __post_init__(self) -> None:
         if (self.job is None) == (self.producer is None):
             raise ValueError(f"score {self.name!r}: declare a job (it decodes clips) or a producer, not both")
         if self.producer and not self.frame_points:
             raise ValueError(f"score {self.name!r}: a producer reads embedded frames: declare its frame_points")
+        names = {name for name, _ in self.columns}
+        unknown = [c for c in (*self.more_values, *(c for _, c, _ in self.more_bounds)) if c not in names]
+        if unknown:
+            raise ValueError(f"score {self.name!r}: {unknown} are not among its columns")
 
     def produce(self) -> Callable[..., Any]:
         """(ScoreInputs) -> one batch's rows of a derived score (a score with a job is computed in
@@ -132,6 +153,8 @@ class Score(Table):
         needs = self.weights
         for option in self.options:
             needs = option.weights.get(chosen.get(option.name, option.default), needs)
+        for table in self.uses:  # the used part runs too, with its own options
+            needs = (*needs, *(w for w in BY_TABLE[table].weights_for(score_options) if w not in needs))
         return needs
 
     def recorded_options(self) -> tuple[ScoreOption, ...]:
@@ -218,8 +241,68 @@ FLOW = Score(
     "weights; the backend is recorded per row).",
 )
 
-# In Open-Sora datautil's order (its file-name suffixes follow it).
-SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW)
+CAMERA_MOTION = Score(
+    name="camera_motion",
+    table="camera_motion_scores",
+    alias="c",
+    column="cmotion",
+    columns=(("cmotion", "VARCHAR"), ("object_motion", "DOUBLE"), ("cmotion_pairs", "VARCHAR[]"),
+             ("object_motion_pairs", "DOUBLE[]"), ("frame_indices", "INTEGER[]"), ("num_frames", "INTEGER"),
+             ("backend", "VARCHAR")),  # fmt: skip
+    unit="cmotion: Open-Sora's camera-motion label; object_motion: mean |flow| in pixels of the 320×576 "
+    "frame left after removing the camera's motion",
+    weights=(),  # its own part needs none; object motion needs the flow part's (`uses`)
+    code=CAMERA_MOTION_CODE,
+    job="vidscore_core.scoring.camera_motion_frames:camera_motion_job",
+    uses=("flow_scores",),
+    more_values=("object_motion",),
+    more_bounds=(("objmotionmin", "object_motion", ">="),),
+    checks=(
+        ValueCheck("known_label", "list_contains(?::VARCHAR[], cmotion)", "cmotion is one of Open-Sora's labels.",
+                   params="vidscore_core.models.camera_motion:label_check_params"),
+        ValueCheck("object_motion_non_negative", "object_motion >= 0", "Object motion is >= 0."),
+    ),  # fmt: skip
+    description="Camera motion: Open-Sora's Farnebäck label of frames 0/15/30/… (static, zoom in/out, pan "
+    "left/right, tilt up/down; per clip the majority, else pan/tilt, dynamic or unknown), and object motion: the "
+    "flow score's fields less a robust homography fit of the camera's motion (the flow backend is recorded).",
+)
+
+LUMINANCE = Score(
+    name="luminance",
+    table="luminance_scores",
+    alias="l",
+    column="lum",
+    columns=(("lum", "DOUBLE"), ("lum_frames", "DOUBLE[]"), ("frame_indices", "INTEGER[]"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="mean BT.601 luma, 0 (black) – 255 (white)",
+    weights=(),
+    code=FRAME_STATS_CODE,
+    job="vidscore_core.scoring.frame_signals:luminance_job",
+    lower="lummin",
+    upper="lummax",
+    checks=(ValueCheck("in_range", "lum BETWEEN 0 AND 255", "Luma lies in [0, 255]."),),
+    description="Brightness: mean BT.601 luma of the frames at 10/50/90% (an image: itself).",
+)
+
+BLUR = Score(
+    name="blur",
+    table="blur_scores",
+    alias="b",
+    column="blur",
+    columns=(("blur", "DOUBLE"), ("blur_frames", "DOUBLE[]"), ("frame_indices", "INTEGER[]"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="variance of the Laplacian of the luma at 360 px on the shorter side (higher is sharper)",
+    weights=(),
+    code=FRAME_STATS_CODE,
+    job="vidscore_core.scoring.frame_signals:blur_job",
+    lower="blurmin",
+    checks=(ValueCheck("non_negative", "blur >= 0", "A variance is >= 0."),),
+    description="Sharpness: variance of the 3×3 Laplacian of the luma, shorter side resized to 360 px, mean over "
+    "the frames at 10/50/90% (an image: itself).",
+)
+
+# In Open-Sora datautil's order (its file-name suffixes follow it), then the newer signals.
+SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, CAMERA_MOTION, LUMINANCE, BLUR)
 BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
 BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 
@@ -233,10 +316,12 @@ SCORE_TABLES: tuple[str, ...] = (EMBEDDINGS.table, *(s.table for s in SCORES))
 # (filter flag, score column, comparison) of every bound a score declares, in Open-Sora datautil's
 # order: the `vidscore filter` options, the FilterSpec fields and the `filtered_videos` config.
 FILTER_BOUNDS: tuple[tuple[str, str, str], ...] = tuple(
-    (flag, score.column, op)
+    bound
     for score in SCORES
-    for flag, op in ((score.lower, ">="), (score.upper, "<="))
-    if flag
+    for bound in (
+        *((flag, score.column, op) for flag, op in ((score.lower, ">="), (score.upper, "<=")) if flag),
+        *score.more_bounds,
+    )
 )
 
 
@@ -252,10 +337,13 @@ def _check_unique(what: str, values: Iterable[str]) -> None:
 _check_unique("SQL alias", [VIDEOS_ALIAS, EMBEDDINGS.alias, *(s.alias for s in SCORES)])
 _check_unique("table", [EMBEDDINGS.table, *(s.table for s in SCORES)])
 _check_unique("name", [s.name for s in SCORES])
-_check_unique("column", [s.column for s in SCORES])
+_check_unique("column", [name for s in SCORES for name, _ in s.value_columns])
 _check_unique("filter flag", [flag for flag, _, _ in FILTER_BOUNDS])
 _check_unique("option name (`vidscore score all --<option>`)", [o.name for s in SCORES for o in s.options])
 for _score in SCORES:
+    for _table in _score.uses:
+        if _table not in PER_CLIP_TABLES:
+            raise ValueError(f"score {_score.name!r} uses {_table!r}, which is not computed per clip")
     for _name in _score.weights_for({}):
         weights.get(_name)  # KeyError naming the choices for a model file the weights registry lacks
 
@@ -330,7 +418,8 @@ def available(settings: Settings, score_options: ScoreOptions, columns: Iterable
 
 def _weight_free_hint(score: Score) -> str:
     """` (or pass --backend dis …)` when a choice of the score's options needs no model files."""
-    hints = [f"--{o.name} {choice}" for o in score.options for choice, needs in o.weights.items() if not needs]
+    options = [o for s in (score, *(BY_TABLE[t] for t in score.uses)) for o in s.options]  # and of the used parts
+    hints = [f"--{o.name} {choice}" for o in options for choice, needs in o.weights.items() if not needs]
     return f" (or pass {' / '.join(hints)} to score it without model files)" if hints else ""
 
 

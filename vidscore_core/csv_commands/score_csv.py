@@ -57,7 +57,7 @@ def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def score_rows(chosen: Sequence[Score], meta: pd.DataFrame, settings: Settings,
                options: JobOptions) -> dict[str, pd.DataFrame]:  # fmt: skip
-    """`video_id`, the score column and `error` of every row of `meta` (read with drop_duplicates=False),
+    """`video_id`, the score's columns and `error` of every row of `meta` (read with drop_duplicates=False),
     in row order, for each of `chosen`; one decode per distinct clip serves them all."""
     derived = [s for s in chosen if s.reads_embeddings]
     distinct = meta.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
@@ -78,15 +78,20 @@ def score_rows(chosen: Sequence[Score], meta: pd.DataFrame, settings: Settings,
     return out
 
 
+def output_columns(score: Score) -> tuple[str, ...]:
+    """The columns a score adds to a CSV output before its `<score>_error`: the score, then its other values."""
+    return tuple(name for name, _ in score.value_columns)
+
+
 def _to_meta_rows(score: Score, rows: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
     """A score's rows, one per meta row in order: as they are for a per-row score, else by clip."""
-    rows = rows[["video_id", score.column, "error"]].reset_index(drop=True)
+    columns = [*output_columns(score), "error"]
+    rows = rows[["video_id", *columns]].reset_index(drop=True)
     if score.per_row:
         return rows
     by_clip = rows.set_index("video_id")
     ids = list(meta["video_id"])
-    return pd.DataFrame({"video_id": ids, score.column: [by_clip[score.column].get(v) for v in ids],
-                         "error": [by_clip["error"].get(v) for v in ids]})  # fmt: skip
+    return pd.DataFrame({"video_id": ids, **{c: [by_clip[c].get(v) for v in ids] for c in columns}})
 
 
 def choose(name: str, meta: pd.DataFrame, settings: Settings, options: JobOptions) -> tuple[list[Score], list[Skipped]]:
@@ -143,7 +148,8 @@ def score_file(
         by_score = score_rows(chosen, meta, settings, job_options)
     scored: dict[str, str] = {}
     for score in chosen:
-        out[score.column] = by_score[score.name][score.column].tolist()
+        for column in output_columns(score):
+            out[column] = by_score[score.name][column].tolist()
         out[score.error_column] = by_score[score.name]["error"].tolist()
         errors = int(out[score.error_column].notna().sum())
         scored[score.name] = f"{len(out) - errors} scored, {errors} with errors"

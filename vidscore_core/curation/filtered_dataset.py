@@ -21,7 +21,9 @@ PRESETS: dict[str, FilterSpec] = {
     "curated": FilterSpec(aesmin=5.0, flowmin=0.5, flowmax=100.0, matchmin=20.0, fmin=16, dedup=True),
 }
 
-_SCORE_SELECT = ", ".join(f"v.{quote_ident(s.column)}" for s in SCORES)
+# Every score's value columns (the score, then e.g. camera motion's object_motion), as `filtered_videos` has them.
+_VALUES = [name for s in SCORES for name, _ in s.value_columns]
+_SCORE_SELECT = ", ".join(f"v.{quote_ident(name)}" for name in _VALUES)
 # One row per (clip, caption) of `video_scores`: a clip listed with two captions is two rows, each kept
 # by its own match; the same clip and caption ingested in two batches (two meta files) is one row.
 CANDIDATES_SQL = (
@@ -58,8 +60,8 @@ def source_counts(store: TableStore) -> dict[str, int]:
 
 
 def export_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """Open-Sora's meta format: path, text, the scores (aes, match, flow), then the input's other columns."""
-    out = rows[["path", "text", *(s.column for s in SCORES)]].reset_index(drop=True)
+    """Open-Sora's meta format: path, text, the scores (aes, match, flow, …), then the input's other columns."""
+    out = rows[["path", "text", *_VALUES]].reset_index(drop=True)
     extras = pd.DataFrame([json.loads(e) if isinstance(e, str) else {} for e in rows["extra"]])
     extras = extras[[c for c in extras.columns if c not in out.columns]]
     return pd.concat([out, extras], axis=1)

@@ -162,15 +162,19 @@ def clamp_indices(n: int, indices: Sequence[int]) -> list[int]:
 
 @dataclass(frozen=True)
 class FrameRequest:
-    """Which frames one score reads: sampling `points` (int(p·n), clamped) or fixed `indices`
-    (clamped); all frames when neither is given. The indices depend on the verified count n."""
+    """Which frames one score reads: sampling `points` (int(p·n), clamped), fixed `indices`
+    (clamped) or every `step`-th frame from 0 (0, step, 2·step, … < n); all frames when none is
+    given. The indices depend on the verified count n."""
 
     points: tuple[float, ...] | None = None
     indices: tuple[int, ...] | None = None
+    step: int | None = None
 
     def __post_init__(self) -> None:
-        if self.points is not None and self.indices is not None:
-            raise ValueError("give points or indices, not both")
+        if sum(x is not None for x in (self.points, self.indices, self.step)) > 1:
+            raise ValueError("give one of points, indices or step")
+        if self.step is not None and (int(self.step) != self.step or self.step < 1):
+            raise ValueError(f"step must be a positive integer, got {self.step!r}")
         self.want(1)  # validate before any decoding
 
     def want(self, n: int) -> list[int]:
@@ -178,7 +182,7 @@ class FrameRequest:
             return frame_indices_at(n, self.points)
         if self.indices is not None:
             return clamp_indices(n, self.indices)
-        return list(range(n))
+        return list(range(0, n, self.step or 1))
 
 
 def read_frames(

@@ -79,7 +79,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("path", "VARCHAR"),
         ("text", "VARCHAR"),  # one row per (clip, caption): a clip listed with two captions can be two rows
         ("meta_row", "INTEGER"),
-        *((score.column, "DOUBLE") for score in SCORES),  # in registry order, as the exports
+        *(value for score in SCORES for value in score.value_columns),  # in registry order, as the exports
         ("extra", "JSON"),
         ("filter_spec", "JSON"),
         ("run_id", "VARCHAR"),
@@ -127,15 +127,18 @@ PARTITIONED_TABLES: frozenset[str] = frozenset(t for t, key in PARTITION_KEYS.it
 # Tables users query (a view each in vidscore.duckdb); `manifests` is the pipeline's own input.
 PUBLIC_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "manifests")
 
-# Score tables joined into `video_scores`: table -> (alias, score column, name of its error column there).
-SCORE_TABLES: dict[str, tuple[str, str, str]] = {s.table: (s.alias, s.column, s.error_column) for s in SCORES}
+# Score tables joined into `video_scores`: table -> (alias, its value columns (the score first), name of
+# its error column there).
+SCORE_TABLES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    s.table: (s.alias, tuple(name for name, _ in s.value_columns), s.error_column) for s in SCORES
+}
 
 # videos columns left out of the view (lineage of the ingest, not of interest per video).
 _VIEW_SKIP = {"run_id", "code_version", "ingested_at"}
 
 VIEW_COLUMNS: list[str] = [
     *("video_error" if c == "error" else c for c, _ in TABLES["videos"] if c not in _VIEW_SKIP),
-    *(name for _, score, err in SCORE_TABLES.values() for name in (score, err)),
+    *(name for _, values, err in SCORE_TABLES.values() for name in (*values, err)),
 ]
 
 _IDENTIFIERS: frozenset[str] = frozenset(
@@ -200,8 +203,8 @@ def video_scores_sql() -> str:
             select.append(f"v.{q(c)}")
     joins = []
     for score in SCORES:  # aliases: declared, unique (scores.py)
-        alias, column, err = SCORE_TABLES[score.table]
-        select += [f"{alias}.{q(column)}", f"{alias}.{q('error')} AS {q(err)}"]
+        alias, values, err = SCORE_TABLES[score.table]
+        select += [*(f"{alias}.{q(value)}" for value in values), f"{alias}.{q('error')} AS {q(err)}"]
         same_row = f" AND {alias}.{q('meta_row')} = {listing}.{q('meta_row')}" if score.per_row and alias != listing else ""
         joins.append(
             f"LEFT JOIN {q(score.table)} AS {alias} "

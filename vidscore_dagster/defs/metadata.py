@@ -62,6 +62,14 @@ def score_metadata(frame: pd.DataFrame, column: str, title: str) -> dict[str, dg
     """Counts, mean/quantiles and a histogram of one score column."""
     if column not in frame:
         return {"scored": 0}
+    if frame[column].map(lambda v: isinstance(v, str)).any():  # a label (camera motion): counts per label
+        labels = frame[column].dropna()
+        return {
+            "dagster/row_count": int(len(frame)),
+            "scored": int(len(labels)),
+            "errors": int(frame["error"].notna().sum()) if "error" in frame else 0,
+            f"{column}_counts": dg.MetadataValue.json({str(k): int(v) for k, v in labels.value_counts().items()}),
+        }
     values = pd.to_numeric(frame[column], errors="coerce").dropna().to_numpy(dtype=float)
     errors = int(frame["error"].notna().sum()) if "error" in frame else 0
     meta: dict = {
