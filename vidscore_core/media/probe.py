@@ -8,16 +8,12 @@ from typing import Any
 
 from PIL import Image
 
-from vidscore_core.media.decode import (
-    BACKENDS,
-    DecodeError,
-    check_file,
-    decode_video,
-    read_header,
-    read_image,
-    run_with_timeout,
-    treat_as_image,
-)
+from vidscore_core.media.backends import BACKENDS, decode_video
+from vidscore_core.media.container import read_header
+from vidscore_core.media.decode import run_with_timeout
+from vidscore_core.media.errors import DecodeError
+from vidscore_core.media.images import read_image, treat_as_image
+from vidscore_core.media.integrity import check_file
 
 PROBE_KEYS = (
     "exists", "size_bytes", "media_type", "num_frames", "fps", "width", "height", "duration_s", "codec", "error",

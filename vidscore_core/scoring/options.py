@@ -15,10 +15,15 @@ if TYPE_CHECKING:
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 
 # The modules whose source determines each score: a change to any of them makes old rows stale.
-CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", "vidscore_core.media.decode")
+# The media modules that decide which pixels a score sees (frame selection, integrity verdicts, decoders).
+DECODE_CODE = tuple(
+    f"vidscore_core.media.{name}"
+    for name in ("decode", "frames", "images", "container", "integrity", "backends", "sparse")
+)
+CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", *DECODE_CODE)
 AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
 MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
-FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
+FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", *DECODE_CODE)
 
 
 @dataclass
