@@ -32,6 +32,7 @@ from vidscore_core.media.integrity import (
     check_transport_stream,
     frames_to_decode,
 )
+from vidscore_core.media.sources import media_input
 
 BACKENDS = ("sparse", "decord", "pyav")
 # decord fills frames it cannot decode with the last good one; a tiny *relative* fault tolerance makes
@@ -99,7 +100,7 @@ def _decode_with_decord(path: str, header: VideoHeader, want: Want, verify_last:
     if header.declares_duration:  # decord's count alone cannot show a cut: check before it reads
         check_duration(header, *packet_span(path))
     try:
-        reader = decord.VideoReader(path, num_threads=1, fault_tol=_DECORD_NO_SUBSTITUTION)
+        reader = decord.VideoReader(media_input(path), num_threads=1, fault_tol=_DECORD_NO_SUBSTITUTION)
         # decord's len() counts the stream's packets, demuxed when the reader opens.
         n = len(reader)
         check_declared(header, n, "present")
@@ -149,7 +150,7 @@ def _pyav_pass(path: str, header: VideoHeader, wanted: set[int]) -> tuple[int, d
     got: dict[int, np.ndarray] = {}
     count = 0
     try:
-        with av.logging.Capture(), av.open(path) as container:
+        with av.logging.Capture(), av.open(media_input(path)) as container:
             stream = container.streams.best("video")
             if stream is None:
                 raise DecodeError("no video stream")

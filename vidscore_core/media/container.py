@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidscore_core.media.sources import media_input
+
 
 @dataclass
 class VideoHeader:
@@ -52,7 +54,7 @@ def read_header(path: str) -> VideoHeader:
 
     enable_ffmpeg_error_log()
     try:
-        with av.logging.Capture(), av.open(path) as container:
+        with av.logging.Capture(), av.open(media_input(path)) as container:
             stream = container.streams.best("video")
             if stream is None:
                 return VideoHeader()
@@ -143,7 +145,7 @@ def packet_span(path: str) -> tuple[int, PacketSpan]:
     span = PacketSpan()
     count = 0
     try:
-        with av.logging.Capture(), av.open(path) as container:
+        with av.logging.Capture(), av.open(media_input(path)) as container:
             stream = container.streams.best("video")
             if stream is None:
                 return 0, span
@@ -163,7 +165,7 @@ def count_packets(path: str) -> int:
     import av
 
     try:
-        with av.logging.Capture(), av.open(path) as container:
+        with av.logging.Capture(), av.open(media_input(path)) as container:
             stream = container.streams.best("video")
             if stream is None:
                 return 0

@@ -27,6 +27,7 @@ from vidscore_core.media.errors import DecodeError
 from vidscore_core.media.frames import FrameRequest, Want
 from vidscore_core.media.images import read_image, treat_as_image
 from vidscore_core.media.integrity import check_file
+from vidscore_core.media.sources import reading, sharing_cache
 
 T = TypeVar("T")
 
@@ -41,6 +42,7 @@ class DecodedFrames:
     width: int
     height: int
     fell_back: bool = False  # an earlier decoder failed on the frames asked before `backend` gave them
+    fetched_bytes: int | None = None  # remote clips: bytes fetched from storage in this pass (cache included)
 
 
 def read_frames(
@@ -81,6 +83,13 @@ def read_frame_sets(
     """
     check_backends(backends)
     path = os.fspath(path)
+    with sharing_cache(path):  # a remote clip's bytes are fetched once for all the passes below
+        return _read_frame_sets(path, requests, timeout_s, backends)
+
+
+def _read_frame_sets(
+    path: str, requests: Sequence[FrameRequest], timeout_s: float | None, backends: Sequence[str]
+) -> list[DecodedFrames | DecodeError]:
     sizes: list[int] = []
 
     def union(n: int) -> list[int]:
@@ -147,12 +156,17 @@ def run_with_timeout(fn: Callable[..., T], timeout_s: float | None, *args: objec
 
 
 def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFrames:
-    check_file(path)
-    if treat_as_image(path):
-        frame = read_image(path)
-        h, w = frame.shape[:2]
-        return DecodedFrames([frame], [0], 1, True, "pil", w, h)
-    result = decode_video(path, want, backends=backends)
-    h, w = (result.frames[0].shape[:2]) if result.frames else (result.header.height, result.header.width)
-    return DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h,
-                         result.fell_back)  # fmt: skip
+    with reading(path) as remote_clip:
+        check_file(path)
+        if treat_as_image(path):
+            frame = read_image(path)
+            h, w = frame.shape[:2]
+            decoded = DecodedFrames([frame], [0], 1, True, "pil", w, h)
+        else:
+            result = decode_video(path, want, backends=backends)
+            h, w = (result.frames[0].shape[:2]) if result.frames else (result.header.height, result.header.width)
+            decoded = DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h,
+                                    result.fell_back)  # fmt: skip
+    if remote_clip is not None:
+        decoded.fetched_bytes = remote_clip.stats.bytes_fetched
+    return decoded

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vidscore_core.media.errors import DecodeError
+from vidscore_core.media.sources import media_input, safe_url
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 # Extensions that go straight to the video decoders; anything unknown is sniffed by PIL first, because
@@ -17,21 +18,26 @@ VIDEO_EXTENSIONS = frozenset(
 )
 
 
+def extension(path: str) -> str:
+    """The lower-case file extension, of the URL's path for a URL (not of its query string)."""
+    return os.path.splitext(safe_url(path))[1].lower()
+
+
 def is_image_path(path: str | os.PathLike[str]) -> bool:
-    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+    return extension(os.fspath(path)) in IMAGE_EXTENSIONS
 
 
 def sniff_image(path: str) -> bool:
     """True when PIL recognises the file as an image (reads the header only)."""
     try:
-        with Image.open(path):
+        with Image.open(media_input(path)):
             return True
     except (UnidentifiedImageError, OSError, ValueError):
         return False
 
 
 def treat_as_image(path: str) -> bool:
-    ext = os.path.splitext(path)[1].lower()
+    ext = extension(path)
     if ext in IMAGE_EXTENSIONS:
         return True
     if ext in VIDEO_EXTENSIONS:
@@ -42,7 +48,7 @@ def treat_as_image(path: str) -> bool:
 def read_image(path: str) -> np.ndarray:
     """One RGB frame exactly as the reference's pil_loader sees it (`Image.convert("RGB")`)."""
     try:
-        with Image.open(path) as img:
+        with Image.open(media_input(path)) as img:
             return np.array(img.convert("RGB"))
     except UnidentifiedImageError:
         raise DecodeError("cannot decode image: not a recognised image format", final=True) from None

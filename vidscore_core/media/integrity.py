@@ -11,10 +11,16 @@ import os
 
 from vidscore_core.media.container import PacketSpan, VideoHeader
 from vidscore_core.media.errors import DecodeError
+from vidscore_core.media.sources import file_size, is_remote, read_head
 
 
 def check_file(path: str) -> int:
-    """Size of a readable regular file, else DecodeError with the plain reason."""
+    """Size of a readable regular file or object, else DecodeError with the plain reason."""
+    if is_remote(path):
+        size = file_size(path)  # RemoteError: missing, denied, bad URL, or the store kept failing
+        if size == 0:
+            raise DecodeError("empty file (0 bytes)", final=True)
+        return size
     if not os.path.lexists(path):
         raise DecodeError("file not found", final=True)
     if not os.path.exists(path):
@@ -58,8 +64,7 @@ _TS_PACKET_SIZES = ((188, 0), (192, 4), (204, 0))  # (packet size, offset of the
 
 def _ts_packet_size(path: str) -> int | None:
     """The packet size of an MPEG transport stream (188; 192 for M2TS; 204 with FEC), from sync bytes."""
-    with open(path, "rb") as fh:
-        head = fh.read(204 * 4 + 4)
+    head = read_head(path, 204 * 4 + 4)
     for size, offset in _TS_PACKET_SIZES:
         positions = range(offset, len(head), size)
         if len(positions) >= 2 and all(head[i] == _TS_SYNC for i in positions):
@@ -74,7 +79,7 @@ def check_transport_stream(path: str, header: VideoHeader) -> None:
     (A cut that happens to fall on a packet boundary cannot be told from a shorter recording.)"""
     if header.format != "mpegts":
         return
-    size = os.path.getsize(path)
+    size = file_size(path)
     packet = _ts_packet_size(path)
     if packet and size % packet:
         raise DecodeError(

@@ -14,6 +14,7 @@ from vidscore_core.media.decode import run_with_timeout
 from vidscore_core.media.errors import DecodeError
 from vidscore_core.media.images import read_image, treat_as_image
 from vidscore_core.media.integrity import check_file
+from vidscore_core.media.sources import is_remote, media_input, reading
 
 PROBE_KEYS = (
     "exists", "size_bytes", "media_type", "num_frames", "fps", "width", "height", "duration_s", "codec", "error",
@@ -29,17 +30,19 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
     """
     path = os.fspath(path)
     info: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
-    info["exists"] = os.path.exists(path)
-    if info["exists"] and os.path.isfile(path):
-        info["size_bytes"] = os.path.getsize(path)
+    _local_facts(path, info)
     try:
-        check_file(path)
-        if treat_as_image(path):
-            info["media_type"] = "image"
-            run_with_timeout(_probe_image, timeout_s, path, info)
-        else:
-            run_with_timeout(_probe_video, timeout_s, path, info)
+        with reading(path):  # a remote clip: one cache for the header, the count and the last frame
+            info["size_bytes"] = check_file(path)
+            info["exists"] = True
+            if treat_as_image(path):
+                info["media_type"] = "image"
+                run_with_timeout(_probe_image, timeout_s, path, info)
+            else:
+                run_with_timeout(_probe_video, timeout_s, path, info)
     except DecodeError as exc:
+        if is_remote(path) and exc.reason.startswith("file not found"):
+            info["exists"] = False
         info["error"] = exc.reason
         info["num_frames"] = None  # an unverified count must not be used for sampling
     except Exception as exc:  # probing a corpus must not stop at one odd file: record it instead
@@ -50,7 +53,7 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
 
 def _probe_image(path: str, info: dict[str, Any]) -> None:
     try:
-        with Image.open(path) as img:
+        with Image.open(media_input(path)) as img:
             info["width"], info["height"] = img.size
             info["codec"] = (img.format or "").lower() or None
     except (OSError, ValueError, SyntaxError):
@@ -120,8 +123,15 @@ class _Probe:
 
 def _failed(path: str, reason: str) -> dict[str, Any]:
     info: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
+    _local_facts(path, info)
+    info["error"] = reason
+    return info
+
+
+def _local_facts(path: str, info: dict[str, Any]) -> None:
+    """`exists` and `size_bytes` of a local file without reading it (a remote one's come from its fetch)."""
+    if is_remote(path):
+        return
     info["exists"] = os.path.exists(path)
     if info["exists"] and os.path.isfile(path):
         info["size_bytes"] = os.path.getsize(path)
-    info["error"] = reason
-    return info

@@ -18,6 +18,7 @@ from vidscore_core.media.container import (
 from vidscore_core.media.errors import DecodeError, DecoderDeclined
 from vidscore_core.media.frames import Want, in_request_order
 from vidscore_core.media.integrity import check_declared, check_duration, frames_to_decode
+from vidscore_core.media.sources import media_input
 
 # The sparse decoder converts to RGB like decord does (same pixels, tested) for 8-bit 4:2:0 video in
 # limited range, which is nearly all web video; anything else goes to decord.
@@ -35,7 +36,7 @@ def decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool)
 
     enable_ffmpeg_error_log()
     try:
-        with av.logging.Capture(), av.open(path) as container:
+        with av.logging.Capture(), av.open(media_input(path)) as container:
             stream = container.streams.best("video")
             if stream is None:
                 raise DecodeError("no video stream", final=True)
@@ -83,7 +84,7 @@ def _decode_targets(path: str, targets: dict[int, int], keyframes: list[int]) ->
     reader and seeking ahead to `keyframes` (none: no seeking)."""
     import av
 
-    with av.logging.Capture(), av.open(path) as container:
+    with av.logging.Capture(), av.open(media_input(path)) as container:
         stream = container.streams.best("video")
         stream.codec_context.thread_count = 1  # the skip setting must apply to the packet at hand
         return _read_targets(container, stream, targets, keyframes)

@@ -38,7 +38,7 @@ DEFAULT_CRON = "0 3 * * *"
 # RE2 syntax (DuckDB's regexp_matches): what is worth another attempt, not a broken file.
 DEFAULT_RETRYABLE = (
     r"(?i)(timed out|timeout|out of memory|CUDA error|CUBLAS_STATUS_ALLOC_FAILED|"
-    r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable)"
+    r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable|\(retryable\))"
 )
 SCORE_TABLES = ("clip_embeddings", *(score.table for score in SCORES))
 DERIVED = tuple(score.table for score in SCORES if score.reads_embeddings)
