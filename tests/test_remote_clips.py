@@ -3,6 +3,7 @@ server on loopback decodes and scores exactly as the local copies; failures come
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -155,3 +156,75 @@ def test_score_all_on_s3_clips_gives_the_local_scores(media: Path, fixtures: Pat
     for column in ("aes", "match", "flow"):
         assert scored_remote[column].equals(scored_local[column]), column
     assert scored_remote["aes_error"].notna().tolist() == scored_local["aes_error"].notna().tolist()
+
+
+@pytest.mark.timeout(1800)
+def test_ingest_materialize_of_a_meta_file_on_s3_gives_the_local_scores(fixtures: Path, s3, tmp_path: Path) -> None:
+    """`vidscore ingest s3://…/meta.csv --materialize` (Dagster runs in the CLI's process): the meta file
+    and its clips (paths relative to the meta file) in the bucket score as the local copies do."""
+    upload(s3, BUCKET, {"meta.csv": fixtures / "media/meta.csv"})  # lists media/…, beside the clips
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VIDSCORE_", "AWS_", "DAGSTER_"))}
+    base.update(fixture_model_env(fixtures), **s3_env(s3), VIDSCORE_FLOW_BACKEND="dis")  # flow without UniMatch's CPU cost
+    query = ("SELECT v.path_original, v.num_frames, v.error AS video_error, a.aes, m.match, f.flow "
+             "FROM videos v JOIN aesthetic_scores a USING (video_id) JOIN matching_scores m USING (video_id) "
+             "JOIN flow_scores f USING (video_id) ORDER BY 1")  # fmt: skip
+    answers = []
+    for name, meta in (("local", str(fixtures / "media/meta.csv")), ("s3", f"s3://{BUCKET}/meta.csv")):
+        env = {**base, "VIDSCORE_HOME": str(tmp_path / name)}
+        proc = subprocess.run([str(VIDSCORE), "ingest", meta, "--materialize"], env=env, capture_output=True,
+                              text=True, timeout=900)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        proc = subprocess.run([str(VIDSCORE), "sql", query, "--format", "json"], env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        answers.append(json.loads(proc.stdout))
+    local, remote = answers
+    assert len(remote) == 5 and remote == local  # every score, |Δ| = 0
+    assert sum(row["aes"] is not None for row in remote) == 4
+
+
+def test_a_meta_object_dropped_on_an_s3_inbox_starts_its_ingest_run(
+    s3, aws, vidscore_env, fixtures: Path, monkeypatch, tmp_path: Path
+) -> None:
+    import dagster as dg
+
+    from vidscore_dagster.definitions import defs
+    from vidscore_dagster.defs.automation.sensors import inbox_sensor
+    from vidscore_dagster.defs.resources import VidscoreSettings
+
+    settings, store = vidscore_env
+    monkeypatch.setenv("VIDSCORE_INBOX", f"s3://{BUCKET}/inbox/")
+    monkeypatch.setenv("VIDSCORE_INBOX_SETTLE_S", "0")
+    meta = pd.read_csv(fixtures / "media/meta.csv")
+    meta["path"] = [f"s3://{BUCKET}/{p}" for p in meta["path"]]
+    (tmp_path / "corpus.csv").write_text(meta.to_csv(index=False))
+    (tmp_path / "notes.txt").write_text("not a meta file")
+    upload(s3, BUCKET, {"inbox/corpus.csv": tmp_path / "corpus.csv", "inbox/notes.txt": tmp_path / "notes.txt"})
+    resources = {"vidscore": VidscoreSettings(home=str(settings.home))}
+
+    def tick(instance, cursor=None) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return inbox_sensor(context)
+
+    import boto3
+
+    listing = boto3.client("s3", endpoint_url=s3)
+    with dg.instance_for_test() as instance:
+        result = tick(instance)
+        (request,) = result.run_requests
+        path = request.run_config["ops"]["meta_files"]["config"]["path"]
+        assert path.startswith(f"s3://{BUCKET}/inbox/processed/corpus-") and path.endswith(".csv")
+        keys = sorted(o["Key"] for o in listing.list_objects_v2(Bucket=BUCKET, Prefix="inbox/")["Contents"])
+        assert keys == [path[len(f"s3://{BUCKET}/") :], "inbox/rejected/notes.txt", "inbox/rejected/notes.txt.reason.txt"]
+        assert "no new meta files" in str(tick(instance, result.cursor).skip_reason)
+        # The same content dropped again: the same run key (Dagster launches it once).
+        upload(s3, BUCKET, {"inbox/corpus.csv": tmp_path / "corpus.csv"})
+        (again,) = tick(instance, result.cursor).run_requests
+        assert again.run_key == request.run_key
+        run = defs.resolve_job_def("ingest_meta_file").execute_in_process(
+            instance=instance, run_config=request.run_config, tags=request.tags, raise_on_error=False
+        )
+        assert run.success
+    manifests = store.read("manifests")
+    assert sorted(manifests["path"]) == sorted(meta["path"])
+    assert set(manifests["meta_file"]) == {path}

@@ -12,6 +12,7 @@ from vidscore_core.ingest.meta import (
     batch_key_prefix,
     check_batch_size,
     file_column_name,
+    meta_location,
     read_meta_chunks,
 )
 from vidscore_core.media.probe import probe_many
@@ -36,12 +37,12 @@ def _json_cell(value: object) -> object:
     return value
 
 
-def manifest_frame(part: pd.DataFrame, meta_path: Path) -> pd.DataFrame:
+def manifest_frame(part: pd.DataFrame, meta_path: str | Path) -> pd.DataFrame:
     """The rows of one batch in manifest form: fixed columns plus `extra` (JSON of the rest)."""
     other = [c for c in part.columns if c not in MANIFEST_COLUMNS]
     out = pd.DataFrame({c: part[c].to_numpy() if c in part.columns else None for c in MANIFEST_COLUMNS})
     out["text"] = [t if isinstance(t, str) else None for t in out["text"]]
-    out["meta_file"] = str(Path(meta_path).resolve())
+    out["meta_file"] = meta_location(meta_path)
     columns = {c: [_json_cell(v) for v in part[c].tolist()] for c in other}
     names = [file_column_name(c) for c in other]  # the file's own names (a user `video_id` too)
     out["extra"] = [
@@ -59,7 +60,7 @@ def write_manifests(meta_path: str | Path, store: TableStore, batch_size: int = 
     published as soon as it is full, so memory stays bounded whatever the file's length (what is kept
     for the whole file is the set of clip ids seen, for "one clip, one row").
     """
-    meta_path = Path(meta_path)
+    meta_path = meta_location(meta_path)
     check_batch_size(batch_size)
     prefix = batch_key_prefix(meta_path)
     seen: set[int] = set()  # clip ids as 64-bit ints: a fraction of the memory of 10 M strings

@@ -156,6 +156,12 @@ def resolve_clip_path(base: str, path: str) -> str:
     return os.path.abspath(os.path.join(base, path))  # join keeps absolute paths
 
 
+def meta_location(path: str | os.PathLike[str]) -> str:
+    """A meta file's name as runs record it: an s3:// or https:// URL as it is, a local path absolute."""
+    path = os.fspath(path)
+    return path if is_remote(path) else str(Path(path).expanduser().resolve())
+
+
 def _absolute(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 

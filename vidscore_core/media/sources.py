@@ -8,12 +8,15 @@ the clip's shared block cache. `reading(path)` holds that cache for one decode p
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from vidscore_core.media import remote
 from vidscore_core.media.object_stores import is_remote, safe_url
+
+log = logging.getLogger(__name__)
 
 __all__ = ["file_size", "is_remote", "media_input", "read_head", "reading", "safe_url", "sharing_cache"]
 
@@ -60,3 +63,6 @@ def reading(path: str) -> Iterator[remote.RemoteClip | None]:
             raise
         if clip.failure is not None:
             raise clip.failure
+        stats = clip.stats
+        log.debug("%s: fetched %d of %d bytes in %d requests", clip.name, stats.bytes_fetched, stats.size or 0,
+                  stats.requests)  # fmt: skip
