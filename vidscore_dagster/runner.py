@@ -115,6 +115,14 @@ def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources
     return result.success, "" if result.success else failure_reason(result)
 
 
+def materialize_report(instance: dg.DagsterInstance, *, resources: dict | None = None) -> tuple[str, str]:
+    """Build `corpus_report` in-process; returns (its summary line, "") or ("", the failure reason)."""
+    result = _materialize(instance, ["corpus_report"], resources=resources)
+    if not result.success:
+        return "", failure_reason(result)
+    return str(result.asset_materializations_for_node("corpus_report")[0].metadata["summary"].value), ""
+
+
 def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) -> str:
     """What the batches hold now: rows, scores, errors by reason, where to look next."""
     from vidscore_core.scores import SCORES

@@ -41,7 +41,8 @@ def select_rows(store: TableStore, spec: FilterSpec) -> pd.DataFrame:
         if not store.partitions("near_duplicates"):
             raise ValueError("dedup asked for, but `near_duplicates` has not been materialized yet")
         # Clips without a 50 % frame embedding have no group: nothing to deduplicate them against.
-        dedup_join = "LEFT JOIN near_duplicates n USING (video_id, batch)"
+        # Only `keep`: near_duplicates also has an `aes` column, which would make the bounds ambiguous.
+        dedup_join = "LEFT JOIN (SELECT video_id, batch, keep FROM near_duplicates) n USING (video_id, batch)"
         predicate = f"({predicate}) AND coalesce(n.keep, TRUE)"
     return store.query_df(CANDIDATES_SQL.format(predicate=predicate, dedup_join=dedup_join), params)
 
