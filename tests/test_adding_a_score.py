@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from vidscore_core import weights
-from vidscore_core.media.decode import DecodedFrames, FrameRequest
+from vidscore_core.media.decode import DecodedFrames
+from vidscore_core.media.frames import FrameRequest
 from vidscore_core.scoring import lineage
 from vidscore_core.scoring.score_jobs import ScoreJob
 from vidscore_core.scoring.shared_decode import ScorePart

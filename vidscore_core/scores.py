@@ -29,8 +29,12 @@ from vidscore_core.settings import Settings
 ScoreOptions = dict[str, dict[str, str]]
 
 # The modules whose source determines each table: a change to any of them makes old rows stale.
-# Every score reads its frames through decode (images: media.images) and its rows pass the finite check.
-_FRAMES_AND_ROWS = ("vidscore_core.media.decode", "vidscore_core.media.images", "vidscore_core.scoring.finite")
+# The media modules that decide which pixels a score sees (frame selection, integrity verdicts, decoders),
+# and the finite check every score's rows pass.
+_FRAMES_AND_ROWS = (
+    *(f"vidscore_core.media.{name}" for name in ("decode", "frames", "images", "container", "integrity", "backends", "sparse")),
+    "vidscore_core.scoring.finite",
+)
 CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", *_FRAMES_AND_ROWS)
 AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
 MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")

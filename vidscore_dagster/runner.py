@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from vidscore_core.ingest.meta import meta_location
 from vidscore_core.settings import Settings
 from vidscore_dagster.defs.automation.jobs import SCORED_BY_CALLER_TAG
 
@@ -86,7 +87,7 @@ def _materialize(
 
 def ingest_meta_file(
     instance: dg.DagsterInstance,
-    meta: Path,
+    meta: str | Path,
     batch_size: int,
     *,
     resources: dict | None = None,
@@ -98,7 +99,7 @@ def ingest_meta_file(
     """
     result = _materialize(
         instance, ["meta_files"], resources=resources,
-        op_config={"meta_files": {"config": {"path": str(Path(meta).resolve()), "batch_size": batch_size}}},
+        op_config={"meta_files": {"config": {"path": meta_location(meta), "batch_size": batch_size}}},
         tags={SCORED_BY_CALLER_TAG: "true"} if scored_by_caller else None,
     )  # fmt: skip
     if not result.success:

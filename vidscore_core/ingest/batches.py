@@ -15,6 +15,7 @@ from vidscore_core.ingest.meta import (
     check_batch_size,
     file_column_name,
     has_caption,
+    meta_location,
     read_meta_chunks,
 )
 from vidscore_core.media.probe import probe_many
@@ -40,12 +41,12 @@ def _json_cell(value: object) -> object:
     return value
 
 
-def manifest_frame(part: pd.DataFrame, meta_path: Path) -> pd.DataFrame:
+def manifest_frame(part: pd.DataFrame, meta_path: str | Path) -> pd.DataFrame:
     """The rows of one batch in manifest form: fixed columns plus `extra` (JSON of the rest)."""
     other = [c for c in part.columns if c not in MANIFEST_COLUMNS]
     out = pd.DataFrame({c: part[c].to_numpy() if c in part.columns else None for c in MANIFEST_COLUMNS})
     out["text"] = [t if isinstance(t, str) else None for t in out["text"]]
-    out["meta_file"] = str(Path(meta_path).resolve())
+    out["meta_file"] = meta_location(meta_path)
     columns = {c: [_json_cell(v) for v in part[c].tolist()] for c in other}
     names = [file_column_name(c) for c in other]  # the file's own names (a user `video_id` too)
     out["extra"] = [
@@ -95,7 +96,7 @@ def write_manifests(meta_path: str | Path, store: TableStore, batch_size: int = 
     length (what is kept for the whole file is each clip's batch); a later listing of a clip whose
     batch was already published is added to that manifest at the end.
     """
-    meta_path = Path(meta_path)
+    meta_path = meta_location(meta_path)
     check_batch_size(batch_size)
     prefix = batch_key_prefix(meta_path)
     summary = ManifestSummary()

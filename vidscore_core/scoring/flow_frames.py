@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from vidscore_core import scores
-from vidscore_core.media.decode import DecodedFrames, FrameRequest
+from vidscore_core.media.decode import DecodedFrames
+from vidscore_core.media.frames import FrameRequest
 from vidscore_core.models.flow import (
     FLOW_FRAME_INDICES,
     DISFlow,

@@ -42,7 +42,7 @@ DEFAULT_CRON = "0 3 * * *"
 # RE2 syntax (DuckDB's regexp_matches): what is worth another attempt, not a broken file.
 DEFAULT_RETRYABLE = (
     r"(?i)(timed out|timeout|out of memory|CUDA error|CUBLAS_STATUS_ALLOC_FAILED|"
-    r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable|non-finite model output)"
+    r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable|non-finite model output|\(retryable\))"
 )
 FINGERPRINT_TAG = "vidscore/backfill_fingerprint"
 
