@@ -18,6 +18,7 @@ folder: the partition did not exist yet). A republished partition thus shows its
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
@@ -76,17 +77,41 @@ def _wanted_fingerprint(store: TableStore) -> str:
     return f"{schema.fingerprint()}:{views}:{store.root}"
 
 
+def _held_by_another(exc: duckdb.Error) -> bool:
+    """DuckDB's error when another connection holds the file (its lock, or another configuration)."""
+    text = str(exc).lower()
+    return "lock" in text or "different configuration" in text
+
+
+def _set_aside(db_path: Path) -> None:
+    """Move an unreadable database (and its WAL) out of the way: it holds only views, rebuilt from
+    the tables, but it is kept beside under a new name for whoever wants to look at it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for path in (db_path, db_path.with_name(db_path.name + ".wal")):
+        if path.exists():
+            path.replace(path.with_name(f"{path.name}.corrupt-{stamp}"))
+
+
 def current(db_path: Path, store: TableStore) -> bool:
-    """Whether the file's views are those of this code and table location (read-only look)."""
+    """Whether the file's views are those of this code and table location (read-only look). An
+    unreadable file is set aside (False); a file another process holds raises ViewsBusyError."""
     if not db_path.exists():
         return False
     try:
         con = duckdb.connect(str(db_path), read_only=True)
-    except duckdb.IOException as exc:
-        raise ViewsBusyError(str(exc)) from exc
+    except duckdb.Error as exc:
+        if _held_by_another(exc):
+            raise ViewsBusyError(str(exc)) from exc
+        _set_aside(db_path)
+        return False
     try:
         row = con.execute(f"SELECT value FROM {FINGERPRINT_TABLE} WHERE name = 'fingerprint'").fetchone()
+        con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()  # reads every view's block
     except duckdb.CatalogException:
+        return False
+    except duckdb.Error:
+        con.close()
+        _set_aside(db_path)
         return False
     finally:
         con.close()
@@ -185,14 +210,36 @@ def migrate_native_tables(con: duckdb.DuckDBPyConnection, store: TableStore) -> 
 
 
 def connect_read_only(db_path: Path, store: TableStore) -> duckdb.DuckDBPyConnection:
-    """Open the views read-only with external access off: only the tables' folder can be read."""
+    """Open the views read-only with external access off: only the tables' folder can be read.
+
+    DuckDB's allowed directories allow writes too: callers that run a user's SQL must also refuse
+    statements other than queries (`vidscore_core.tables.sql_output.check_query`).
+    """
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         set_utc(con)
         if not store.is_s3:
             con.execute(f"SET allowed_directories = [{_sql_literal(store.root + '/')}]")
         con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")  # no statement can loosen the settings above
     except BaseException:
         con.close()
         raise
     return con
+
+
+def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """`connect_read_only` on `settings.db_path`, rebuilding the file first when it is unreadable
+    (it holds only views). FileNotFoundError when there is none; ViewsBusyError when another
+    process holds it."""
+    db_path = settings.db_path
+    if not db_path.exists():
+        raise FileNotFoundError(db_path)
+    store = TableStore.from_settings(settings)
+    try:
+        if current(db_path, store):
+            return connect_read_only(db_path, store)
+    except ViewsBusyError:
+        return connect_read_only(db_path, store)  # another reader: share the file as it is
+    write_views(settings)  # outdated or set aside as unreadable: written anew
+    return connect_read_only(db_path, store)
