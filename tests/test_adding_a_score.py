@@ -184,16 +184,18 @@ def test_the_cli_scores_it_alone_and_with_all_and_filters_on_it(added) -> None:
     assert sorted(kept["red"].tolist()) == sorted(v for v in red[:3] if v >= bound) and len(kept) == 2
 
 
-def test_dagster_computes_it_over_torchrun_ranks_with_its_checks_and_the_view_shows_it(added) -> None:
+def test_dagster_computes_it_over_torchrun_ranks_with_its_checks_and_the_view_shows_it(added, monkeypatch) -> None:
     tmp, meta, env, _ = added
     proc = vidscore(env, "ingest", str(meta), "--materialize", "--assets", "videos,redness_scores",
                     VIDSCORE_NUM_PROCESSES="2", DAGSTER_HOME=str(tmp / "dagster"))  # fmt: skip
     assert "rank 1:" in proc.stderr, proc.stderr[-3000:]  # the ranks reported through dagster-pipes
     listed = vidscore(env, "sql", "SELECT path, red, red_error FROM video_scores ORDER BY path", "--format", "csv")
     viewed = pd.read_csv(__import__("io").StringIO(listed.stdout)).set_index("path")
-    alone = pd.read_csv(tmp / "meta_red.csv").set_index("path")
+    vidscore(env, "score", "redness", str(meta), "--output", str(tmp / "cli_red.csv"))
+    alone = pd.read_csv(tmp / "cli_red.csv").set_index("path")
     assert viewed.loc[alone.index, "red"].fillna(-1).tolist() == pytest.approx(alone["red"].fillna(-1).tolist())
-    instance = dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(tmp / "dagster")))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp / "dagster"))
+    instance = dg.DagsterInstance.get()
     try:
         for check in ("redness_scores_in_range", "redness_scores_complete"):
             record = instance.get_latest_asset_check_evaluation_record(

@@ -29,10 +29,13 @@ from vidscore_core.settings import Settings
 ScoreOptions = dict[str, dict[str, str]]
 
 # The modules whose source determines each table: a change to any of them makes old rows stale.
-CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", "vidscore_core.media.decode")
+# Every score reads its frames through decode (images: media.images) and its rows pass the finite check.
+_FRAMES_AND_ROWS = ("vidscore_core.media.decode", "vidscore_core.media.images", "vidscore_core.scoring.finite")
+CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", *_FRAMES_AND_ROWS)
 AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
 MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
-FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
+FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.scoring.flow_frames",
+             *_FRAMES_AND_ROWS)  # fmt: skip
 
 # `videos` is `v` in the views and queries that join the score tables to it.
 VIDEOS_ALIAS = "v"

@@ -247,6 +247,8 @@ def ingest(meta, batch_size, materialize, assets, preset) -> None:
     except ViewsNotWritten as exc:
         click.echo(f"note: views in {settings.db_path} not refreshed: {exc}", err=True)
     click.echo(f"{meta}: {len(keys)} batch(es): {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}")
+    for note in runner.ingest_notes(instance):
+        click.echo(f"note: {note}")
     click.echo(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
     if not materialize:
         click.echo("next: vidscore ingest META --materialize, or materialize the batches in `vidscore ui`")
@@ -332,6 +334,32 @@ def sql(query, fmt) -> None:
         _fail(str(exc).strip().splitlines()[0])
     except BrokenPipeError:  # e.g. `| head`: the reader has all it wanted; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@main.command()
+@click.option("--open", "open_page", is_flag=True, help="Open the page in the default web browser.")
+def report(open_page) -> None:
+    """Build the corpus report ($VIDSCORE_HOME/reports/corpus_report.html): each score's distribution
+    over all batches, what each threshold and preset keeps in clips and hours, contact sheets, sources.
+
+    It is the `corpus_report` asset, materialized in this process: the UI shows the same report.
+    """
+    import webbrowser
+
+    from vidscore_core.curation.corpus_report.build import report_paths
+    from vidscore_core.tables.store import TableStore
+    from vidscore_dagster import runner
+
+    settings = _settings()
+    if not TableStore.from_settings(settings).partitions("videos"):
+        _fail(f"no clips ingested under {settings.tables_root}: run `vidscore ingest META` (or `vidscore demo`) first")
+    line, reason = runner.materialize_report(runner.instance_for(settings))
+    if reason:
+        _fail(f"corpus_report: {reason}")
+    page = report_paths(settings)["html"].resolve()
+    click.echo(f"wrote {page}: {line}")
+    if open_page and not webbrowser.open(page.as_uri()):
+        click.echo(f"note: no web browser found here; open {page.as_uri()}", err=True)
 
 
 @main.group()

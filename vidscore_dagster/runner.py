@@ -107,11 +107,26 @@ def ingest_meta_file(
     return list(materialization.metadata["batches"].value), ""
 
 
+def ingest_notes(instance: dg.DagsterInstance) -> list[str]:
+    """What the last `meta_files` run found in the meta file's rows (repeated paths, missing captions)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("meta_files"))
+    notes = event.asset_materialization.metadata.get("row_notes") if event and event.asset_materialization else None
+    return list(notes.value) if notes is not None else []
+
+
 def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources: dict | None = None) -> tuple[bool, str]:
     """Build `filtered_videos` for a preset (and its checks), in-process; returns (ok, failure reason)."""
     result = _materialize(instance, ["filtered_videos"], resources=resources,
                           op_config={"filtered_videos": {"config": {"preset": preset}}})  # fmt: skip
     return result.success, "" if result.success else failure_reason(result)
+
+
+def materialize_report(instance: dg.DagsterInstance, *, resources: dict | None = None) -> tuple[str, str]:
+    """Build `corpus_report` in-process; returns (its summary line, "") or ("", the failure reason)."""
+    result = _materialize(instance, ["corpus_report"], resources=resources)
+    if not result.success:
+        return "", failure_reason(result)
+    return str(result.asset_materializations_for_node("corpus_report")[0].metadata["summary"].value), ""
 
 
 def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) -> str:
@@ -121,9 +136,16 @@ def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) 
     from vidscore_core.tables.store import TableStore
 
     store = TableStore.from_settings(settings)
-    counts = ", ".join(f"count({quote_ident(s.column)}) AS {quote_ident(s.column)}" for s in SCORES)
+    # video_scores has a row per caption of a clip: clip counts are distinct, per-caption scores per row.
+    def count(column: str, per_row: bool) -> str:
+        col = quote_ident(column)
+        return f"count({col}) AS {col}" if per_row else f"count(DISTINCT video_id) FILTER (WHERE {col} IS NOT NULL) AS {col}"
+
+    counts = ", ".join(count(s.column, s.per_row) for s in SCORES)
     totals = store.query_df(
-        f"SELECT count(*) AS clips, count(video_error) AS unreadable, {counts} FROM video_scores", keys=keys
+        "SELECT count(DISTINCT video_id) AS clips, count(DISTINCT video_id) FILTER (WHERE video_error IS NOT NULL) "
+        f"AS unreadable, {counts} FROM video_scores",
+        keys=keys,
     ).iloc[0]
     reasons = ", ".join(["video_error", *(s.error_column for s in SCORES)])
     errors = store.query_df(

@@ -1,7 +1,8 @@
 """Meta files (Open-Sora's CSV of `path`, `text`, ...): reading, video ids and batches.
 
-A meta row names a clip by path. Rows are never dropped silently: a row that cannot name a clip makes
-the whole file an error the user must fix, and only exact duplicates of a clip collapse to one row.
+A meta row names a clip by path. Rows are never dropped: a row that cannot name a clip makes the whole
+file an error the user must fix, and a path listed in several rows (several captions of one clip) keeps
+every row (`read_meta(drop_duplicates=True)` gives one row per clip where that is what is wanted).
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ def read_meta_chunks(
         out["meta_row"] = range(offset, offset + len(out))
         offset += len(out)
         yield out.reset_index(drop=True)
+
+
+def has_caption(text: object) -> bool:
+    """A caption matching can score: text that is not missing or blank."""
+    return isinstance(text, str) and text.strip() != ""
 
 
 def input_column_name(name: object) -> object:

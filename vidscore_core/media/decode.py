@@ -31,6 +31,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vidscore_core.media.images import ImageUnreadable, is_image_demuxer, read_image_frames
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 # Extensions that go straight to the video decoders; anything unknown is sniffed by PIL first, because
 # FFmpeg happily opens a JPEG as a one-frame MJPEG "video" with slightly different pixels than PIL's.
@@ -189,7 +191,7 @@ def read_frames(
 ) -> DecodedFrames:
     """Frames of a clip at sampling `points` or at `indices` (clamped); all frames when neither is given.
 
-    Images give their one frame whatever is asked. Raises `DecodeError` for anything that cannot be
+    Still images give their one frame whatever is asked; animated ones are videos (`media.images`). Raises `DecodeError` for anything that cannot be
     decoded faithfully, including a decode slower than `timeout_s` (None: no limit). `backends` picks and
     orders the video decoders (default sparse PyAV, decord, then sequential PyAV).
     """
@@ -324,11 +326,12 @@ def treat_as_image(path: str) -> bool:
 
 def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFrames:
     check_file(path)
-    if treat_as_image(path):
-        frame = read_image(path)
-        h, w = frame.shape[:2]
-        return DecodedFrames([frame], [0], 1, True, "pil", w, h)
-    result = decode_video(path, want, backends=backends)
+    header = None if treat_as_image(path) else read_header(path)
+    if header is None or is_image_demuxer(header.format):  # an image, still or animated, by content
+        frames, indices, n = image_call(read_image_frames, path, want)
+        h, w = frames[0].shape[:2]
+        return DecodedFrames(frames, indices, n, n == 1, "pil", w, h)  # animated: a video of its frames
+    result = decode_video(path, want, backends=backends, header=header)
     h, w = (result.frames[0].shape[:2]) if result.frames else (result.header.height, result.header.width)
     return DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h,
                          result.fell_back)  # fmt: skip
@@ -336,13 +339,15 @@ def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFra
 
 def read_image(path: str) -> np.ndarray:
     """One RGB frame exactly as the reference's pil_loader sees it (`Image.convert("RGB")`)."""
+    return image_call(read_image_frames, path, lambda n: [0])[0][0]
+
+
+def image_call(fn: Callable[..., T], *args: object) -> T:
+    """`fn(*args)` of `media.images`, its ImageUnreadable as a final DecodeError."""
     try:
-        with Image.open(path) as img:
-            return np.array(img.convert("RGB"))
-    except UnidentifiedImageError:
-        raise DecodeError("cannot decode image: not a recognised image format", final=True) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's ways to fail
-        raise DecodeError(f"cannot decode image: {exc}", final=True) from None
+        return fn(*args)
+    except ImageUnreadable as exc:
+        raise DecodeError(exc.reason, final=True) from None
 
 
 def decode_video(

@@ -6,18 +6,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from PIL import Image
-
 from vidscore_core.media.decode import (
     BACKENDS,
     DecodeError,
     check_file,
     decode_video,
     read_header,
-    read_image,
     run_with_timeout,
     treat_as_image,
 )
+from vidscore_core.media.images import ImageUnreadable, is_image_demuxer, probe_image
 
 PROBE_KEYS = (
     "exists", "size_bytes", "media_type", "num_frames", "fps", "width", "height", "duration_s", "codec", "error",
@@ -29,7 +27,8 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
 
     Videos: PyAV reads the header; decord's count (packets demuxed) is checked against the declared
     count and its last frame is decoded, so a cut file is reported, not shortened. When decord cannot,
-    PyAV decodes the stream once to count. Images: PIL's size, one frame.
+    PyAV decodes the stream once to count. Images: PIL's size, one frame; animated
+    images (GIF, WebP, APNG) are videos of their frames (`media.images`).
     """
     path = os.fspath(path)
     info: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
@@ -40,10 +39,10 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
         check_file(path)
         if treat_as_image(path):
             info["media_type"] = "image"
-            run_with_timeout(_probe_image, timeout_s, path, info)
+            info.update(run_with_timeout(probe_image, timeout_s, path))
         else:
             run_with_timeout(_probe_video, timeout_s, path, info)
-    except DecodeError as exc:
+    except (DecodeError, ImageUnreadable) as exc:
         info["error"] = exc.reason
         info["num_frames"] = None  # an unverified count must not be used for sampling
     except Exception as exc:  # probing a corpus must not stop at one odd file: record it instead
@@ -52,19 +51,11 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
     return info
 
 
-def _probe_image(path: str, info: dict[str, Any]) -> None:
-    try:
-        with Image.open(path) as img:
-            info["width"], info["height"] = img.size
-            info["codec"] = (img.format or "").lower() or None
-    except (OSError, ValueError, SyntaxError):
-        pass  # read_image below gives the reason
-    read_image(path)  # the whole image must decode, not just its header
-    info["num_frames"] = 1
-
-
 def _probe_video(path: str, info: dict[str, Any]) -> None:
     header = read_header(path)
+    if is_image_demuxer(header.format):  # an image under a video name (a PNG renamed .mp4)
+        info.update(probe_image(path))
+        return
     if header.codec is not None:
         info["media_type"] = "video"
     info.update(

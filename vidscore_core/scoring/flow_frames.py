@@ -23,7 +23,15 @@ BACKENDS = next(o for o in scores.FLOW.options if o.name == "backend").choices
 
 
 class NotAVideoError(ValueError):
-    reason = "not a video: a still image has no motion to score"
+    """A clip flow cannot score (a media error: its row's `error`, the batch goes on)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+STILL_IMAGE = "not a video: a still image has no motion to score"
+ONE_FRAME = "one frame: flow needs at least two distinct frames"
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,9 @@ class FlowSampler:
     def from_frames(self, decoded: DecodedFrames) -> dict[str, Any]:
         """The payload of this clip's frames (those of `request`, from the shared pass)."""
         if decoded.is_image:
-            raise NotAVideoError(NotAVideoError.reason)
+            raise NotAVideoError(STILL_IMAGE)
+        if decoded.num_frames < 2:  # frames 0/10/20/30 would all be frame 0: no motion, not a score of 0
+            raise NotAVideoError(ONE_FRAME)
         frames = prepare_flow_frames(torch.from_numpy(np.stack(decoded.frames)))
         meta = {"indices": list(decoded.indices), "num_frames": decoded.num_frames}
         if self.backend == "dis":

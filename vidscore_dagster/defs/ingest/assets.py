@@ -42,17 +42,25 @@ def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig, vidsco
     settings = vidscore.settings()
     store = TableStore.from_settings(settings)
     path = Path(config.path).expanduser().resolve()
-    rows = write_manifests(path, store, batch_size=config.batch_size)
+    summary = write_manifests(path, store, batch_size=config.batch_size)
+    rows = summary.clips
     new = [k for k in rows if not context.instance.has_dynamic_partition(BATCHES, k)]
     if new:
         context.instance.add_dynamic_partitions(BATCHES, new)
     dropped = drop_stale_batches(context, store, path, set(rows))
     _refresh_views(context, settings)
     context.log.info(f"{path}: {sum(rows.values())} clips in {len(rows)} batches ({len(new)} new)")
+    for line in summary.lines():
+        context.log.warning(f"{path}: {line}")
     return dg.MaterializeResult(
         metadata={
             "meta_file": dg.MetadataValue.path(str(path)),
             "clips": sum(rows.values()),
+            "rows": summary.rows,
+            "repeated_rows": summary.repeated_rows,
+            "repeated_paths": summary.repeated_paths,
+            "rows_without_caption": summary.no_caption,
+            "row_notes": dg.MetadataValue.json(summary.lines()),
             "batches": dg.MetadataValue.json(list(rows)),
             "new_batches": len(new),
             "dropped_batches": dg.MetadataValue.json(dropped),

@@ -8,7 +8,7 @@ from vidscore_dagster.defs.checks import standard_checks, value_check
 
 def checks_of(score: Score) -> list[dg.AssetChecksDefinition]:
     return [
-        *standard_checks(score.table, upstream="videos"),
+        *standard_checks(score.table, upstream="videos", unique_by=("video_id", "meta_row") if score.per_row else ("video_id",)),
         *(value_check(score.table, f"{score.table}_{c.name}", c.predicate, c.description, blocking=c.blocking,
                       params_fn=load(c.params) if c.params else None) for c in score.checks),
     ]  # fmt: skip
