@@ -299,34 +299,44 @@ def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
 )
 def sql(query, fmt) -> None:
-    """Run a read-only SQL query on the tables (the views of $VIDSCORE_HOME/vidscore.duckdb)."""
+    """Run one read-only query on the tables (the views of $VIDSCORE_HOME/vidscore.duckdb).
+
+    Only SELECT (and EXPLAIN) runs: nothing is written, copied or attached. The result is printed
+    as it comes (table: NULL shown as NULL, then the row count).
+    """
     import duckdb
 
+    from vidscore_core.tables import sql_output
     from vidscore_core.tables.store import TableStore
-    from vidscore_core.tables.views import connect_read_only
+    from vidscore_core.tables.views import open_views
 
+    try:
+        sql_output.check_not_empty(query)
+    except sql_output.RefusedStatement as exc:
+        _fail(str(exc), code=2)
     settings = _settings()
     store = TableStore.from_settings(settings)
     try:
         if store.is_s3:  # views over s3:// need DuckDB's httpfs; read the tables through Arrow instead
             con = store.connect()
-        elif not settings.db_path.exists():
-            _fail(f"no vidscore database at {settings.db_path.resolve()} (VIDSCORE_HOME="
-                  f"{settings.home}): ingest a meta file first, or set VIDSCORE_HOME")  # fmt: skip
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
         else:
-            con = connect_read_only(settings.db_path, store)
+            try:
+                con = open_views(settings)
+            except FileNotFoundError:
+                _fail(f"no vidscore database at {settings.db_path.resolve()} (VIDSCORE_HOME="
+                      f"{settings.home}): ingest a meta file first, or set VIDSCORE_HOME")  # fmt: skip
         try:
-            df = con.execute(query).df()
+            sql_output.stream(con, query, fmt, sys.stdout)
         finally:
             con.close()
+    except sql_output.RefusedStatement as exc:
+        _fail(str(exc), code=2)
     except duckdb.Error as exc:
         _fail(str(exc).strip().splitlines()[0])
-    if fmt == "csv":
-        click.echo(df.to_csv(index=False), nl=False)
-    elif fmt == "json":
-        click.echo(df.to_json(orient="records", force_ascii=False, date_format="iso"))
-    else:
-        click.echo(df.to_string(index=False, max_colwidth=60) if len(df.columns) else "(no columns)")
+    except BrokenPipeError:  # e.g. `| head`: the reader has all it wanted; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @main.command()
