@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class _Cli(click.Group):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        _raise_on_sigterm()
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
@@ -52,7 +54,11 @@ class _Cli(click.Group):
             _fail(exc.format_message() + hint, exc.exit_code)
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:  # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM here) into Abort
+            if isinstance(exc.__cause__, Terminated):
+                _fail("terminated (SIGTERM); partial files were removed", 128 + signal.SIGTERM)
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                _fail("interrupted; partial files were removed", 128 + signal.SIGINT)
             _fail("aborted", 1)
         except Exception as exc:
             if os.environ.get("VIDSCORE_DEBUG"):
@@ -62,6 +68,17 @@ class _Cli(click.Group):
             _fail(f"{type(exc).__name__}: {exc} (unexpected; rerun with VIDSCORE_DEBUG=1 for the traceback)")
         # Non-standalone click returns the exit code of an explicit ctx.exit()/--help, else the result.
         sys.exit(result if isinstance(result, int) else 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every `finally` and cleanup runs (partial downloads and outputs)."""
+
+
+def _raise_on_sigterm() -> None:
+    def handler(signum, frame) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -377,6 +394,9 @@ def weights_download(names, url, sha256, force) -> None:
         except (w.WeightsDownloadError, ValueError, OSError) as exc:
             _fail(str(exc))
         click.echo(f"{name}: {path} (sha256 verified)")
+        note = w.override_note(name, _settings())
+        if note:
+            click.echo(f"note: {note}", err=True)
 
 
 @main.command()
