@@ -5,7 +5,6 @@ Real subprocesses of the console script against a real HTTP server on 127.0.0.1 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
