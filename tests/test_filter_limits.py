@@ -181,7 +181,7 @@ def test_only_rows_missing_a_value_are_probed_and_the_meta_wins(tmp_path, fixtur
     )  # retina (48 in the meta); hubble's 10 fails; ihc probed 25; bad unreadable
     assert [Path(p).name for p in pd.read_csv(out)["path"]] == ["pan_retina_portrait_down_3px.mp4"]
     assert notes == ["probed 2 file(s) for metadata the meta file does not give; 1 could not be read and "
-                     "fail the technical limits"]  # fmt: skip
+                     "fail the technical limits", "removed by fmin 30: 3"]  # fmt: skip
 
     calls.clear()
     out, kept, _ = filter_meta_file(meta, FilterSpec(hwmax=200_000), output=tmp_path / "hw.csv")

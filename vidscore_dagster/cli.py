@@ -89,6 +89,11 @@ def main() -> None:
 # -- score / filter (Open-Sora compatible) -------------------------------------------------------
 
 
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Allow --output to be the meta file itself (it is replaced)."
+)
+
+
 @main.command()
 @click.argument("task", metavar="SCORE", type=click.Choice(["all", *scores.BY_NAME]))
 @click.argument("meta", type=click.Path(path_type=Path))
@@ -103,7 +108,9 @@ def main() -> None:
 @click.option("--precision", type=click.Choice(["auto", "fp32", "tf32", "bf16", "fp16"]), default="auto",
               show_default=True, help="Model precision on CUDA (CPU always runs float32).")  # fmt: skip
 @click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
-def score(task, meta, output, batch_size, num_workers, device, backend, precision, decode_timeout) -> None:
+@overwrite_option
+def score(task, meta, output, batch_size, num_workers, device, backend, precision, decode_timeout,
+          overwrite) -> None:  # fmt: skip
     """Score META (CSV or Parquet) and write META_aes.csv / META_flow.csv / META_match.csv.
 
     SCORE is aesthetic, flow, matching or all. `all` computes every score the installed weights allow
@@ -123,22 +130,23 @@ def score(task, meta, output, batch_size, num_workers, device, backend, precisio
 
     try:
         if task == "all":
-            _score_all(meta, settings, options(), output, backend)
+            _score_all(meta, settings, options(), output, backend, overwrite)
             return
         w.require_all(w.needed_for(task, backend), settings, purpose=f"`vidscore score {task}`")
         with _progress_bar(task) as progress:
             out, summary = score_meta_file(task, meta, settings, options(progress), output=output,
-                                           flow_backend=backend)  # fmt: skip
+                                           flow_backend=backend, overwrite=overwrite)  # fmt: skip
     except (MetaError, w.WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"wrote {out}: {summary}")
 
 
-def _score_all(meta: Path, settings: Settings, options, output: Path | None, backend: str) -> None:
+def _score_all(meta: Path, settings: Settings, options, output: Path | None, backend: str,
+               overwrite: bool) -> None:  # fmt: skip
     from vidscore_core.csv_commands.score_all import score_all_file
 
     result = score_all_file(meta, settings, options, output=output, flow_backend=backend,
-                            progress=_progress_bar)  # fmt: skip
+                            progress=_progress_bar, overwrite=overwrite)  # fmt: skip
     for name, summary in result.scored.items():
         click.echo(f"{name}: {summary}")
     for skipped in result.skipped:
@@ -171,8 +179,9 @@ def score_bound_options(command):
 @click.option(
     "--output", type=click.Path(path_type=Path), help="Output file (default: named like Open-Sora's)."
 )
+@overwrite_option
 def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration_min, duration_max, dedup,
-               probe_workers, output, **bounds) -> None:  # fmt: skip
+               probe_workers, output, overwrite, **bounds) -> None:  # fmt: skip
     """Keep the rows of META that pass the thresholds (rows without the score are dropped).
 
     Technical limits (frames, fps, height x width, aspect ratio, duration) read the meta's num_frames,
@@ -187,7 +196,7 @@ def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration
                           aspect_max=aspect_max, duration_min=duration_min, duration_max=duration_max,
                           dedup=dedup)  # fmt: skip
         out, kept, total = filter_meta_file(meta, spec, output=output, probe_workers=probe_workers,
-                                            notify=click.echo)  # fmt: skip
+                                            notify=click.echo, overwrite=overwrite)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:  # MetaError is a ValueError
         _fail(str(exc))
     click.echo(f"wrote {out}: kept {kept} of {total} rows")
@@ -204,7 +213,9 @@ def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration
 @click.option("--num-workers", type=int, default=2, show_default=True, help="Decoding worker processes.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $VIDSCORE_DEVICE or auto).")
 @click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
-def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, device, decode_timeout) -> None:
+@overwrite_option
+def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, device, decode_timeout,
+          overwrite) -> None:  # fmt: skip
     """Mark near-duplicate clips of META: writes META_dedup.csv with dup_group and dup_keep.
 
     Clips whose 50% frame CLIP embeddings have cosine >= --threshold (and, unless --any-resolution, the
@@ -225,7 +236,8 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
             options = JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
                                  decode_timeout_s=decode_timeout, progress=progress)  # fmt: skip
             out, summary = dedup_meta_file(meta, settings, options, threshold=threshold,
-                                           same_resolution=not any_resolution, output=output)  # fmt: skip
+                                           same_resolution=not any_resolution, output=output,
+                                           overwrite=overwrite)  # fmt: skip
     except (MetaError, w.WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"wrote {out}: {summary.line()}")
@@ -234,26 +246,44 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
 # -- platform ------------------------------------------------------------------------------------
 
 
+def _preset_help() -> str:
+    from vidscore_core.curation.filtered_dataset import PRESETS
+
+    named = "; ".join(f"{name}: {_describe_spec(spec)}" for name, spec in PRESETS.items())
+    return (f"With --materialize: also build filtered_videos with this preset ({named}), or a name of your "
+            "own given with bounds (--aesmin …, --dedup).")  # fmt: skip
+
+
+def _describe_spec(spec) -> str:
+    parts = [f"{col} {op} {value:g}" for _, col, op, value in spec.active()]
+    parts += [f"{name} {value:g}" for name, _, _, value in spec.active_limits()]
+    return ", ".join(parts + (["deduplicated"] if spec.dedup else []))
+
+
 @main.command()
 @click.argument("meta", type=click.Path(path_type=Path))
-@click.option("--batch-size", type=int, default=5000, show_default=True, help="Rows per batch partition.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Rows per batch partition.")  # fmt: skip
 @click.option("--materialize", is_flag=True, help="Also materialize the batches now (in this process).")
 @click.option("--assets", default="auto", show_default=True,
-              help="With --materialize: comma-separated assets (filtered_videos included), or 'auto' "
-              "(everything the weights allow).")  # fmt: skip
-@click.option("--preset", default=None, help="With --materialize: also build filtered_videos with this preset "
-              "(fair: aes >= 5.5, good: aes >= 6.5, or a name of your own).")  # fmt: skip
-def ingest(meta, batch_size, materialize, assets, preset) -> None:
+              help="With --materialize: comma-separated assets (near_duplicates and filtered_videos included), "
+              "or 'auto' (everything the weights allow).")  # fmt: skip
+@click.option("--preset", default=None, help=_preset_help())
+@score_bound_options
+@click.option("--dedup", is_flag=True, default=None, help="With --preset: keep one clip per near-duplicate group.")
+@click.pass_context
+def ingest(ctx, meta, batch_size, materialize, assets, preset, dedup, **bounds) -> None:
     """Ingest META (a `meta_files` run): batch manifests, registered as `batches` partitions in Dagster."""
     from vidscore_core.tables.views import ViewsNotWritten, write_views
     from vidscore_dagster import runner
 
     settings = _settings()
+    given = {k: v for k, v in {**bounds, "dedup": dedup}.items() if v is not None}
+    spec = _preset_spec(ctx, preset, given) if materialize else None
     if not Path(meta).is_file():
         _fail(f"{meta}: no such file")
-    if batch_size < 1:
-        _fail(f"--batch-size must be >= 1, got {batch_size}")
-    names, build_filtered = _chosen_assets(settings, assets, preset) if materialize else ([], False)
+    names, build_filtered = _chosen_assets(ctx, settings, assets, preset) if materialize else ([], False)
+    dedup_first = build_filtered and spec is not None and spec.dedup
     instance = runner.instance_for(settings)
     keys, reason = runner.ingest_meta_file(instance, Path(meta), batch_size, scored_by_caller=materialize)
     if reason:
@@ -267,31 +297,79 @@ def ingest(meta, batch_size, materialize, assets, preset) -> None:
     if not materialize:
         click.echo("next: vidscore ingest META --materialize, or materialize the batches in `vidscore ui`")
         return
-    outcome = _materialize(instance, keys, names) if names else {}
+    batch_names = [n for n in names if n != "near_duplicates"]
+    outcome = _materialize(instance, keys, batch_names) if batch_names else {}
     failed = [k for k, ok in outcome.items() if not ok]
+    if not failed and ("near_duplicates" in names or dedup_first):
+        failed += _corpus_step(instance, "near_duplicates", {})
+    built = False
     if build_filtered and not failed:
-        ok, reason = runner.materialize_filtered(instance, preset or "default")
-        click.secho(f"  filtered_videos[{preset or 'default'}]: {'ok' if ok else f'FAILED: {reason}'}",
-                    fg="green" if ok else "red")  # fmt: skip
-        failed += [] if ok else ["filtered_videos"]
-    click.echo(runner.summary(settings, keys, preset if build_filtered else None))
+        failed += _corpus_step(instance, "filtered_videos", {"preset": preset, **given})
+        built = "filtered_videos" not in failed
+    click.echo(runner.summary(settings, keys, preset if built else None))
     if failed:
-        _fail(f"{len(failed)} of {len(keys) + int(build_filtered)} step(s) failed: {', '.join(failed[:5])}")
+        _fail(f"{len(failed)} step(s) failed: {', '.join(failed[:5])}")
 
 
-def _chosen_assets(settings: Settings, assets: str, preset: str | None) -> tuple[list[str], bool]:
-    """The batch assets to run and whether to build filtered_videos; one error line for unknown names."""
+def _preset_spec(ctx: click.Context, preset: str | None, given: dict):
+    """The FilterSpec a --preset (and bounds) asks for; a usage error for an unknown preset without bounds."""
+    from vidscore_core.curation.filtered_dataset import PRESETS
+    from vidscore_core.curation.filters import FilterSpec
+
+    if preset is None:
+        if given:
+            raise click.UsageError("bounds (--aesmin …, --dedup) need --preset NAME to store the result under", ctx)
+        return None
+    if preset not in PRESETS and not given:
+        raise click.UsageError(
+            f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}, or define {preset!r} with bounds "
+            "(--aesmin …, --dedup)", ctx)  # fmt: skip
+    base = PRESETS.get(preset, FilterSpec())
+    try:
+        return FilterSpec(**{**{k: getattr(base, k) for k in base.__dataclass_fields__}, **given})
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx) from None
+
+
+def _corpus_step(instance, name: str, config: dict) -> list[str]:
+    """Build one corpus-wide asset, print its line (kept and removed per bound for filtered_videos);
+    returns [name] when it failed."""
+    from vidscore_core.curation.filters import removed_line
+    from vidscore_dagster.runner import materialize_corpus
+
+    label = f"{name}[{config['preset']}]" if "preset" in config else name
+    ok, reason, metadata = materialize_corpus(instance, name, config)
+    if not ok:
+        click.secho(f"  {label}: FAILED: {reason}", fg="red")
+        return [name]
+    detail = ""
+    if "kept" in metadata:
+        total = metadata.get("source_rows", {}).get("videos", "?")
+        removed = removed_line(metadata.get("removed_by_bound") or {})
+        detail = f": kept {metadata['kept']} of {total} clips" + (f"; {removed}" if removed else "")
+    click.secho(f"  {label}: ok{detail}", fg="green")
+    if metadata.get("kept") == 0:
+        click.secho(f"warning: {label} kept no clip: loosen the bounds above", fg="yellow", err=True)
+    return []
+
+
+def _chosen_assets(ctx: click.Context, settings: Settings, assets: str, preset: str | None) -> tuple[list[str], bool]:
+    """The assets to run and whether to build filtered_videos; a usage error for unknown names."""
     from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
     from vidscore_dagster.runner import available_assets
 
     if assets.strip() == "auto":
         return available_assets(settings), preset is not None
     names = [a.strip() for a in assets.split(",") if a.strip()]
-    known = (*BATCH_ASSETS, "filtered_videos")
+    known = (*BATCH_ASSETS, "near_duplicates", "filtered_videos")
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        _fail(f"--assets: unknown asset(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)} or auto")
-    return [n for n in BATCH_ASSETS if n in names], "filtered_videos" in names or preset is not None
+        raise click.BadParameter(f"unknown asset(s) {', '.join(unknown) or '(none given)'}; choose from "
+                                 f"{', '.join(known)} or auto", ctx, param_hint="--assets")  # fmt: skip
+    if "filtered_videos" in names and preset is None:
+        raise click.UsageError("--assets filtered_videos needs --preset NAME", ctx)
+    chosen = [n for n in (*BATCH_ASSETS, "near_duplicates") if n in names]
+    return chosen, "filtered_videos" in names or preset is not None
 
 
 def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:

@@ -127,15 +127,22 @@ def available_assets(settings: Settings, flow_backend: str | None = None) -> lis
     return [n for n in BATCH_ASSETS if n in names]
 
 
-def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources: dict | None = None) -> tuple[bool, str]:
-    """Build `filtered_videos` for a preset (and its checks), in-process; returns (ok, failure reason)."""
-    result = _materialize(instance, ["filtered_videos"], resources=resources,
-                          op_config={"filtered_videos": {"config": {"preset": preset}}})  # fmt: skip
-    return result.success, "" if result.success else failure_reason(result)
+def materialize_corpus(
+    instance: dg.DagsterInstance, name: str, config: dict | None = None, *, resources: dict | None = None
+) -> tuple[bool, str, dict]:
+    """Build an unpartitioned asset (`near_duplicates`, `filtered_videos`) and its checks, in-process;
+    returns (ok, failure reason, the materialization's metadata as plain values)."""
+    result = _materialize(instance, [name], resources=resources,
+                          op_config={name: {"config": config or {}}})  # fmt: skip
+    if not result.success:
+        return False, failure_reason(result), {}
+    events = result.asset_materializations_for_node(name)
+    metadata = {k: v.value for k, v in events[0].metadata.items()} if events else {}
+    return True, "", metadata
 
 
 def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) -> str:
-    """What the batches hold now: rows, scores, errors by reason, where to look next."""
+    """What the batches hold now: rows, scores, errors by reason, where to look next (files that exist)."""
     from vidscore_core.scores import SCORES
     from vidscore_core.tables.schema import quote_ident
     from vidscore_core.tables.store import TableStore
@@ -158,8 +165,9 @@ def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) 
     ]
     lines += [f"  {int(n)} × {reason}" for reason, n in zip(errors["reason"], errors["n"], strict=True)]
     lines.append(f"tables: {store.root} (SQL views: {settings.db_path})")
-    if preset:
-        lines.append(f"filtered: {settings.exports_dir / f'filtered_{preset}.csv'}")
+    export = settings.exports_dir / f"filtered_{preset}.csv" if preset else None
+    if export is not None and export.is_file():
+        lines.append(f"filtered: {export}")
     lines.append('next: vidscore sql "SELECT path, aes, flow, match FROM video_scores ORDER BY aes DESC LIMIT 10"')
     return "\n".join(lines)
 

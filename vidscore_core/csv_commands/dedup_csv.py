@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vidscore_core.curation.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
-from vidscore_core.ingest.meta import file_columns, read_meta
+from vidscore_core.ingest.meta import check_output, file_columns, numeric_column, read_meta
 from vidscore_core.settings import Settings
 
 DEDUP_POINT = 0.5  # the middle frame
@@ -90,14 +90,17 @@ def dedup_meta_file(
     output: str | os.PathLike[str] | None = None,
     reuse: bool = True,
     probe_workers: int = 4,
+    overwrite: bool = False,
 ) -> tuple[Path, DedupSummary]:
     """Write META_dedup.csv (or `output`): every input row and column plus `dup_group` and `dup_keep`.
 
     `options` is a `scoring.options.JobOptions` (device, batch size, workers, decode timeout) for the
-    embeddings it has to compute; `reuse=False` never reads the platform's table.
+    embeddings it has to compute; `reuse=False` never reads the platform's table. The output path is
+    checked before any work (`check_output`; `overwrite` allows it to be the meta file).
     """
     threshold = check_threshold(threshold)
     meta_path = Path(meta_path)
+    target = check_output(Path(output) if output else default_output(meta_path), meta_path, overwrite=overwrite)
     read = read_meta(meta_path, drop_duplicates=False)
     clips = read.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
     ids = [str(v) for v in clips["video_id"]]
@@ -138,7 +141,6 @@ def dedup_meta_file(
     row_ids = [str(v) for v in read["video_id"]]
     out["dup_group"] = pd.Series([group_of.get(v) for v in row_ids], index=out.index, dtype=object)
     out["dup_keep"] = pd.Series([keep_of.get(v, True) for v in row_ids], index=out.index, dtype=bool)
-    target = Path(output) if output else default_output(meta_path)
     _write(out, target)
     summary = DedupSummary(
         rows=len(out),
@@ -222,12 +224,7 @@ def clip_resolutions(clips: pd.DataFrame, *, workers: int = 4) -> list[str]:
     the same-resolution rule it matches nothing."""
     from vidscore_core.curation.filters import probe_paths
 
-    def numeric(name: str) -> pd.Series:
-        if name in clips.columns:
-            return pd.to_numeric(clips[name], errors="coerce")
-        return pd.Series(float("nan"), index=clips.index)
-
-    width, height = numeric("width"), numeric("height")
+    width, height = numeric_column(clips, "width"), numeric_column(clips, "height")
     known = (width > 0) & (height > 0)
     missing = [str(p) for p, ok in zip(clips["path"], known, strict=True) if not ok]
     infos = probe_paths(missing, workers=workers) if missing else {}
@@ -249,7 +246,7 @@ def _first_aes(read: pd.DataFrame, video_ids: Sequence[str]) -> np.ndarray:
         return np.full(len(video_ids), np.nan)
     first = read.drop_duplicates(subset="video_id", keep="first")
     by_id = pd.Series(
-        pd.to_numeric(first["aes"], errors="coerce").to_numpy(), index=first["video_id"].astype(str)
+        numeric_column(first, "aes").to_numpy(), index=first["video_id"].astype(str)
     )
     return by_id.reindex(list(video_ids)).to_numpy(dtype=np.float64)
 

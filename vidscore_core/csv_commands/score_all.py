@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vidscore_core import weights
 from vidscore_core.csv_commands.score_csv import SCORE_COLUMN, default_output, input_rows, score_many
-from vidscore_core.ingest.meta import read_meta, write_table
+from vidscore_core.ingest.meta import check_output, read_meta, write_table
 from vidscore_core.scores import SCORES as REGISTERED
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
@@ -101,12 +101,14 @@ def score_all_file(
     output: str | Path | None = None,
     flow_backend: str = "unimatch",
     progress: ProgressFactory | None = None,
+    overwrite: bool = False,
 ) -> Result:
     """Compute every score the present weights allow and write them into one file.
 
     Raises WeightsMissingError (listing every missing file) or ValueError when no score can run.
     """
     meta_path = Path(meta_path)
+    target = check_output(Path(output) if output else output_path(meta_path), meta_path, overwrite=overwrite)
     meta = read_meta(meta_path)
     decided = plan(meta.columns, settings, flow_backend)
     if not decided.run:
@@ -124,7 +126,6 @@ def score_all_file(
         out[f"{column}_error"] = [rows["error"].get(i) for i in ids]
         errors = int(out[f"{column}_error"].notna().sum())
         scored[score] = f"{len(out) - errors} scored, {errors} with errors"
-    target = Path(output) if output else output_path(meta_path)
     write_table(out, target)
     return Result(output=target, rows=len(out), scored=scored, skipped=decided.skipped)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from vidscore_core import scores
-from vidscore_core.ingest.meta import file_columns, read_meta, write_table
+from vidscore_core.ingest.meta import check_output, file_columns, read_meta, write_table
 from vidscore_core.scores import SCORES
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
 from vidscore_core.scoring.options import JobOptions
@@ -88,19 +88,22 @@ def score_meta_file(
     *,
     output: str | Path | None = None,
     flow_backend: str = "unimatch",
+    overwrite: bool = False,
 ) -> tuple[Path, str]:
     """Score a meta file and write the Open-Sora style output; returns (path, one-line summary).
 
-    The output holds every input row and column as written, plus the score and `<score>_error`.
+    The output holds every input row and column as written, plus the score and `<score>_error`. Its
+    path is checked before any work (`check_output`; `overwrite` allows it to be the meta file).
     """
     meta_path = Path(meta_path)
     column = SCORE_COLUMN[task]
+    target = check_output(Path(output) if output else default_output(meta_path, column), meta_path,
+                          overwrite=overwrite)  # fmt: skip
     meta = read_meta(meta_path, drop_duplicates=False)
     result = row_scores(task, meta, settings, options, flow_backend)
     out = file_columns(meta)
     out[column] = result[column].tolist()
     out[f"{column}_error"] = result["error"].tolist()
-    target = Path(output) if output else default_output(meta_path, column)
     write_table(out, target)
     errors = int(out[f"{column}_error"].notna().sum())
     return target, f"{len(out) - errors} scored, {errors} with errors"

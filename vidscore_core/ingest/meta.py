@@ -6,10 +6,12 @@ the whole file an error the user must fix, and only exact duplicates of a clip c
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -167,16 +169,20 @@ def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame
 
 
 def _read_parquet(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # Integer columns stay integers when they have nulls (pandas' default makes them float).
+    nullable_ints = {
+        pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+        pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+    }.get  # fmt: skip
     try:
-        if chunk_rows is None:
-            yield pd.read_parquet(meta_path)
-            return
         file = pq.ParquetFile(meta_path)
-        batches = file.iter_batches(batch_size=chunk_rows)
+        batches = file.iter_batches(batch_size=chunk_rows or max(file.metadata.num_rows, 1))
         for batch in batches:
-            yield batch.to_pandas()
+            yield batch.to_pandas(types_mapper=nullable_ints)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise MetaError(f"{meta_path}: cannot read as Parquet: {exc}") from None
 
@@ -190,10 +196,10 @@ def _read_csv(meta_path: str, sep: str, chunk_rows: int | None) -> Iterator[pd.D
         read = dict(dtype={c: str for c in _RAW_COLUMNS if c in columns}, keep_default_na=False,
                     na_values=na_values, **options)  # fmt: skip
         if chunk_rows is None:
-            yield pd.read_csv(meta_path, **read)
+            yield _keep_integers(pd.read_csv(meta_path, **read))
             return
         with pd.read_csv(meta_path, chunksize=chunk_rows, **read) as reader:
-            yield from reader
+            yield from map(_keep_integers, reader)
     except UnicodeDecodeError as exc:
         raise MetaError(
             f"{meta_path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
@@ -203,6 +209,30 @@ def _read_csv(meta_path: str, sep: str, chunk_rows: int | None) -> Iterator[pd.D
         raise MetaError(f"meta file is empty (no header, no rows): {meta_path}") from None
     except pd.errors.ParserError as exc:
         raise MetaError(f"{meta_path}: cannot parse as CSV: {exc}") from None
+
+
+def numeric_column(df: pd.DataFrame, *names: str) -> pd.Series:
+    """The first of `names` that `df` has, as float64 (NaN where empty or not a number); all NaN if none.
+
+    Whatever the column's dtype: integer columns with blanks are read as nullable integers (Int64).
+    """
+    for name in names:
+        if name in df.columns:
+            return pd.to_numeric(df[name], errors="coerce").astype("float64")
+    return pd.Series(float("nan"), index=df.index)
+
+
+def _keep_integers(df: pd.DataFrame) -> pd.DataFrame:
+    """pandas reads an integer column with blank cells as float (640 becomes 640.0 when written back):
+    such a column, every value of it a whole number, becomes a nullable integer column (Int64)."""
+    for column in df.columns:
+        values = df[column]
+        if column in _RAW_COLUMNS or values.dtype.kind != "f" or not values.isna().any():
+            continue
+        present = values.dropna()
+        if len(present) and present.abs().max() < 2**53 and (present == present.round()).all():
+            df[column] = values.astype("Int64")
+    return df
 
 
 def _as_text(value: object) -> str | None:
@@ -282,14 +312,59 @@ def check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
+class OutputError(ValueError):
+    """An output path that cannot be written, found before any work is done; the message says why."""
+
+
+def check_output(target: str | os.PathLike[str], meta: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Fail now, not after the scoring, when `target` cannot take the output of a command reading `meta`.
+
+    Refused: a directory, the meta file itself (unless `overwrite`), a name or path too long for its file
+    system, and a place where no file can be created (a read-only file system, no permission, a file where
+    a folder should be). Changes nothing: the folders `write_table` would create are only looked at.
+    """
+    target = Path(target)
+    if target.is_dir():
+        raise OutputError(f"output {target} is a directory: give a file name")
+    if not overwrite and target.exists() and Path(meta).exists() and os.path.samefile(target, meta):
+        raise OutputError(
+            f"output {target} is the input meta file: give another --output, or --overwrite to replace it"
+        )
+    folder = Path(os.path.abspath(target)).parent
+    while not folder.exists():  # the nearest folder that exists: write_table creates the rest
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise OSError(errno.ENOTDIR, f"{folder} is not a folder")
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+        if any(len(os.fsencode(part)) > name_max for part in target.parts):
+            raise OSError(errno.ENAMETOOLONG, f"File name too long (more than {name_max} bytes)")
+        if len(os.fsencode(os.path.abspath(target))) >= os.pathconf(folder, "PC_PATH_MAX"):
+            raise OSError(errno.ENAMETOOLONG, "File name too long (the whole path)")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".vidscore-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write output {target}: {exc.strerror or exc}") from None
+    return target
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a meta table: CSV, or Parquet for a .parquet/.pq name, published with one rename."""
+    """Write a meta table: CSV, or Parquet for a .parquet/.pq name, published with one rename.
+
+    The temporary file beside it is removed on any failure or interrupt: no partial file survives.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    # A short name of its own (the output's name may be as long as the file system allows).
+    tmp = path.with_name(f".{path.name[:64]}.{os.getpid()}.tmp")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
