@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -12,6 +13,23 @@ import click
 
 from vidscore_core import scores
 from vidscore_core.settings import Settings
+
+
+class FiniteFloat(click.FloatRange):
+    """A number option that must be finite (click's float takes nan and inf), within an optional range."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+BATCH_SIZE = click.IntRange(min=1)
+COUNT = click.IntRange(min=0)
+SECONDS = FiniteFloat(min=0, min_open=True)
 
 
 def _settings() -> Settings:
@@ -99,15 +117,16 @@ overwrite_option = click.option(
 @click.argument("meta", type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path),
               help="Output file (default META_<score>.csv; META_scores.csv for `all`).")  # fmt: skip
-@click.option("--bs", "batch_size", type=int, default=16, show_default=True, help="Clips per model batch.")
-@click.option("--num-workers", type=int, default=2, show_default=True, help="Decoding worker processes.")
+@click.option("--bs", "batch_size", type=BATCH_SIZE, default=16, show_default=True, help="Clips per model batch.")
+@click.option("--num-workers", type=COUNT, default=2, show_default=True,
+              help="Decoding worker processes (0: decode in this process).")  # fmt: skip
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $VIDSCORE_DEVICE or auto).")
 @click.option("--backend", "--flow-backend", "backend", type=click.Choice(["unimatch", "dis"]),
               default="unimatch", show_default=True,
               help="Flow backend: UniMatch (weights) or OpenCV DIS (no weights).")  # fmt: skip
 @click.option("--precision", type=click.Choice(["auto", "fp32", "tf32", "bf16", "fp16"]), default="auto",
               show_default=True, help="Model precision on CUDA (CPU always runs float32).")  # fmt: skip
-@click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
+@click.option("--decode-timeout", type=SECONDS, default=60.0, show_default=True, help="Seconds per clip.")
 @overwrite_option
 def score(task, meta, output, batch_size, num_workers, device, backend, precision, decode_timeout,
           overwrite) -> None:  # fmt: skip
@@ -129,16 +148,30 @@ def score(task, meta, output, batch_size, num_workers, device, backend, precisio
                           decode_timeout_s=decode_timeout, precision=precision, progress=progress)  # fmt: skip
 
     try:
-        if task == "all":
-            _score_all(meta, settings, options(), output, backend, overwrite)
-            return
-        w.require_all(w.needed_for(task, backend), settings, purpose=f"`vidscore score {task}`")
-        with _progress_bar(task) as progress:
-            out, summary = score_meta_file(task, meta, settings, options(progress), output=output,
-                                           flow_backend=backend, overwrite=overwrite)  # fmt: skip
+        with _decoder_log(settings) as log:
+            if task == "all":
+                _score_all(meta, settings, options(), output, backend, overwrite)
+            else:
+                w.require_all(w.needed_for(task, backend), settings, purpose=f"`vidscore score {task}`")
+                with _progress_bar(task) as progress:
+                    out, summary = score_meta_file(task, meta, settings, options(progress), output=output,
+                                                   flow_backend=backend, overwrite=overwrite)  # fmt: skip
+                click.echo(f"wrote {out}: {summary}")
     except (MetaError, w.WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
-    click.echo(f"wrote {out}: {summary}")
+    _name_decoder_log(log)
+
+
+def _decoder_log(settings: Settings):
+    """Decoder messages (FFmpeg, decord, decode workers) go to $VIDSCORE_HOME/logs/decoders.log."""
+    from vidscore_dagster.terminal import decoder_messages_to
+
+    return decoder_messages_to(settings.home / "logs" / "decoders.log")
+
+
+def _name_decoder_log(log) -> None:
+    if log.written():
+        click.echo(f"decoder messages: {log.path}")
 
 
 def _score_all(meta: Path, settings: Settings, options, output: Path | None, backend: str,
@@ -158,21 +191,21 @@ def _score_all(meta: Path, settings: Settings, options, output: Path | None, bac
 def score_bound_options(command):
     """One `--<flag>` option per bound the score registry declares (--aesmin, --flowmin, …)."""
     for flag, column, op in reversed(scores.FILTER_BOUNDS):
-        command = click.option(f"--{flag}", type=float, help=f"Keep rows with {column} {op} this.")(command)
+        command = click.option(f"--{flag}", type=FiniteFloat(), help=f"Keep rows with {column} {op} this.")(command)
     return command
 
 
 @main.command(name="filter")
 @click.argument("meta", type=click.Path(path_type=Path))
 @score_bound_options
-@click.option("--fmin", type=int, help="Keep clips with at least this many frames.")
-@click.option("--fmax", type=int, help="Keep clips with at most this many frames.")
-@click.option("--fpsmax", type=float, help="Keep clips with fps <= this.")
-@click.option("--hwmax", type=int, help="Keep clips with height x width <= this many pixels.")
-@click.option("--aspect-min", type=float, help="Keep clips with aspect ratio (height / width) >= this.")
-@click.option("--aspect-max", type=float, help="Keep clips with aspect ratio (height / width) <= this.")
-@click.option("--duration-min", type=float, help="Keep clips lasting at least this many seconds.")
-@click.option("--duration-max", type=float, help="Keep clips lasting at most this many seconds.")
+@click.option("--fmin", type=COUNT, help="Keep clips with at least this many frames.")
+@click.option("--fmax", type=COUNT, help="Keep clips with at most this many frames.")
+@click.option("--fpsmax", type=FiniteFloat(min=0), help="Keep clips with fps <= this.")
+@click.option("--hwmax", type=COUNT, help="Keep clips with height x width <= this many pixels.")
+@click.option("--aspect-min", type=FiniteFloat(min=0), help="Keep clips with aspect ratio (height / width) >= this.")
+@click.option("--aspect-max", type=FiniteFloat(min=0), help="Keep clips with aspect ratio (height / width) <= this.")
+@click.option("--duration-min", type=FiniteFloat(min=0), help="Keep clips lasting at least this many seconds.")
+@click.option("--duration-max", type=FiniteFloat(min=0), help="Keep clips lasting at most this many seconds.")
 @click.option("--dedup", is_flag=True, help="Keep only rows marked dup_keep by `vidscore dedup`.")
 @click.option("--probe-workers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Worker processes probing files whose metadata the meta file lacks.")  # fmt: skip
@@ -189,30 +222,41 @@ def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration
     them; a file that cannot be read fails them. --dedup keeps the rows `vidscore dedup` marked
     dup_keep.
     """
-    from vidscore_core.curation.filters import FilterSpec, filter_meta_file
+    from vidscore_core.curation.filters import BOUNDS, FilterSpec, filter_meta_file
 
+    ctx = click.get_current_context()
     try:
         spec = FilterSpec(**bounds, fmin=fmin, fmax=fmax, fpsmax=fpsmax, hwmax=hwmax, aspect_min=aspect_min,
                           aspect_max=aspect_max, duration_min=duration_min, duration_max=duration_max,
                           dedup=dedup)  # fmt: skip
-        out, kept, total = filter_meta_file(meta, spec, output=output, probe_workers=probe_workers,
-                                            notify=click.echo, overwrite=overwrite)  # fmt: skip
+    except ValueError as exc:  # bounds no row could pass (a min above its max)
+        raise click.UsageError(str(exc), ctx) from None
+    if not spec.any_active():
+        flags = ", ".join(f"--{flag}" for flag, _, _ in BOUNDS)
+        raise click.UsageError(f"give at least one of {flags}, a technical limit or --dedup", ctx)
+    settings = _settings()
+    try:
+        with _decoder_log(settings) as log:
+            out, kept, total = filter_meta_file(meta, spec, output=output, probe_workers=probe_workers,
+                                                notify=click.echo, overwrite=overwrite)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:  # MetaError is a ValueError
         _fail(str(exc))
     click.echo(f"wrote {out}: kept {kept} of {total} rows")
+    _name_decoder_log(log)
 
 
 @main.command()
 @click.argument("meta", type=click.Path(path_type=Path))
-@click.option("--threshold", type=float, default=0.98, show_default=True,
+@click.option("--threshold", type=FiniteFloat(-1, 1), default=0.98, show_default=True,
               help="Cosine of the 50% frame CLIP embeddings at or above which two clips are near-duplicates.")  # fmt: skip
 @click.option("--any-resolution", is_flag=True,
               help="Also group clips of different resolutions (default: equal width x height only, as Open-Sora).")  # fmt: skip
 @click.option("--output", type=click.Path(path_type=Path), help="Output file (default META_dedup.csv).")
-@click.option("--bs", "batch_size", type=int, default=16, show_default=True, help="Clips per model batch.")
-@click.option("--num-workers", type=int, default=2, show_default=True, help="Decoding worker processes.")
+@click.option("--bs", "batch_size", type=BATCH_SIZE, default=16, show_default=True, help="Clips per model batch.")
+@click.option("--num-workers", type=COUNT, default=2, show_default=True,
+              help="Decoding worker processes (0: decode in this process).")  # fmt: skip
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $VIDSCORE_DEVICE or auto).")
-@click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
+@click.option("--decode-timeout", type=SECONDS, default=60.0, show_default=True, help="Seconds per clip.")
 @overwrite_option
 def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, device, decode_timeout,
           overwrite) -> None:  # fmt: skip
@@ -232,7 +276,7 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
     settings = _settings()
     try:
         check_threshold(threshold)
-        with _progress_bar("dedup") as progress:
+        with _decoder_log(settings) as log, _progress_bar("dedup") as progress:
             options = JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
                                  decode_timeout_s=decode_timeout, progress=progress)  # fmt: skip
             out, summary = dedup_meta_file(meta, settings, options, threshold=threshold,
@@ -241,6 +285,7 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
     except (MetaError, w.WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
     click.echo(f"wrote {out}: {summary.line()}")
+    _name_decoder_log(log)
 
 
 # -- platform ------------------------------------------------------------------------------------
@@ -298,17 +343,23 @@ def ingest(ctx, meta, batch_size, materialize, assets, preset, dedup, **bounds) 
         click.echo("next: vidscore ingest META --materialize, or materialize the batches in `vidscore ui`")
         return
     batch_names = [n for n in names if n != "near_duplicates"]
-    outcome = _materialize(instance, keys, batch_names) if batch_names else {}
-    failed = [k for k, ok in outcome.items() if not ok]
-    if not failed and ("near_duplicates" in names or dedup_first):
-        failed += _corpus_step(instance, "near_duplicates", {})
-    built = False
-    if build_filtered and not failed:
-        failed += _corpus_step(instance, "filtered_videos", {"preset": preset, **given})
-        built = "filtered_videos" not in failed
-    click.echo(runner.summary(settings, keys, preset if built else None))
+    reasons: dict[str, str] = {}
+    with _decoder_log(settings) as log:
+        outcome = _materialize(instance, keys, batch_names, reasons) if batch_names else {}
+        failed = [k for k, ok in outcome.items() if not ok]
+        if not failed and ("near_duplicates" in names or dedup_first):
+            failed += _corpus_step(instance, "near_duplicates", {}, reasons)
+        built = False
+        if build_filtered and not failed:
+            failed += _corpus_step(instance, "filtered_videos", {"preset": preset, **given}, reasons)
+            built = "filtered_videos" not in failed
+    _name_decoder_log(log)
+    failed_batches = [k for k in keys if not outcome.get(k, True)]
+    click.echo(runner.summary(settings, [k for k in keys if k not in failed_batches], preset if built else None,
+                              failed=failed_batches))  # fmt: skip
     if failed:
-        _fail(f"{len(failed)} step(s) failed: {', '.join(failed[:5])}")
+        _fail(f"{len(failed)} step(s) failed ({', '.join(failed[:5])}{' …' if len(failed) > 5 else ''}); "
+              f"first: {failed[0]}: {reasons.get(failed[0], 'see above')}")  # fmt: skip
 
 
 def _preset_spec(ctx: click.Context, preset: str | None, given: dict):
@@ -331,7 +382,7 @@ def _preset_spec(ctx: click.Context, preset: str | None, given: dict):
         raise click.BadParameter(str(exc), ctx) from None
 
 
-def _corpus_step(instance, name: str, config: dict) -> list[str]:
+def _corpus_step(instance, name: str, config: dict, reasons: dict[str, str]) -> list[str]:
     """Build one corpus-wide asset, print its line (kept and removed per bound for filtered_videos);
     returns [name] when it failed."""
     from vidscore_core.curation.filters import removed_line
@@ -341,6 +392,7 @@ def _corpus_step(instance, name: str, config: dict) -> list[str]:
     ok, reason, metadata = materialize_corpus(instance, name, config)
     if not ok:
         click.secho(f"  {label}: FAILED: {reason}", fg="red")
+        reasons[name] = reason
         return [name]
     detail = ""
     if "kept" in metadata:
@@ -372,15 +424,18 @@ def _chosen_assets(ctx: click.Context, settings: Settings, assets: str, preset: 
     return chosen, "filtered_videos" in names or preset is not None
 
 
-def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:
+def _materialize(instance, keys, names, reasons: dict[str, str]) -> dict[str, bool]:
+    """Materialize `names` for each batch, one line per batch; a failed batch's reason goes into `reasons`."""
     from vidscore_dagster.runner import materialize_batches
 
     click.echo(f"materializing {', '.join(names)} for {len(keys)} batch(es) …")
 
     def report(key: str, ok: bool, reason: str) -> None:
         click.secho(f"  {key}: {'ok' if ok else f'FAILED: {reason}'}", fg="green" if ok else "red")
+        if not ok:
+            reasons[key] = reason
 
-    return materialize_batches(instance, keys, names, resources=resources, on_batch=report)
+    return materialize_batches(instance, keys, names, on_batch=report)
 
 
 @main.command()

@@ -399,6 +399,19 @@ def write_parquet(data: pd.DataFrame | pa.Table, path: str | os.PathLike[str]) -
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # Arrow's messages name no file: say which one, and the system's reason
+        raise _with_path(exc, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _with_path(exc: OSError, path: Path) -> OSError:
+    """`exc` as "[Errno 28] No space left on device: '<path>'" (Arrow puts the errno in its text only)."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+        code = int(found.group(1)) if found else None
+    if code is None:
+        return OSError(f"cannot write {path}: {exc}")
+    return OSError(code, os.strerror(code), str(path))
