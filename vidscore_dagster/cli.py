@@ -100,6 +100,7 @@ def _raise_on_sigterm() -> None:
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vidscore", prog_name="vidscore", message="%(prog)s %(version)s")
 def main() -> None:
     """vidscore: score video clips (aesthetic, motion, text matching) and filter them, on Dagster + DuckDB."""
 
@@ -516,10 +517,10 @@ def weights_download(names, url, sha256, force) -> None:
 
     names = names or w.NAMES
     if (url or sha256) and len(names) != 1:
-        _fail("--url and --sha256 need exactly one weight name")
+        raise click.UsageError("--url and --sha256 need exactly one weight name")
     unknown = [n for n in names if n not in w.REGISTRY]
     if unknown:
-        _fail(f"unknown model file {', '.join(unknown)}: choose from {', '.join(w.NAMES)}")
+        raise click.UsageError(f"unknown model file {', '.join(unknown)}: choose from {', '.join(w.NAMES)}")
     for name in names:
         try:
             path = w.download(name, _settings(), url=url, sha256=sha256, force=force,
