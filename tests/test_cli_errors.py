@@ -91,3 +91,33 @@ def test_disk_full_names_the_file_and_the_reason(tmp_path: Path, fixtures: Path)
         pytest.skip("cannot mount a tmpfs here")
     line = one_error_line(proc, 1)
     assert "No space left on device" in line and str(small / "tables") in line
+
+
+def test_meta_files_that_are_not_what_they_seem(tmp_path: Path) -> None:
+    duplicated = tmp_path / "dup.csv"
+    duplicated.write_text("path,path\na.mp4,b.mp4\n")
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    zeros = tmp_path / "zeros.csv"
+    zeros.symlink_to("/dev/zero")
+    expected = {
+        duplicated: "the header names 'path' more than once",
+        fifo: "is a FIFO (named pipe), not a regular file",
+        zeros: "is a character device, not a regular file",
+    }
+    for meta, message in expected.items():
+        for args in (["filter", str(meta), "--aesmin", "1"], ["ingest", str(meta)]):
+            assert message in one_error_line(run(args, tmp_path), 1), args
+
+
+def test_parquet_caption_that_is_not_utf8_fails_before_scoring(tmp_path: Path, fixtures: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from fixture_env import fixture_model_env
+
+    clip = str(fixtures / "media/pan_hubble_right_5px.mp4")
+    meta = tmp_path / "meta.parquet"
+    pq.write_table(pa.table({"path": [clip, clip], "text": pa.array([b"fine", b"caf\xe9"], pa.binary())}), meta)
+    proc = run(["score", "matching", str(meta)], tmp_path, **fixture_model_env(fixtures))
+    line = one_error_line(proc, 1)  # no progress bar: nothing was scored
+    assert f"{meta}: column 'text', row 1 (0-based) is not valid UTF-8 (byte 0xe9" in line

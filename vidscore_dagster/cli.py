@@ -320,14 +320,17 @@ def _describe_spec(spec) -> str:
 @click.pass_context
 def ingest(ctx, meta, batch_size, materialize, assets, preset, dedup, **bounds) -> None:
     """Ingest META (a `meta_files` run): batch manifests, registered as `batches` partitions in Dagster."""
+    from vidscore_core.ingest.meta import MetaError, check_meta_file
     from vidscore_core.tables.views import ViewsNotWritten, write_views
     from vidscore_dagster import runner
 
     settings = _settings()
     given = {k: v for k, v in {**bounds, "dedup": dedup}.items() if v is not None}
     spec = _preset_spec(ctx, preset, given) if materialize else None
-    if not Path(meta).is_file():
-        _fail(f"{meta}: no such file")
+    try:
+        check_meta_file(meta)
+    except MetaError as exc:
+        _fail(str(exc))
     names, build_filtered = _chosen_assets(ctx, settings, assets, preset) if materialize else ([], False)
     dedup_first = build_filtered and spec is not None and spec.dedup
     instance = runner.instance_for(settings)

@@ -6,11 +6,13 @@ the whole file an error the user must fix, and only exact duplicates of a clip c
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
 import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -107,7 +109,7 @@ def read_meta_chunks(
         out = df.rename(columns={c: input_column_name(c) for c in df.columns})
         out["path"] = pd.Series(resolved, index=out.index, dtype=object)
         if "text" in out.columns:
-            out["text"] = pd.Series([_as_text(v) for v in out["text"].tolist()], index=out.index, dtype=object)
+            out["text"] = pd.Series(_captions(out["text"].tolist(), meta_path, offset), index=out.index, dtype=object)
         out["path_original"] = pd.Series(originals, index=out.index, dtype=object)
         out["video_id"] = pd.Series([video_id_for(p) for p in resolved], index=out.index, dtype=object)
         out["meta_row"] = range(offset, offset + len(out))
@@ -142,13 +144,22 @@ def file_columns(df: pd.DataFrame) -> pd.DataFrame:
     return own.rename(columns=file_column_name)
 
 
-def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+def check_meta_file(meta_path: str | os.PathLike[str]) -> None:
+    """MetaError unless `meta_path` is a non-empty regular file (not a folder, FIFO or device)."""
+    meta_path = os.fspath(meta_path)
     if not os.path.exists(meta_path):
         raise MetaError(f"meta file not found: {meta_path}")
     if os.path.isdir(meta_path):
         raise MetaError(f"meta file is a directory: {meta_path}")
+    kind = _special_file_kind(meta_path)
+    if kind:
+        raise MetaError(f"meta file is {kind}, not a regular file: {meta_path}")
     if os.path.getsize(meta_path) == 0:
         raise MetaError(f"meta file is empty (0 bytes): {meta_path}")
+
+
+def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    check_meta_file(meta_path)
     suffix = Path(meta_path).suffix.lower()
     if suffix in CSV_SUFFIXES:
         chunks = _read_csv(meta_path, CSV_SUFFIXES[suffix], chunk_rows)
@@ -166,6 +177,14 @@ def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame
             yield df
     if rows == 0:
         raise MetaError(f"meta file has no rows: {meta_path}")
+
+
+def _special_file_kind(path: str) -> str | None:
+    """What a path that is not a regular file is ("a FIFO (named pipe)", "a character device", …)."""
+    mode = os.stat(path).st_mode
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), None)
 
 
 def _read_parquet(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
@@ -191,6 +210,12 @@ def _read_csv(meta_path: str, sep: str, chunk_rows: int | None) -> Iterator[pd.D
     # utf-8-sig reads plain UTF-8 as well and drops the byte-order mark Excel writes.
     options = dict(sep=sep, encoding="utf-8-sig")
     try:
+        with open(meta_path, newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle, delimiter=sep), [])
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:  # pandas would rename the second one (`path.1`) and read the first silently
+            raise MetaError(f"{meta_path}: the header names {', '.join(repr(c) for c in repeated)} more than "
+                            "once; give each column its own name")  # fmt: skip
         columns = pd.read_csv(meta_path, nrows=0, **options).columns
         na_values = {c: ([""] if c in _RAW_COLUMNS else list(_PANDAS_NA)) for c in columns}
         read = dict(dtype={c: str for c in _RAW_COLUMNS if c in columns}, keep_default_na=False,
@@ -233,6 +258,22 @@ def _keep_integers(df: pd.DataFrame) -> pd.DataFrame:
         if len(present) and present.abs().max() < 2**53 and (present == present.round()).all():
             df[column] = values.astype("Int64")
     return df
+
+
+def _captions(values: list, meta_path: str, offset: int) -> list[str | None]:
+    """The `text` cells as str; bytes (a binary Parquet column) must be UTF-8: a caption is tokenized."""
+    out = []
+    for row, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MetaError(
+                    f"{meta_path}: column 'text', row {offset + row} (0-based) is not valid UTF-8 (byte "
+                    f"0x{exc.object[exc.start]:02x} at offset {exc.start}): captions must be UTF-8 text"
+                ) from None
+        out.append(_as_text(value))
+    return out
 
 
 def _as_text(value: object) -> str | None:
