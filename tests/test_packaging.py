@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-import tomllib
 import warnings
 from importlib.metadata import version
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 

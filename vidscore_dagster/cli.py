@@ -151,16 +151,17 @@ def score(task, meta, output, batch_size, num_workers, device, backend, precisio
     try:
         with _decoder_log(settings) as log:
             if task == "all":
-                _score_all(meta, settings, options(), output, backend, overwrite)
+                report = _score_all(meta, settings, options(), output, backend, overwrite)
             else:
                 w.require_all(w.needed_for(task, backend), settings, purpose=f"`vidscore score {task}`")
                 with _progress_bar(task) as progress:
                     out, summary = score_meta_file(task, meta, settings, options(progress), output=output,
                                                    flow_backend=backend, overwrite=overwrite)  # fmt: skip
-                click.echo(f"wrote {out}: {summary}")
+                report = [f"wrote {out}: {summary}"]
     except (MetaError, w.WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
     _name_decoder_log(log)
+    click.echo("\n".join(report))
 
 
 def _decoder_log(settings: Settings):
@@ -176,17 +177,16 @@ def _name_decoder_log(log) -> None:
 
 
 def _score_all(meta: Path, settings: Settings, options, output: Path | None, backend: str,
-               overwrite: bool) -> None:  # fmt: skip
+               overwrite: bool) -> list[str]:  # fmt: skip
+    """Run `score all`; returns the lines that report it."""
     from vidscore_core.csv_commands.score_all import score_all_file
 
     result = score_all_file(meta, settings, options, output=output, flow_backend=backend,
                             progress=_progress_bar, overwrite=overwrite)  # fmt: skip
-    for name, summary in result.scored.items():
-        click.echo(f"{name}: {summary}")
-    for skipped in result.skipped:
-        click.echo(f"{skipped.score}: skipped: {skipped.reason}")
+    lines = [f"{name}: {summary}" for name, summary in result.scored.items()]
+    lines += [f"{skipped.score}: skipped: {skipped.reason}" for skipped in result.skipped]
     columns = ", ".join(scores.get(s).column for s in result.scored)
-    click.echo(f"wrote {result.output}: {result.rows} rows with {columns}")
+    return [*lines, f"wrote {result.output}: {result.rows} rows with {columns}"]
 
 
 def score_bound_options(command):
@@ -242,8 +242,8 @@ def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration
                                                 notify=click.echo, overwrite=overwrite)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:  # MetaError is a ValueError
         _fail(str(exc))
-    click.echo(f"wrote {out}: kept {kept} of {total} rows")
     _name_decoder_log(log)
+    click.echo(f"wrote {out}: kept {kept} of {total} rows")
 
 
 @main.command()
@@ -285,8 +285,8 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
                                            overwrite=overwrite)  # fmt: skip
     except (MetaError, w.WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
-    click.echo(f"wrote {out}: {summary.line()}")
     _name_decoder_log(log)
+    click.echo(f"wrote {out}: {summary.line()}")
 
 
 # -- platform ------------------------------------------------------------------------------------

@@ -105,11 +105,13 @@ def dedup_meta_file(
     clips = read.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
     ids = [str(v) for v in clips["video_id"]]
 
-    found = platform_embeddings(settings, ids) if reuse else None
-    source = "reused from the platform's clip_embeddings"
-    if found is None:
-        found = compute_embeddings(clips, settings, options)
-        source = "computed"
+    found, known = platform_embeddings(settings, ids) if reuse else ({}, set())
+    # Only clips the platform never tried are computed: one it could not read has no embedding to find.
+    todo = clips[[vid not in known for vid in ids]]
+    if len(todo):
+        found = {**found, **compute_embeddings(todo.reset_index(drop=True), settings, options)}
+    source = ("reused from the platform's clip_embeddings" if not len(todo) else "computed" if not known
+              else f"reused from the platform's clip_embeddings, {len(todo)} computed")  # fmt: skip
     embedded = [i for i, vid in enumerate(ids) if vid in found]
     emb_ids = [ids[i] for i in embedded]
 
@@ -173,41 +175,40 @@ def compute_embeddings(clips: pd.DataFrame, settings: Settings, options) -> dict
     return out
 
 
-def platform_embeddings(settings: Settings, video_ids: Sequence[str]) -> dict[str, np.ndarray] | None:
-    """video_id -> 50 % frame embedding from the platform's `clip_embeddings` table, or None unless it
-    has one for every clip in `video_ids`.
+def platform_embeddings(settings: Settings, video_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], set[str]]:
+    """(video_id -> 50 % frame embedding, the ids the platform's `clip_embeddings` table has a row for):
+    a clip in the second but not the first could not be read there.
 
     With the CLIP weights installed, only rows made by that file (by sha256) count; without them, the
-    rows must all come from one weights file. A clip scored in several runs takes its latest row.
+    rows must all come from one weights file (else nothing counts). A clip scored in several runs takes
+    its latest row.
     """
     import pyarrow.compute as pc
 
     from vidscore_core.tables.store import TableStore
 
     wanted = sorted(set(video_ids))
-    if not wanted:
-        return None
     store = TableStore.from_settings(settings)
-    if not store.partition_files("clip_embeddings"):
-        return None
-    expr = pc.field("video_id").isin(wanted) & (pc.field("frame_point") == DEDUP_POINT)
-    expr &= pc.field("embedding").is_valid()
+    if not wanted or not store.partition_files("clip_embeddings"):
+        return {}, set()
+    # The 50 % frame's row, or the one row (no frame, NULL embedding) of a clip that could not be read.
+    expr = pc.field("video_id").isin(wanted) & (
+        (pc.field("frame_point") == DEDUP_POINT) | pc.field("frame_point").is_null()
+    )
     columns = ["video_id", "embedding", "weights_sha256", "scored_at"]
     rows = store.dataset("clip_embeddings").to_table(columns=columns, filter=expr).to_pandas()
-    if rows.empty:
-        return None
     sha = _clip_sha(settings)
     if sha is not None:
         rows = rows[rows["weights_sha256"] == sha]
     elif rows["weights_sha256"].nunique(dropna=False) > 1:
-        return None
+        return {}, set()
     rows = rows.sort_values("scored_at", kind="stable").drop_duplicates("video_id", keep="last")
-    if len(rows) != len(wanted):
-        return None
-    return {
+    found = {
         str(v): np.asarray(e, dtype=np.float32)
         for v, e in zip(rows["video_id"], rows["embedding"], strict=True)
+        if e is not None
     }
+    return found, {str(v) for v in rows["video_id"]}
 
 
 def _clip_sha(settings: Settings) -> str | None:

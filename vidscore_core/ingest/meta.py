@@ -218,13 +218,13 @@ def _read_csv(meta_path: str, sep: str, chunk_rows: int | None) -> Iterator[pd.D
                             "once; give each column its own name")  # fmt: skip
         columns = pd.read_csv(meta_path, nrows=0, **options).columns
         na_values = {c: ([""] if c in _RAW_COLUMNS else list(_PANDAS_NA)) for c in columns}
-        read = dict(dtype={c: str for c in _RAW_COLUMNS if c in columns}, keep_default_na=False,
-                    na_values=na_values, **options)  # fmt: skip
+        # Every column as text; _typed_columns then picks types that write back what was read.
+        read = dict(dtype=str, keep_default_na=False, na_values=na_values, **options)
         if chunk_rows is None:
-            yield _keep_integers(pd.read_csv(meta_path, **read))
+            yield _typed_columns(pd.read_csv(meta_path, **read))
             return
         with pd.read_csv(meta_path, chunksize=chunk_rows, **read) as reader:
-            yield from map(_keep_integers, reader)
+            yield from map(_typed_columns, reader)
     except UnicodeDecodeError as exc:
         raise MetaError(
             f"{meta_path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
@@ -247,16 +247,24 @@ def numeric_column(df: pd.DataFrame, *names: str) -> pd.Series:
     return pd.Series(float("nan"), index=df.index)
 
 
-def _keep_integers(df: pd.DataFrame) -> pd.DataFrame:
-    """pandas reads an integer column with blank cells as float (640 becomes 640.0 when written back):
-    such a column, every value of it a whole number, becomes a nullable integer column (Int64)."""
+def _typed_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Types for a CSV read as text, chosen so each value writes back as it was written: whole numbers
+    stay integers even with blank cells (pandas would make 640 a float, written back as 640.0), other
+    numbers are floats, anything else stays text."""
     for column in df.columns:
-        values = df[column]
-        if column in _RAW_COLUMNS or values.dtype.kind != "f" or not values.isna().any():
+        if column in _RAW_COLUMNS:
             continue
-        present = values.dropna()
-        if len(present) and present.abs().max() < 2**53 and (present == present.round()).all():
-            df[column] = values.astype("Int64")
+        values = df[column]
+        present = values.dropna().astype(str)
+        if present.empty:
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers[values.notna()].isna().any():
+            continue  # some text: the column stays text
+        if present.str.fullmatch(r"[+-]?\d{1,18}").all():
+            df[column] = numbers.astype("Int64") if values.isna().any() else numbers.astype("int64")
+        else:
+            df[column] = numbers.astype("float64")
     return df
 
 
