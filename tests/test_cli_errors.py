@@ -66,7 +66,8 @@ def test_decoder_messages_go_to_a_log_the_output_names(tmp_path: Path, fixtures:
     assert f"decoder messages: {log}" in proc.stdout
     assert "h264" in log.read_text()  # FFmpeg's complaint about the truncated file is kept there ...
     assert "h264" not in proc.stderr and "NAL" not in proc.stderr  # ... and not on the terminal
-    assert "flow: 100%" in proc.stderr and "2/2" in proc.stderr  # while the progress bar is
+    assert "flow: 100%" in proc.stderr and "2/2" in proc.stderr  # while the progress bar is,
+    assert "clip/s" in proc.stderr or "s/clip" in proc.stderr  # with its rate
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) to mount a small file system")
