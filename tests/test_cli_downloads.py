@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from test_cli_scoring_commands import VIDSCORE, one_error_line, run
 
-from vidscore_core.settings import AESTHETIC_FILE
+from vidscore_core import weights
+
+AESTHETIC_FILE = weights.get("aesthetic").relative_path
 
 
 class TricklingServer:
