@@ -18,8 +18,6 @@ from vidscore_core.settings import Settings
 class FiniteFloat(click.FloatRange):
     """A number option that must be finite (click's float takes nan and inf), within an optional range."""
 
-    name = "number"
-
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
