@@ -492,6 +492,8 @@ def write_parquet(
             os.fsync(fh.fileno())
         final = folder / name() if name else path
         os.replace(tmp, final)
+    except OSError as exc:  # Arrow's messages name no file: say which one, and the system's reason
+        raise _with_path(exc, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return final
@@ -510,3 +512,14 @@ def _adopt_flat_files(table_dir: Path, table: str) -> None:
             folder = table_dir / entry.name[: -len(".parquet")]
             folder.mkdir(exist_ok=True)
             os.replace(entry, folder / version_name())
+
+
+def _with_path(exc: OSError, path: Path) -> OSError:
+    """`exc` as "[Errno 28] No space left on device: '<path>'" (Arrow puts the errno in its text only)."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+        code = int(found.group(1)) if found else None
+    if code is None:
+        return OSError(f"cannot write {path}: {exc}")
+    return OSError(code, os.strerror(code), str(path))
