@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vidscore_core.media import sparse
+import vidscore_core.media.sparse as sparse
 from vidscore_core.media.container import (
     VideoHeader,
     VideoResult,

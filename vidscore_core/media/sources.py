@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from vidscore_core.media import remote
+import vidscore_core.media.remote as remote
 from vidscore_core.media.object_stores import is_remote, safe_url
 
 log = logging.getLogger(__name__)
