@@ -21,7 +21,7 @@ from vidscore_core.models.camera_motion import FARNEBACK, FRAME_STEP, STATIC_PX,
 from vidscore_core.models.global_motion import FIT_STRIDE, RANSAC_THRESHOLD_PX
 from vidscore_core.scoring import lineage
 from vidscore_core.scoring.engine import Item, ItemResult
-from vidscore_core.scoring.flow_frames import NotAVideoError
+from vidscore_core.scoring.flow_frames import STILL_IMAGE, NotAVideoError
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.score_jobs import FlowJob, ScoreJob
 from vidscore_core.scoring.shared_decode import ScorePart
@@ -51,7 +51,7 @@ class CameraMotionSampler:
 
     def from_frames(self, decoded: DecodedFrames) -> dict[str, Any]:
         if decoded.is_image:
-            raise NotAVideoError(NotAVideoError.reason)
+            raise NotAVideoError(STILL_IMAGE)
         if len(decoded.frames) < 2:
             raise TooShortError(decoded.num_frames)
         label, pairs = camera_motion(decoded.frames)
