@@ -95,8 +95,8 @@ def test_the_schedule_retries_a_non_finite_batch_once_then_reports_it(meta, vids
     aesthetic = nan_weights(fixtures / "weights/aesthetic_random_scaled.pth", tmp_path / "a.pth")
     monkeypatch.setenv("VIDSCORE_AESTHETIC_WEIGHTS", str(aesthetic))
     monkeypatch.setenv("VIDSCORE_FLOW_BACKEND", "dis")
-    resources = {"vidscore": VidscoreSettings(home=str(settings.home), aesthetic_weights=str(aesthetic)),
-                 "scoring": ScoringOptions(flow_backend="dis")}  # fmt: skip
+    resources = {"vidscore": VidscoreSettings(home=str(settings.home), weights={"aesthetic": str(aesthetic)}),
+                 "scoring": ScoringOptions(score_options={"flow": {"backend": "dis"}})}  # fmt: skip
     with dg.instance_for_test() as instance:
         (key,) = (keys := ingest_meta_file(instance, meta, 100)[0])
         assert materialize_batches(instance, keys, BATCH_ASSETS, resources=default_resources())[key]
