@@ -136,7 +136,11 @@ class BatchPlan:
         return "; ".join(f"{asset}: {', '.join(why)}" for asset, why in sorted(self.reasons.items()))
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(self.summary().encode()).hexdigest()[:12]
+        """The retryable errors this plan's run retries (else the whole plan): a run that retried them
+        while also filling missing or stale tables has retried them all the same."""
+        retries = {asset: [r for r in why if r.startswith("retryable")] for asset, why in self.reasons.items()}
+        state = "; ".join(f"{a}: {', '.join(why)}" for a, why in sorted(retries.items()) if why) or self.summary()
+        return hashlib.sha256(state.encode()).hexdigest()[:12]
 
     def only_retries(self) -> bool:
         return all(r.startswith("retryable") for why in self.reasons.values() for r in why)
