@@ -54,6 +54,9 @@ class Score:
     per_clip_backend: bool = False  # rows record a `backend` (the flow backend) that must match
     lower: str | None = None  # filter flag for a minimum ("aesmin")
     upper: str | None = None  # filter flag for a maximum ("flowmax")
+    # Bounds on a detail column, (filter flag, column, ">=" or "<="): the column is also carried into
+    # `video_scores`, `filtered_videos` and the CSV outputs next to the score ("ocrareamax" on ocr_area).
+    detail_bounds: tuple[tuple[str, str, str], ...] = ()
     checks: tuple[ValueCheck, ...] = ()
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +65,11 @@ class Score:
     def error_column(self) -> str:
         """The score's error column in `video_scores` and in CSV outputs."""
         return f"{self.column}_error"
+
+    @property
+    def filter_columns(self) -> tuple[str, ...]:
+        """The score column and the detail columns a bound reads: what joins and exports carry."""
+        return (self.column, *dict.fromkeys(column for _, column, _ in self.detail_bounds))
 
     @property
     def alias(self) -> str:
@@ -152,10 +160,12 @@ BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 # (filter flag, score column, comparison) of every bound a score declares, in Open-Sora datautil's
 # order: the `vidscore filter` options, the FilterSpec fields and the `filtered_videos` config.
 FILTER_BOUNDS: tuple[tuple[str, str, str], ...] = tuple(
-    (flag, score.column, op)
+    bound
     for score in SCORES
-    for flag, op in ((score.lower, ">="), (score.upper, "<="))
-    if flag
+    for bound in (
+        *((flag, score.column, op) for flag, op in ((score.lower, ">="), (score.upper, "<=")) if flag),
+        *score.detail_bounds,
+    )
 )
 
 # The tables computed per clip from decoded frames, in one step (one decode per clip serves them all):

@@ -19,6 +19,7 @@ from vidscore_core import weights
 from vidscore_core.csv_commands.score_csv import SCORE_COLUMN, default_output, input_rows, score_many
 from vidscore_core.ingest.meta import read_meta, write_table
 from vidscore_core.scores import SCORES as REGISTERED
+from vidscore_core.scores import get as get_score
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 
@@ -120,7 +121,8 @@ def score_all_file(
     for score in decided.run:
         column = SCORE_COLUMN[score]
         rows = by_score[score].set_index("video_id")
-        out[column] = [rows[column].get(i) for i in ids]
+        for name in get_score(score).filter_columns:
+            out[name] = [rows[name].get(i) for i in ids]
         out[f"{column}_error"] = [rows["error"].get(i) for i in ids]
         errors = int(out[f"{column}_error"].notna().sum())
         scored[score] = f"{len(out) - errors} scored, {errors} with errors"

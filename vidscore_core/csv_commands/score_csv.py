@@ -58,26 +58,21 @@ def score_many(tasks: Sequence[str], meta: pd.DataFrame, settings: Settings, opt
         inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
                              flow_backend=flow_backend, embedding_rows=frames["clip_embeddings"])  # fmt: skip
         out[s.name] = s.produce()(inputs)
-    return {s.name: out[s.name][["video_id", s.column, "error"]].reset_index(drop=True) for s in chosen}
+    return {s.name: out[s.name][["video_id", *s.filter_columns, "error"]].reset_index(drop=True) for s in chosen}
 
 
 def row_scores(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,
                flow_backend: str = "unimatch") -> pd.DataFrame:  # fmt: skip
-    """`video_id`, the score and `error` for every row of `meta` (read with drop_duplicates=False),
-    in row order: a clip listed twice gets its score twice, and matching scores each caption."""
-    column = SCORE_COLUMN[task]
+    """`video_id`, the score (and the detail columns its filters read) and `error` for every row of
+    `meta` (read with drop_duplicates=False), in row order: a clip listed twice gets its score twice,
+    and matching scores each caption."""
     rows = score_rows(task, meta, settings, options, flow_backend)
     if scores.get(task).per_row:
         return rows
     by_clip = rows.set_index("video_id")
     ids = list(meta["video_id"])
-    return pd.DataFrame(
-        {
-            "video_id": ids,
-            column: [by_clip[column].get(v) for v in ids],
-            "error": [by_clip["error"].get(v) for v in ids],
-        }
-    )
+    columns = [*scores.get(task).filter_columns, "error"]
+    return pd.DataFrame({"video_id": ids, **{c: [by_clip[c].get(v) for v in ids] for c in columns}})
 
 
 def score_meta_file(
@@ -91,14 +86,16 @@ def score_meta_file(
 ) -> tuple[Path, str]:
     """Score a meta file and write the Open-Sora style output; returns (path, one-line summary).
 
-    The output holds every input row and column as written, plus the score and `<score>_error`.
+    The output holds every input row and column as written, plus the score (and the detail columns
+    its filters read, e.g. ocr_area) and `<score>_error`.
     """
     meta_path = Path(meta_path)
     column = SCORE_COLUMN[task]
     meta = read_meta(meta_path, drop_duplicates=False)
     result = row_scores(task, meta, settings, options, flow_backend)
     out = file_columns(meta)
-    out[column] = result[column].tolist()
+    for name in scores.get(task).filter_columns:
+        out[name] = result[name].tolist()
     out[f"{column}_error"] = result["error"].tolist()
     target = Path(output) if output else default_output(meta_path, column)
     write_table(out, target)

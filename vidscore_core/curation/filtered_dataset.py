@@ -21,7 +21,7 @@ PRESETS: dict[str, FilterSpec] = {
     "curated": FilterSpec(aesmin=5.0, flowmin=0.5, flowmax=100.0, matchmin=20.0, fmin=16, dedup=True),
 }
 
-_SCORE_SELECT = ", ".join(f"{s.alias}.{quote_ident(s.column)}" for s in SCORES)
+_SCORE_SELECT = ", ".join(f"{s.alias}.{quote_ident(c)}" for s in SCORES for c in s.filter_columns)
 _SCORE_JOINS = "\n".join(f"LEFT JOIN {s.table} {s.alias} USING (video_id, batch)" for s in SCORES)
 CANDIDATES_SQL = (
     f"SELECT v.video_id, v.batch, v.path, v.text, {_SCORE_SELECT}, v.extra\nFROM videos v\n{_SCORE_JOINS}\n"
@@ -57,7 +57,7 @@ def source_counts(store: TableStore) -> dict[str, int]:
 
 def export_frame(rows: pd.DataFrame) -> pd.DataFrame:
     """Open-Sora's meta format: path, text, the scores (aes, match, flow), then the input's other columns."""
-    out = rows[["path", "text", *(s.column for s in SCORES)]].reset_index(drop=True)
+    out = rows[["path", "text", *(c for s in SCORES for c in s.filter_columns)]].reset_index(drop=True)
     extras = pd.DataFrame([json.loads(e) if isinstance(e, str) else {} for e in rows["extra"]])
     extras = extras[[c for c in extras.columns if c not in out.columns]]
     return pd.concat([out, extras], axis=1)

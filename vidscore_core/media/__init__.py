@@ -10,6 +10,7 @@ from vidscore_core.media.decode import (
     is_image_path,
     read_frame_sets,
     read_frames,
+    read_scaled_frames,
 )
 from vidscore_core.media.probe import probe, probe_many
 
@@ -25,4 +26,5 @@ __all__ = [
     "probe_many",
     "read_frame_sets",
     "read_frames",
+    "read_scaled_frames",
 ]

@@ -161,14 +161,23 @@ def clamp_indices(n: int, indices: Sequence[int]) -> list[int]:
 @dataclass(frozen=True)
 class FrameRequest:
     """Which frames one score reads: sampling `points` (int(p·n), clamped) or fixed `indices`
-    (clamped); all frames when neither is given. The indices depend on the verified count n."""
+    (clamped); all frames when neither is given. The indices depend on the verified count n.
+
+    `size` (width, height): every frame, scaled by FFmpeg's swscale while converting to RGB, so no
+    full-size RGB frame is ever made (shot detection reads every frame at 48×27).
+    """
 
     points: tuple[float, ...] | None = None
     indices: tuple[int, ...] | None = None
+    size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.points is not None and self.indices is not None:
             raise ValueError("give points or indices, not both")
+        if self.size is not None and (self.points is not None or self.indices is not None):
+            raise ValueError("a scaled request reads every frame: give no points or indices with size")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
+            raise ValueError(f"size must be (width, height) > 0, got {self.size}")
         self.want(1)  # validate before any decoding
 
     def want(self, n: int) -> list[int]:
@@ -217,6 +226,8 @@ def read_frame_sets(
     """
     _check_backends(backends)
     path = os.fspath(path)
+    if any(r.size is not None for r in requests):
+        return _with_scaled(path, requests, timeout_s, backends)
     sizes: list[int] = []
 
     def union(n: int) -> list[int]:
@@ -253,6 +264,70 @@ def read_frame_sets(
         out.append(replace(joint, frames=joint.frames[start:end], indices=joint.indices[start:end]))
         start = end
     return out
+
+
+def _with_scaled(
+    path: str, requests: Sequence[FrameRequest], timeout_s: float | None, backends: Sequence[str]
+) -> list[DecodedFrames | DecodeError]:
+    """`read_frame_sets` when some requests read every frame scaled: those come from one sequential
+    decode (`read_scaled_frames`), the others from the usual pass (its decoders pick few frames)."""
+    out: list[DecodedFrames | DecodeError | None] = [None] * len(requests)
+    plain = [i for i, r in enumerate(requests) if r.size is None]
+    if plain:
+        for i, got in zip(plain, read_frame_sets(path, [requests[i] for i in plain], timeout_s=timeout_s,
+                                                 backends=backends), strict=True):  # fmt: skip
+            out[i] = got
+    for i, request in enumerate(requests):
+        if request.size is not None:
+            try:
+                out[i] = read_scaled_frames(path, request.size, timeout_s=timeout_s)
+            except DecodeError as exc:
+                out[i] = exc
+    return out  # type: ignore[return-value]
+
+
+def read_scaled_frames(
+    path: str | os.PathLike[str], size: tuple[int, int], *, timeout_s: float | None = 60.0
+) -> DecodedFrames:
+    """Every frame of a video as uint8 RGB of `size` (width, height), converted and scaled in one
+    swscale step (bicubic, the `ffmpeg -s WxH` default); an image gives its one frame, full size.
+
+    The frame count is the frames that decode, held against the header as `read_frames` does (a cut
+    file is an error, never a shorter clip)."""
+    return run_with_timeout(_read_scaled, timeout_s, os.fspath(path), tuple(size))
+
+
+def _read_scaled(path: str, size: tuple[int, int]) -> DecodedFrames:
+    import av
+
+    check_file(path)
+    if treat_as_image(path):
+        frame = read_image(path)
+        return DecodedFrames([frame], [0], 1, True, "pil", frame.shape[1], frame.shape[0])
+    header = read_header(path)
+    _check_transport_stream(path, header)
+    if header.declares_duration:
+        _check_duration(header, *packet_span(path))
+    _enable_ffmpeg_error_log()
+    width, height = size
+    frames: list[np.ndarray] = []
+    try:
+        with av.logging.Capture(), av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                raise DecodeError("no video stream", final=True)
+            for frame in container.decode(stream):
+                scaled = frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                frames.append(scaled.to_ndarray())
+    except DecodeError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        _check_declared(header, len(frames), "decodable")
+        raise DecodeError(f"cannot decode frame {len(frames)}: {_ffmpeg_reason(exc)}") from None
+    _check_declared(header, len(frames), "decodable")
+    if not frames:
+        raise DecodeError("no decodable video frames")
+    return DecodedFrames(frames, list(range(len(frames))), len(frames), False, "pyav-scaled", width, height)
 
 
 def _check_backends(backends: Sequence[str]) -> None:

@@ -78,7 +78,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         *_KEY_COLUMNS,
         ("path", "VARCHAR"),
         ("text", "VARCHAR"),
-        *((score.column, "DOUBLE") for score in SCORES),  # in registry order, as the exports
+        *((column, "DOUBLE") for score in SCORES for column in score.filter_columns),  # registry order, as the exports
         ("extra", "JSON"),
         ("filter_spec", "JSON"),
         ("run_id", "VARCHAR"),
@@ -123,13 +123,15 @@ PUBLIC_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "manifests")
 
 # Score tables joined into `video_scores`: table -> (alias, score column, name of its error column there).
 SCORE_TABLES: dict[str, tuple[str, str, str]] = {s.table: (s.alias, s.column, s.error_column) for s in SCORES}
+# The detail columns a filter bound reads, joined next to their score (ocr_area).
+_DETAIL_COLUMNS: dict[str, tuple[str, ...]] = {s.table: s.filter_columns[1:] for s in SCORES}
 
 # videos columns left out of the view (lineage of the ingest, not of interest per video).
 _VIEW_SKIP = {"run_id", "code_version", "ingested_at"}
 
 VIEW_COLUMNS: list[str] = [
     *("video_error" if c == "error" else c for c, _ in TABLES["videos"] if c not in _VIEW_SKIP),
-    *(name for _, score, err in SCORE_TABLES.values() for name in (score, err)),
+    *(name for t, (_, score, err) in SCORE_TABLES.items() for name in (score, *_DETAIL_COLUMNS[t], err)),
 ]
 
 _IDENTIFIERS: frozenset[str] = frozenset(
@@ -184,7 +186,8 @@ def video_scores_sql() -> str:
     ]
     joins = []
     for table, (alias, score, err) in SCORE_TABLES.items():
-        select += [f"{alias}.{q(score)}", f"{alias}.{q('error')} AS {q(err)}"]
+        details = [f"{alias}.{q(c)}" for c in _DETAIL_COLUMNS[table]]
+        select += [f"{alias}.{q(score)}", *details, f"{alias}.{q('error')} AS {q(err)}"]
         joins.append(
             f"LEFT JOIN {q(table)} AS {alias} "
             f"ON {alias}.{q('video_id')} = v.{q('video_id')} AND {alias}.{q('batch')} = v.{q('batch')}"
