@@ -151,8 +151,28 @@ FLOW = Score(
     "weights; the backend is recorded per row).",
 )
 
-# In Open-Sora datautil's order (its file-name suffixes follow it).
-SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW)
+OCR = Score(
+    name="ocr",
+    table="ocr_scores",
+    column="ocr",
+    columns=(("ocr", "INTEGER"), ("ocr_area", "DOUBLE"), ("box_scores", "DOUBLE[]"), ("frame_index", "INTEGER"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="text boxes on frame 10 (1024×1024 centre crop); ocr_area: the fraction of that frame they cover",
+    # The model file ships in the rapidocr-onnxruntime package: its sha256 is in `params` (model_sha256),
+    # `weights_sha256` stays NULL as for other weight-free rows (the backfill schedule expects that).
+    weights=(),
+    code=("vidscore_core.models.ppocr_det", "vidscore_core.scoring.ocr_frames", "vidscore_core.media.decode"),
+    job="vidscore_core.scoring.ocr_frames:ocr_job",
+    upper="ocrmax",
+    detail_bounds=(("ocrareamax", "ocr_area", "<="),),
+    checks=(ValueCheck("counts_and_area", "ocr >= 0 AND ocr_area BETWEEN 0 AND 1 AND (ocr > 0 OR ocr_area = 0)",
+                       "ocr is a count, ocr_area a fraction in [0, 1], zero when no box was found."),),  # fmt: skip
+    description="Text boxes (PP-OCRv4 detection, confidence > 0.3) on frame 10, shorter side 1024, centre "
+    "crop 1024×1024 (Open-Sora's OCR sampling), and the fraction of the frame they cover.",
+)
+
+# In Open-Sora datautil's order (its file-name suffixes follow it), then the signals it lacks.
+SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, OCR)
 BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
 BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 
