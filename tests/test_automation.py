@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from vidscore_core.media.synth import make_demo_corpus
+from vidscore_core.scores import SCORES
 from vidscore_core.scoring import lineage, options
 from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation import policies
@@ -221,7 +222,7 @@ def _put(store: TableStore, settings, table: str, batch: str, frame: pd.DataFram
 def _seed(store: TableStore, settings, expected: dict[str, Expected], batch: str, ids: list[str]) -> None:
     """A batch whose tables are complete and current."""
     _put(store, settings, "videos", batch, pd.DataFrame({"video_id": ids}))
-    for table in ("clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores"):
+    for table in ("clip_embeddings", *(score.table for score in SCORES)):
         _put(store, settings, table, batch, _rows(table, batch, ids, expected[table]))
 
 

@@ -11,10 +11,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
 from vidscore_core.media import read_frames
-from vidscore_core.media.synth import write_clip
+from vidscore_core.media.synth import draw_words, write_clip
 from vidscore_core.models.ppocr_det import TextDetector, covered_fraction, model_path
 from vidscore_core.scoring.lineage import file_sha256
 from vidscore_core.scoring.ocr_frames import OCR_FRAME_INDEX, square_crop
@@ -23,18 +22,6 @@ from vidscore_dagster.runner import ingest_meta_file, materialize_batches
 
 VIDSCORE = Path(sys.executable).with_name("vidscore")
 PLAIN = ["pan_hubble_right_5px.mp4", "pan_retina_portrait_down_3px.mp4", "image_colorwheel.jpg"]
-
-
-def with_words(frame: np.ndarray, words: tuple[str, ...] = ("BREAKING NEWS", "live 2026")) -> np.ndarray:
-    """The frame with white words drawn around its centre (what the centre crop keeps)."""
-    image = Image.fromarray(frame)
-    draw = ImageDraw.Draw(image)
-    height, width = frame.shape[:2]
-    font = ImageFont.load_default(size=max(12, min(height, width) // 12))
-    for i, word in enumerate(words):
-        draw.text((width // 4, height // 3 + i * height // 5), word, fill=(255, 255, 255), font=font,
-                  stroke_width=2, stroke_fill=(0, 0, 0))  # fmt: skip
-    return np.asarray(image)
 
 
 def ocr_frame(fixtures: Path, name: str) -> np.ndarray:
@@ -65,7 +52,7 @@ def corner_sets(boxes) -> list[list[tuple[int, int]]]:
 
 @pytest.mark.parametrize("name", ["pan_hubble_right_5px.mp4", "pan_retina_portrait_down_3px.mp4", "image_colorwheel.jpg"])
 def test_same_boxes_as_the_wheels_own_pipeline(fixtures, detector, rapidocr_detector, name):
-    for crop in (square_crop(ocr_frame(fixtures, name)), square_crop(with_words(ocr_frame(fixtures, name)))):
+    for crop in (square_crop(ocr_frame(fixtures, name)), square_crop(draw_words(ocr_frame(fixtures, name)))):
         ours = detector.detect(crop[None])[0]
         theirs, _ = rapidocr_detector(np.ascontiguousarray(crop[..., ::-1]))  # it reads BGR, as cv2 loads
         assert corner_sets(b.points for b in ours) == corner_sets(theirs if theirs is not None else [])
@@ -74,7 +61,7 @@ def test_same_boxes_as_the_wheels_own_pipeline(fixtures, detector, rapidocr_dete
 @pytest.mark.parametrize("name", PLAIN)
 def test_words_give_boxes_and_area_and_plain_frames_give_none(fixtures, detector, name):
     plain = square_crop(ocr_frame(fixtures, name))
-    words = square_crop(with_words(ocr_frame(fixtures, name)))
+    words = square_crop(draw_words(ocr_frame(fixtures, name)))
     found_plain, found_words = detector.detect(np.stack([plain, words]))  # one batched forward
     assert found_plain == [] and covered_fraction(found_plain, 1024, 1024) == 0.0
     assert len(found_words) >= 1 and all(b.score > 0.3 for b in found_words)
@@ -94,7 +81,7 @@ def test_square_crop_is_the_centre_of_the_shorter_side_resize():
 
 def _text_clip(fixtures: Path, target: Path) -> Path:
     frames = read_frames(fixtures / "media/pan_hubble_right_5px.mp4", indices=list(range(24))).frames
-    return write_clip(target, [with_words(f) for f in frames])
+    return write_clip(target, [draw_words(f) for f in frames])
 
 
 def test_cli_scores_ocr_and_filters_on_it(fixtures, tmp_path, vidscore_env):

@@ -230,7 +230,7 @@ def test_a_scaled_request_gets_every_frame_small_and_the_others_their_frames(fix
     scaled_request = FrameRequest(size=(48, 27))
     clip, scaled = read_frame_sets(path, [CLIP_FRAMES, scaled_request])
     alone = read_frames(path, points=CLIP_FRAMES.points)
-    assert clip.indices == alone.indices and all(np.array_equal(a, b) for a, b in zip(clip.frames, alone.frames))
+    assert clip.indices == alone.indices and all(np.array_equal(a, b) for a, b in zip(clip.frames, alone.frames, strict=True))
     assert scaled.num_frames == alone.num_frames and scaled.indices == list(range(alone.num_frames))
     assert all(f.shape == (27, 48, 3) and f.dtype == np.uint8 for f in scaled.frames)
     # The small frames are the clip's frames, scaled: close to an area-average of the full frames.

@@ -39,9 +39,7 @@ def model() -> transnetv2.TransNetV2:
 
 
 def probabilities(model, frames: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        clip = torch.from_numpy(frames)
-        return transnetv2.window_probabilities(model(transnetv2.windows(clip)), len(clip))
+    return transnetv2.predict_probabilities(model, torch.from_numpy(frames))
 
 
 @pytest.mark.parametrize("clip", ["joined", "pan_hubble_right_5px.mp4", "pan_ihc_diag_25frames.mkv"])

@@ -58,7 +58,13 @@ def score_many(tasks: Sequence[str], meta: pd.DataFrame, settings: Settings, opt
         inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
                              flow_backend=flow_backend, embedding_rows=frames["clip_embeddings"])  # fmt: skip
         out[s.name] = s.produce()(inputs)
-    return {s.name: out[s.name][["video_id", *s.filter_columns, "error"]].reset_index(drop=True) for s in chosen}
+    return {s.name: _counts_as_integers(s, out[s.name][["video_id", *s.filter_columns, "error"]]) for s in chosen}
+
+
+def _counts_as_integers(score: scores.Score, rows: pd.DataFrame) -> pd.DataFrame:
+    """INTEGER columns (ocr, shots) stay integers in the CSV ("2", not "2.0"), empty where unscored."""
+    types = dict(score.columns)
+    return rows.astype({c: "Int64" for c in score.filter_columns if types.get(c) == "INTEGER"}).reset_index(drop=True)
 
 
 def row_scores(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,

@@ -269,21 +269,92 @@ def read_frame_sets(
 def _with_scaled(
     path: str, requests: Sequence[FrameRequest], timeout_s: float | None, backends: Sequence[str]
 ) -> list[DecodedFrames | DecodeError]:
-    """`read_frame_sets` when some requests read every frame scaled: those come from one sequential
-    decode (`read_scaled_frames`), the others from the usual pass (its decoders pick few frames)."""
-    out: list[DecodedFrames | DecodeError | None] = [None] * len(requests)
+    """`read_frame_sets` when some requests read every frame scaled. One sequential pass serves them
+    all where its pixels are the sparse decoder's (`_read_joint`); otherwise the scaled frames come
+    from their own pass (`read_scaled_frames`) and the others from the usual one."""
+    if treat_as_image(path):  # one frame whatever is asked, full size
+        return read_frame_sets(path, [FrameRequest()], timeout_s=timeout_s, backends=backends) * len(requests)
     plain = [i for i, r in enumerate(requests) if r.size is None]
+    scaled = [i for i, r in enumerate(requests) if r.size is not None]
+    out: list[DecodedFrames | DecodeError | None] = [None] * len(requests)
+    joint = None
+    if plain and len({requests[i].size for i in scaled}) == 1:
+        try:
+            joint = run_with_timeout(_read_joint, timeout_s, path, [requests[i] for i in plain], requests[scaled[0]].size)
+        except DecodeError as exc:
+            if exc.final:
+                return [exc] * len(requests)
+    if joint is not None:
+        full, small = joint
+        for i, got in zip(plain, full, strict=True):
+            out[i] = got
+        for i in scaled:
+            out[i] = small
+        return out  # type: ignore[return-value]
     if plain:
         for i, got in zip(plain, read_frame_sets(path, [requests[i] for i in plain], timeout_s=timeout_s,
                                                  backends=backends), strict=True):  # fmt: skip
             out[i] = got
-    for i, request in enumerate(requests):
-        if request.size is not None:
-            try:
-                out[i] = read_scaled_frames(path, request.size, timeout_s=timeout_s)
-            except DecodeError as exc:
-                out[i] = exc
+    for i in scaled:
+        try:
+            out[i] = read_scaled_frames(path, requests[i].size, timeout_s=timeout_s)  # type: ignore[arg-type]
+        except DecodeError as exc:
+            out[i] = exc
     return out  # type: ignore[return-value]
+
+
+def _read_joint(
+    path: str, requests: Sequence[FrameRequest], size: tuple[int, int]
+) -> tuple[list[DecodedFrames], DecodedFrames] | None:
+    """One sequential decode for full-size requests and a scaled every-frame request: each frame is
+    scaled to `size`, the wanted ones are also converted at full size. Only for the streams whose
+    RGB the sparse decoder gives bit for bit (8-bit 4:2:0, limited range), so the full-size frames are
+    those `read_frames` gives; None when that does not hold (an image, another pixel format, a frame
+    count other than the header's or the packets' count), and the caller decodes them apart."""
+    import av
+
+    check_file(path)
+    if treat_as_image(path):
+        return None
+    header = read_header(path)
+    _check_transport_stream(path, header)
+    if header.declares_duration:
+        _check_duration(header, *packet_span(path))
+    guess = header.declared_frames or count_packets(path)
+    if not guess:
+        return None
+    wanted = {i for r in requests for i in r.want(guess)}
+    _enable_ffmpeg_error_log()
+    width, height = size
+    small: list[np.ndarray] = []
+    full: dict[int, np.ndarray] = {}
+    try:
+        with av.logging.Capture(), av.open(path) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                raise DecodeError("no video stream", final=True)
+            ctx = stream.codec_context
+            if ctx.pix_fmt not in SPARSE_PIXEL_FORMATS or ctx.color_range == _FULL_RANGE:
+                return None
+            for frame in container.decode(stream):
+                if len(small) in wanted:
+                    full[len(small)] = frame.to_ndarray(format="rgb24")
+                small.append(frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                             .to_ndarray())  # fmt: skip
+    except DecodeError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise DecodeError(f"cannot decode frame {len(small)}: {_ffmpeg_reason(exc)}") from None
+    n = len(small)
+    _check_declared(header, n, "decodable")
+    if n != guess:
+        return None
+    decoded = []
+    for request in requests:
+        indices = request.want(n)
+        frames = _in_request_order(full, indices)
+        decoded.append(DecodedFrames(frames, indices, n, False, "pyav", frames[0].shape[1], frames[0].shape[0]))
+    return decoded, DecodedFrames(small, list(range(n)), n, False, "pyav-scaled", width, height)
 
 
 def read_scaled_frames(

@@ -185,6 +185,12 @@ def window_probabilities(logits: Tensor, num_frames: int) -> np.ndarray:
     return torch.sigmoid(logits[:, CONTEXT : CONTEXT + STEP].float()).reshape(-1)[:num_frames].cpu().numpy()
 
 
+def predict_probabilities(model: TransNetV2, frames: Tensor) -> np.ndarray:
+    """Per-frame probabilities [T] of one clip's uint8 frames [T, 27, 48, 3] (on the model's device)."""
+    with torch.inference_mode():
+        return window_probabilities(model(windows(frames)), len(frames))
+
+
 def shots_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int]]:
     """(first, last) frame of each shot. A run of frames above the threshold is a transition: the
     shot before it ends at the run's first frame, the next starts after the run (the TransNetV2
