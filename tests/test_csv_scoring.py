@@ -39,7 +39,7 @@ def test_a_clip_listed_with_two_captions_gets_each_captions_score(settings, fixt
 
 
 def test_a_clip_is_decoded_once_whatever_its_captions(settings, fixtures, tmp_path, monkeypatch):
-    from vidscore_core.scoring import jobs
+    from vidscore_core.scoring import score_jobs as jobs
 
     calls: list[int] = []
     real = jobs.run_parts
