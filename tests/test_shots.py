@@ -119,3 +119,14 @@ def test_dagster_batch_records_cuts_backend_and_checks(fixtures, joined, tmp_pat
         dg.AssetCheckKey(dg.AssetKey("shot_scores"), "shot_scores_consistent")
     )
     assert record is not None and record.event.dagster_event.event_specific_data.passed
+
+
+def test_an_unknown_backend_is_one_error_line(fixtures, tmp_path, vidscore_env, monkeypatch):
+    monkeypatch.setenv("VIDSCORE_SHOTS_BACKEND", "nope")
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"path": [str(fixtures / "media/pan_hubble_right_5px.mp4")]}).to_csv(meta, index=False)
+    run = subprocess.run([VIDSCORE, "score", "shots", str(meta)], capture_output=True, text=True)
+    assert run.returncode != 0 and run.stderr.strip().splitlines() == [
+        "error: unknown shots backend 'nope' (VIDSCORE_SHOTS_BACKEND): choose one of transnetv2, scenedetect"
+    ]
+    assert not (tmp_path / "meta_shots.csv").exists()

@@ -50,17 +50,17 @@ class TextBox:
     score: float  # mean text probability inside the box, before growing it
 
 
-def providers_for(device: str) -> list[str]:
-    """onnxruntime providers: CUDA (on the device's GPU) when asked for and installed, else CPU."""
+def providers_for(device: str) -> list:
+    """onnxruntime's provider for `device`: CUDA on that GPU (RuntimeError when onnxruntime has no
+    CUDA provider: never a silent fall back to the CPU), else the CPU."""
     import onnxruntime as ort
 
-    if device.startswith("cuda"):
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise RuntimeError(
-                "device is CUDA but onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu"
-            )
-        return ["CUDAExecutionProvider"]
-    return ["CPUExecutionProvider"]
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError("device is CUDA but onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    return [("CUDAExecutionProvider", {"device_id": index})]
 
 
 class TextDetector:
@@ -72,13 +72,7 @@ class TextDetector:
         self.path = Path(path) if path else model_path()
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        provider = providers_for(device)[0]
-        if provider == "CUDAExecutionProvider":
-            index = int(device.split(":", 1)[1]) if ":" in device else 0
-            providers: list = [(provider, {"device_id": index})]
-        else:
-            providers = [provider]
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers_for(device))
         self.input_name = self.session.get_inputs()[0].name
         self.box_threshold = box_threshold
 

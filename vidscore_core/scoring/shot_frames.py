@@ -38,11 +38,11 @@ class StillImageError(ValueError):
     reason = "not a video: a still image has no shots to count"
 
 
-def backend_from_env() -> str:
-    """`$VIDSCORE_SHOTS_BACKEND`, else transnetv2; a value that names no backend is an error."""
-    backend = os.environ.get(BACKEND_ENV) or "transnetv2"
+def checked_backend(backend: str | None) -> str:
+    """`backend`, else `$VIDSCORE_SHOTS_BACKEND`, else transnetv2; ValueError for any other name."""
+    backend = backend or os.environ.get(BACKEND_ENV) or "transnetv2"
     if backend not in BACKENDS:
-        raise ValueError(f"{BACKEND_ENV}={backend!r}: choose one of {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown shots backend {backend!r} ({BACKEND_ENV}): choose one of {', '.join(BACKENDS)}")
     return backend
 
 
@@ -82,11 +82,9 @@ class ShotScorer:
     name = "shots"
 
     def __init__(self, backend: str, model=None) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown shots backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        if backend == "transnetv2" and model is None:
+        self.backend = checked_backend(backend)
+        if self.backend == "transnetv2" and model is None:
             raise ValueError("the transnetv2 backend needs a loaded model")
-        self.backend = backend
         self.model = model
         self.sampler = ShotSampler(backend)
 
@@ -113,9 +111,7 @@ class ShotsJob(_Job):
 
     def __init__(self, settings: Settings, options: JobOptions, backend: str | None = None) -> None:
         super().__init__(settings, options)
-        self.backend = backend or backend_from_env()
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown shots backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        self.backend = checked_backend(backend)
 
     @cached_property
     def weights_path(self):
