@@ -22,7 +22,7 @@ from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 from vidscore_core.models.aesthetic import AestheticMLP
 from vidscore_core.models.clip import ClipArch, build_clip
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, MATCHING_POINTS
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.score_jobs import ClipJob
 from vidscore_core.settings import Settings
@@ -41,13 +41,13 @@ def write_weights(folder: Path, model: str) -> tuple[Path, Path]:
     return clip_path, mlp_path
 
 
-def write_clips(folder: Path, n: int) -> list[Clip]:
+def write_clips(folder: Path, n: int) -> list[Item]:
     texture = texture_image(720, 1280, seed=3)
     clips = []
     for i in range(n):
         path = folder / f"clip_{i:03d}.mp4"
         write_clip(path, pan_frames(texture, 640, 360, 48, dx=1 + i % 4, dy=0))
-        clips.append(Clip(i, f"v{i}", str(path), f"a textured surface panning, take {i}"))
+        clips.append(Item(i, f"v{i}", str(path), f"a textured surface panning, take {i}"))
     return clips
 
 
@@ -73,8 +73,7 @@ def main() -> None:
         clip_path, mlp_path = write_weights(tmp, args.model)
         (tmp / "clips").mkdir()
         clips = write_clips(tmp / "clips", args.clips)
-        settings = Settings(home=tmp / "home", models_dir=tmp, clip_weights_override=clip_path,
-                            aesthetic_weights_override=mlp_path)  # fmt: skip
+        settings = Settings(home=tmp / "home", models_dir=tmp, weights={"clip": clip_path, "aesthetic": mlp_path})  # fmt: skip
         job = ClipJob(
             settings, JobOptions(device=args.device, batch_size=args.bs, num_workers=args.num_workers)
         )

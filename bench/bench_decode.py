@@ -29,7 +29,7 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Norma
 from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 from vidscore_core.models.clip import OPENAI_MEAN, OPENAI_STD, normalize_uint8
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 
 WIDTH, HEIGHT, FPS, SECONDS = 1280, 720, 24, 10
@@ -93,7 +93,7 @@ class _ReferenceFrames(Dataset):
 
 
 def time_vidscore(paths: list[Path], workers: int, bs: int) -> tuple[float, int]:
-    clips = [Clip(index=i, video_id=str(i), path=str(p)) for i, p in enumerate(paths)]
+    clips = [Item(index=i, video_id=str(i), path=str(p)) for i, p in enumerate(paths)]
     scorer = _NormalizeOnly()
     started = time.perf_counter()
     results = run_parts([ScorePart("clip", scorer)], clips, device="cpu", batch_size=bs, num_workers=workers)["clip"]

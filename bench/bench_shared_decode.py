@@ -30,7 +30,7 @@ from pathlib import Path
 from vidscore_core.media import read_frame_sets
 from vidscore_core.media.synth import pan_frames, texture_image, write_clip
 from vidscore_core.scoring.clip_frames import ClipFrameSampler
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 from vidscore_core.scoring.flow_frames import FlowSampler
 from vidscore_core.scoring.shared_decode import SharedDecodeSampler
 
@@ -77,7 +77,7 @@ def time_once(kind: str, variant: dict, path: Path) -> float:
         if any(isinstance(g, Exception) for g in got):
             raise RuntimeError(f"{path}: {got}")
     else:
-        variant["sampler"].prepare(Clip(0, path.stem, str(path)))
+        variant["sampler"].prepare(Item(0, path.stem, str(path)))
     return time.perf_counter() - started
 
 
@@ -156,13 +156,14 @@ def end_to_end(paths: list[Path], args) -> dict:
     videos = pd.DataFrame({"video_id": [video_id_for(str(p)) for p in copies], "path": [str(p) for p in copies],
                            "text": ["a clip"] * len(copies), "error": [None] * len(copies)})  # fmt: skip
     weights = args.fixtures / "weights"
-    settings = Settings(home=args.corpus / "home", clip_weights_override=weights / "clip_tiny_openai.pt",
-                        aesthetic_weights_override=weights / "aesthetic_random_scaled.pth", device="cpu")  # fmt: skip
-    options = JobOptions(device="cpu", batch_size=8, num_workers=args.num_workers)
+    settings = Settings(home=args.corpus / "home", weights={"clip": weights / "clip_tiny_openai.pt",
+                        "aesthetic": weights / "aesthetic_random_scaled.pth"}, device="cpu")  # fmt: skip
+    options = JobOptions(device="cpu", batch_size=8, num_workers=args.num_workers,
+                         score_options={"flow": {"backend": "dis"}})
 
     def run(tables: list[str]) -> float:
         started = time.perf_counter()
-        score_videos(tables, videos, "bench", settings, options, flow_backend="dis")
+        score_videos(tables, videos, "bench", settings, options)
         return time.perf_counter() - started
 
     run(["clip_embeddings", "flow_scores"])  # warm-up: imports, model load, page cache

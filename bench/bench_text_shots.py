@@ -81,10 +81,10 @@ def step_seconds(paths: list[Path], fixtures: Path, workers: int) -> dict[str, d
                            "text": None, "error": None})  # fmt: skip
     out = {}
     for name, (tables, backend) in STEP_VARIANTS.items():
-        os.environ["VIDSCORE_SHOTS_BACKEND"] = backend
-        options = JobOptions(device="cpu", batch_size=4, num_workers=workers)
+        options = JobOptions(device="cpu", batch_size=4, num_workers=workers,
+                             score_options={"flow": {"backend": "dis"}, "shots": {"detector": backend}})  # fmt: skip
         t0 = time.perf_counter()
-        frames, summary = score_videos(tables, videos, "bench", settings, options, flow_backend="dis")
+        frames, summary = score_videos(tables, videos, "bench", settings, options)
         wall = time.perf_counter() - t0
         out[name] = {"wall_s": wall, "per_clip_s": wall / len(paths), "model_s": summary.model_seconds,
                      "errors": summary.errors}  # fmt: skip

@@ -230,9 +230,7 @@ def make_settings(work: Path, *, clip: Path, aesthetic: Path, unimatch: Path, de
     return Settings(
         home=work / "home",
         models_dir=work / "no-models",
-        clip_weights_override=clip,
-        aesthetic_weights_override=aesthetic,
-        unimatch_weights_override=unimatch,
+        weights={"clip": clip, "aesthetic": aesthetic, "unimatch": unimatch},
         device=device,
         tables=str(work / "tables"),
     )
@@ -324,6 +322,7 @@ def environment(args, device: str) -> dict:
 def parity(args, device: str, fixtures: Path, work: Path, precisions: list[str], budget: Budget) -> dict:
     import pandas as pd
 
+    from vidscore_core import scores as registry
     from vidscore_core.csv_commands import score_csv as csv_scoring
     from vidscore_core.ingest.meta import read_meta
     from vidscore_core.scoring.score_jobs import ClipJob, FlowJob
@@ -361,7 +360,7 @@ def parity(args, device: str, fixtures: Path, work: Path, precisions: list[str],
             reset_peak(device)
             t0 = time.perf_counter()
             try:
-                scores = csv_scoring.score_rows(task, rows, settings, options)
+                scores = csv_scoring.score_rows([registry.get(task)], rows, settings, options)[registry.get(task).name]
             except Exception as exc:
                 entry["scores"][column] = {
                     "status": "error",
@@ -523,7 +522,7 @@ def _measure_clip_batch(
 
     from vidscore_core.models.clip import tokenize
     from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
-    from vidscore_core.scoring.engine import Clip
+    from vidscore_core.scoring.engine import Item
 
     clip, (mlp, _) = job.clip, job.mlp
     size = clip.image_size
@@ -535,7 +534,7 @@ def _measure_clip_batch(
         "crops": crops[: n_clips * FRAMES_PER_CLIP],
         "meta": [{"indices": [0, 1, 2], "points": [0.1, 0.5, 0.9], "num_frames": 48} for _ in range(n_clips)],
     }
-    clips = [Clip(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
+    clips = [Item(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
     part = job.part()  # the scorer and precision region the clip_embeddings step runs
 
     def scorer_step():
@@ -696,13 +695,13 @@ def _measure_flow_batch(job, scorer, n_clips: int, size: tuple[int, int], device
     """FlowScorer.run on `n_clips` clips of 4 random frames (3 pairs each), in the job's precision context."""
     import torch
 
-    from vidscore_core.scoring.engine import Clip
+    from vidscore_core.scoring.engine import Item
 
     height, width = size
     gen = torch.Generator(device=device).manual_seed(n_clips)
     frames = torch.rand((n_clips, 4, 3, height, width), generator=gen, device=device) * 255
     metas = [{"indices": [0, 10, 20, 30], "num_frames": 48} for _ in range(n_clips)]
-    clips = [Clip(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
+    clips = [Item(index=i, video_id=f"c{i}", path="") for i in range(n_clips)]
 
     def step() -> None:
         with job.part().region(), torch.inference_mode():  # the precision region the step runs UniMatch in

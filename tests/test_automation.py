@@ -17,6 +17,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from vidscore_core import weights
 from vidscore_core.media.synth import make_demo_corpus
 from vidscore_core.scores import SCORES
 from vidscore_core.scoring import lineage, options
@@ -201,6 +202,8 @@ def test_unsettled_files_wait_and_the_cursor_never_passes_them(home, corpus, mon
 
 # -- backfill schedule ------------------------------------------------------------------------------
 
+DIS = {"flow": {"backend": "dis"}}  # the weight-free flow backend
+
 
 def _rows(table: str, batch: str, ids: list[str], exp: Expected, **extra) -> pd.DataFrame:
     frame = pd.DataFrame({"video_id": ids, "batch": batch})
@@ -208,8 +211,8 @@ def _rows(table: str, batch: str, ids: list[str], exp: Expected, **extra) -> pd.
     frame["weights_sha256"] = exp.weights_sha256
     frame["run_id"] = "r1"
     frame["scored_at"] = pd.Timestamp(lineage.utc_now())
-    if table == "flow_scores":
-        frame["backend"] = exp.backend
+    for option, value in exp.recorded.items():  # the options a table records (flow: backend)
+        frame[option] = value
     for key, value in extra.items():
         frame[key] = value
     return frame
@@ -228,10 +231,10 @@ def _seed(store: TableStore, settings, expected: dict[str, Expected], batch: str
 
 def test_the_backfill_plan_finds_missing_retryable_and_stale_rows(home, monkeypatch):
     settings, store = home
-    expected, notes = current_lineage(settings, "dis")
+    expected, notes = current_lineage(settings, DIS)
     assert not notes
-    shas = {"clip": lineage.file_sha256(settings.clip_weights()),
-            "aesthetic": lineage.file_sha256(settings.aesthetic_weights())}  # fmt: skip
+    shas = {"clip": lineage.file_sha256(weights.get("clip").path(settings)),
+            "aesthetic": lineage.file_sha256(weights.get("aesthetic").path(settings))}  # fmt: skip
     assert expected["aesthetic_scores"].weights_sha256 == options.combined_sha(shas)
     ids = ["v1", "v2", "v3"]
     for batch in ("complete", "missing", "timeout", "stale_code", "stale_weights", "other_backend"):
@@ -248,7 +251,7 @@ def test_the_backfill_plan_finds_missing_retryable_and_stale_rows(home, monkeypa
         "aesthetic_scores", "stale_weights", ids, expected["aesthetic_scores"], weights_sha256="0" * 64
     )
     _put(store, settings, "aesthetic_scores", "stale_weights", frame)
-    frame = _rows("flow_scores", "other_backend", ids[:2], Expected("x", backend="unimatch"))
+    frame = _rows("flow_scores", "other_backend", ids[:2], Expected("x", recorded={"backend": "unimatch"}))
     _put(store, settings, "flow_scores", "other_backend", frame)
     # A broken file is not retried; a registered batch with a manifest but no videos rows is.
     frame = _rows(
@@ -279,20 +282,19 @@ def test_the_backfill_plan_finds_missing_retryable_and_stale_rows(home, monkeypa
     assert plans["stale_code"].assets() == ["matching_scores"]
     assert plans["stale_weights"].assets() == ["aesthetic_scores"]
     assert plans["other_backend"].assets() == ["flow_scores"]
-    assert "other flow backend" in plans["other_backend"].summary()
+    assert "another option value (backend)" in plans["other_backend"].summary()
     assert plans["never_probed"].assets() == list(BATCH_ASSETS)
 
 
 def test_the_schedule_requests_idempotent_runs_for_what_needs_work(home):
     settings, store = home
-    expected, _ = current_lineage(settings, "dis")
+    expected, _ = current_lineage(settings, DIS)
     for batch in ("b1", "b2"):
         _seed(store, settings, expected, batch, ["v1", "v2"])
     store.delete("aesthetic_scores", "b2")
     resources = {
-        "vidscore": VidscoreSettings(home=str(settings.home), clip_weights=str(settings.clip_weights()),
-                                     aesthetic_weights=str(settings.aesthetic_weights())),
-        "scoring": ScoringOptions(flow_backend="dis"),
+        "vidscore": VidscoreSettings(home=str(settings.home), weights={n: str(p) for n, p in settings.weights.items()}),
+        "scoring": ScoringOptions(score_options={"flow": {"backend": "dis"}}),
     }  # fmt: skip
     when = datetime(2026, 1, 2, 3, 0, tzinfo=timezone.utc)
 
@@ -371,7 +373,7 @@ def test_a_multi_partition_run_publishes_every_partition(home, corpus):
     instance = dg.DagsterInstance.ephemeral()
     keys, _ = ingest_meta_file(instance, corpus, 3)
     assert len(keys) == 3
-    resources = default_resources(flow_backend="dis")
+    resources = default_resources(score_options={"flow": {"backend": "dis"}})
     result = dg.materialize(
         [videos, per_clip],
         selection=["videos", "flow_scores"],
@@ -400,7 +402,7 @@ def test_scores_follow_a_new_videos_partition_but_never_double_a_running_batch(h
     from vidscore_dagster.defs.scores.assets import score_assets
 
     settings, store = home
-    defs = dg.Definitions(assets=[videos, *score_assets], resources=default_resources(flow_backend="dis"))
+    defs = dg.Definitions(assets=[videos, *score_assets], resources=default_resources(score_options={"flow": {"backend": "dis"}}))
     scores = [
         dg.AssetKey(k) for k in ("clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
     ]

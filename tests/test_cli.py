@@ -133,7 +133,7 @@ def test_demo_runs_on_a_fresh_home(tmp_path):
         [str(exe), "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "motion is scored with the weight-free OpenCV DIS backend" in proc.stdout
+    assert "flow: model files absent, scored with the weight-free backend dis" in proc.stdout
     assert "vidscore weights download clip" in proc.stdout
     assert "vidscore ui" in proc.stdout
     # Reads well: one empty marker, full error reasons, no decoder chatter from the broken files.

@@ -20,7 +20,6 @@ from vidscore_core.models.clip import (
     OPENAI_STD,
     ClipModel,
     build_clip,
-    infer_clip_arch,
     load_clip,
     normalize_uint8,
     read_clip_state_dict,
@@ -67,18 +66,14 @@ def test_vit_l14_layout_is_inferred_and_loads_strictly(fixtures: Path) -> None:
     state = {k: torch.empty(shape, dtype=dtype, device="meta") for k, (shape, dtype) in manifest.items()}
     state.update({k: torch.tensor(v) for k, v in OPENAI_SCALARS.items()})
 
-    arch = infer_clip_arch(state)
-    assert (arch.vision_layers, arch.text_layers) == (24, 12)
-    assert (arch.vision_width, arch.vision_patch_size, arch.image_size) == (1024, 14, 224)
-    assert (arch.context_length, arch.vocab_size, arch.embed_dim) == (77, 49408, 768)
-    assert (arch.text_width, arch.text_heads) == (768, 12)
-
-    model = build_clip(arch, device="meta")
+    model = build_clip(state, device="meta")  # loads strictly: every key, every shape
+    assert (len(model.visual.transformer.resblocks), len(model.transformer.resblocks)) == (24, 12)
+    assert (model.visual.conv1.weight.shape[0], model.visual.conv1.kernel_size, model.visual.image_size) == (
+        1024, (14, 14), (224, 224))  # fmt: skip
+    assert (model.context_length, model.vocab_size, model.text_projection.shape[1]) == (77, 49408, 768)
+    assert (model.transformer.width, model.transformer.resblocks[0].attn.num_heads) == (768, 12)
     built = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     assert built == manifest  # keys, shapes and OpenAI's float16/float32 split
-    for key in OPENAI_SCALARS:
-        state.pop(key)
-    model.load_state_dict(state, strict=True)
 
 
 def test_aesthetic_layout_loads_strictly(fixtures: Path, tmp_path: Path) -> None:
@@ -99,16 +94,15 @@ def test_tiny_clip_reads_architecture_and_logit_scale(tiny_clip: ClipModel) -> N
     assert tiny_clip.image_size == 224
     assert tiny_clip.logit_scale == pytest.approx(2.65926003, abs=1e-7)
     assert tiny_clip.logit_scale_exp == pytest.approx(14.2857141, abs=1e-6)
-    assert tiny_clip.arch.vision_layers == 2 and tiny_clip.arch.text_heads == 1
+    assert len(tiny_clip.model.visual.transformer.resblocks) == 2
+    assert tiny_clip.model.transformer.resblocks[0].attn.num_heads == 1
 
 
 def _save_torchscript_archive(fixtures: Path, path: Path) -> None:
     """A TorchScript archive shaped like OpenAI's ViT-L-14.pt: code + constants, the OpenAI keys
     and the three 0-dim scalars in its state_dict()."""
     state = read_clip_state_dict(fixtures / "weights" / "clip_tiny_openai.pt")
-    model = build_clip(infer_clip_arch(state))
-    model.load_state_dict(state)
-    model = model.float()
+    model = build_clip(state).float()
     for key, value in OPENAI_SCALARS.items():
         model.__dict__.pop(key, None)  # open_clip keeps some of these as ints; OpenAI's archive as tensors
         model.register_buffer(key, torch.tensor(value))
@@ -136,7 +130,7 @@ def test_torchscript_archive_loads_like_the_state_dict(
     assert set(OPENAI_SCALARS) <= set(state)
 
     from_archive = load_clip(archive)
-    assert from_archive.arch == tiny_clip.arch
+    assert from_archive.model.state_dict().keys() == tiny_clip.model.state_dict().keys()
     assert from_archive.logit_scale_exp == tiny_clip.logit_scale_exp
     pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     assert torch.equal(from_archive.encode_images(pixels), tiny_clip.encode_images(pixels))
@@ -148,7 +142,7 @@ def test_float16_weights_load_like_openai(fixtures: Path, tiny_clip: ClipModel, 
     state = torch.load(fixtures / "weights" / "clip_tiny_openai.pt", weights_only=True)
     fp16_keys = {
         k
-        for k, v in build_clip(tiny_clip.arch, device="meta").state_dict().items()
+        for k, v in build_clip(state, device="meta").state_dict().items()
         if v.dtype == torch.float16
     }
     # 1) OpenAI's partially-float16 file gives the same model (the fixture values are float16-exact).
@@ -178,27 +172,15 @@ def test_reduced_precision_stays_close(fixtures: Path, tiny_clip: ClipModel, dty
 
 
 def test_resnet_clip_checkpoint_loads(tmp_path: Path) -> None:
-    # OpenAI's RN50-style layout: the architecture is read from the weights too.
-    rn_arch = infer_clip_arch(
-        {
-            "logit_scale": torch.empty((), device="meta"),
-            "token_embedding.weight": torch.empty(100, 64, device="meta"),
-            "positional_embedding": torch.empty(16, 64, device="meta"),
-            "ln_final.weight": torch.empty(64, device="meta"),
-            "text_projection": torch.empty(64, 24, device="meta"),
-            "transformer.resblocks.0.attn.in_proj_weight": torch.empty(192, 64, device="meta"),
-            **{
-                f"visual.layer{b}.0.conv1.weight": torch.empty(8, 8, 1, 1, device="meta")
-                for b in (1, 2, 3, 4)
-            },
-            "visual.attnpool.positional_embedding": torch.empty(5, 256, device="meta"),  # 2x2 grid: 64 px
-        }
-    )
-    assert rn_arch.vision_layers == (1, 1, 1, 1) and rn_arch.image_size == 64
-    model = build_clip(rn_arch).float()
-    torch.save(model.state_dict(), tmp_path / "rn.pt")
+    # OpenAI's RN50-style layout (a ModifiedResNet tower): the architecture is read from the weights too.
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    vision = CLIPVisionCfg(layers=(1, 1, 1, 1), width=8, image_size=64)
+    text = CLIPTextCfg(context_length=16, vocab_size=100, width=64, heads=1, layers=1)
+    torch.save(CLIP(24, vision, text, quick_gelu=True).state_dict(), tmp_path / "rn.pt")
     clip = load_clip(tmp_path / "rn.pt")
-    assert clip.arch == rn_arch
+    assert (clip.image_size, clip.embed_dim, clip.context_length) == (64, 24, 16)
+    assert [len(getattr(clip.model.visual, f"layer{b}")) for b in (1, 2, 3, 4)] == [1, 1, 1, 1]
     emb = clip.encode_images(torch.randn(2, 3, 64, 64))
     assert emb.shape == (2, 24)
     assert torch.allclose(emb.norm(dim=-1), torch.ones(2))

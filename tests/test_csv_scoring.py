@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from vidscore_core.csv_commands.score_csv import input_rows, score_meta_file
+from vidscore_core.csv_commands.score_csv import input_rows, score_file
 from vidscore_core.scoring.options import JobOptions
 
 
@@ -16,8 +16,8 @@ def settings(vidscore_env):
     return vidscore_env[0]
 
 
-def options(**kw) -> JobOptions:
-    return JobOptions(device="cpu", num_workers=1, batch_size=4, **kw)
+def options(flow: str | None = None) -> JobOptions:
+    return JobOptions(device="cpu", num_workers=1, batch_size=4, score_options={"flow": {"backend": flow}} if flow else {})
 
 
 def test_a_clip_listed_with_two_captions_gets_each_captions_score(settings, fixtures, tmp_path):
@@ -25,17 +25,28 @@ def test_a_clip_listed_with_two_captions_gets_each_captions_score(settings, fixt
     captions = ["a starry night sky full of distant galaxies", "a red double-decker bus in the rain"]
     meta = tmp_path / "pairs.csv"
     pd.DataFrame({"path": [clip, clip, clip], "text": [captions[0], captions[1], captions[0]]}).to_csv(meta, index=False)
-    out, summary = score_meta_file("matching", meta, settings, options())
-    scored = pd.read_csv(out)
-    assert summary == "3 scored, 0 with errors" and scored["text"].tolist() == [*captions, captions[0]]
+    result = score_file("matching", meta, settings, options())
+    scored = pd.read_csv(result.output)
+    assert result.scored == {"matching": "3 scored, 0 with errors"} and scored["text"].tolist() == [*captions, captions[0]]
     assert scored.loc[0, "match"] != scored.loc[1, "match"]
     assert scored.loc[0, "match"] == scored.loc[2, "match"]
     # Each pair's score is the one that caption gets when it is the clip's only row.
     for i, caption in enumerate(captions):
         alone = tmp_path / f"alone{i}.csv"
         pd.DataFrame({"path": [clip], "text": [caption]}).to_csv(alone, index=False)
-        single = pd.read_csv(score_meta_file("matching", alone, settings, options())[0])
+        single = pd.read_csv(score_file("matching", alone, settings, options()).output)
         assert scored.loc[i, "match"] == pytest.approx(single.loc[0, "match"], abs=1e-6)
+
+
+def test_score_all_gives_each_caption_its_own_match_as_score_matching_does(settings, fixtures, tmp_path):
+    clip = str(fixtures / "media/pan_hubble_right_5px.mp4")
+    meta = tmp_path / "pairs.csv"
+    pd.DataFrame({"path": [clip, clip], "text": ["distant galaxies", "a red bus"]}).to_csv(meta, index=False)
+    together = pd.read_csv(score_file("all", meta, settings, options(flow="dis")).output)
+    alone = pd.read_csv(score_file("matching", meta, settings, options()).output)
+    assert together["match"].tolist() == alone["match"].tolist()
+    assert together.loc[0, "match"] != together.loc[1, "match"]
+    assert together["aes"].nunique() == 1 and together["flow"].nunique() == 1  # one clip: one value, twice
 
 
 def test_a_clip_is_decoded_once_whatever_its_captions(settings, fixtures, tmp_path, monkeypatch):
@@ -52,7 +63,7 @@ def test_a_clip_is_decoded_once_whatever_its_captions(settings, fixtures, tmp_pa
     clip = str(fixtures / "media/pan_hubble_right_5px.mp4")
     meta = tmp_path / "pairs.csv"
     pd.DataFrame({"path": [clip] * 4, "text": ["one", "two", "three", "four"]}).to_csv(meta, index=False)
-    scored = pd.read_csv(score_meta_file("matching", meta, settings, options())[0])
+    scored = pd.read_csv(score_file("matching", meta, settings, options()).output)
     assert calls == [1] and scored["match"].nunique() == 4
 
 
@@ -72,7 +83,7 @@ def test_every_input_column_survives_whatever_its_name(settings, fixtures, tmp_p
     meta = tmp_path / "named.csv"
     source.to_csv(meta, index=False)
     for task, column in (("aesthetic", "aes"), ("matching", "match")):
-        scored = pd.read_csv(score_meta_file(task, meta, settings, options())[0])
+        scored = pd.read_csv(score_file(task, meta, settings, options()).output)
         assert list(scored.columns) == [*source.columns, column, f"{column}_error"], task
         pd.testing.assert_frame_equal(scored[source.columns], source)
         assert scored[column].notna().all(), scored[f"{column}_error"].tolist()
@@ -100,8 +111,6 @@ def test_score_all_decodes_each_clip_once_for_every_score(settings, fixtures, tm
     import os
     from collections import Counter
 
-    from vidscore_core.csv_commands.score_all import score_all_file
-
     decode = importlib.import_module("vidscore_core.media.decode")
     log = tmp_path / "passes.log"
     # Every way a pass over a file starts: the usual decoders, the scaled every-frame pass of shots
@@ -122,7 +131,7 @@ def test_score_all_decodes_each_clip_once_for_every_score(settings, fixtures, tm
     source.assign(path=[str(fixtures / p) for p in source["path"]]).to_csv(meta, index=False)
     for name in passes:
         monkeypatch.setattr(decode, name, counting(name))
-    result = score_all_file(meta, settings, options(), flow_backend="dis")
+    result = score_file("all", meta, settings, options(flow="dis"))
     for name in passes:
         monkeypatch.setattr(decode, name, real[name])
     passes = Counter(log.read_text().splitlines())
@@ -131,6 +140,7 @@ def test_score_all_decodes_each_clip_once_for_every_score(settings, fixtures, tm
     together = pd.read_csv(result.output)
     for task, column in (("aesthetic", "aes"), ("matching", "match"), ("flow", "flow"), ("ocr", "ocr"),
                          ("shots", "shots")):  # fmt: skip
-        alone = pd.read_csv(score_meta_file(task, meta, settings, options(), flow_backend="dis")[0])
-        assert together[column].tolist() == pytest.approx(alone[column].tolist(), abs=1e-5, nan_ok=True), task
+        alone = pd.read_csv(score_file(task, meta, settings, options(flow="dis")).output)
+        # The same computation whichever command asks: the same bits, not merely close values.
+        assert together[column].fillna(-1.0).tolist() == alone[column].fillna(-1.0).tolist(), task
         assert together[f"{column}_error"].fillna("").tolist() == alone[f"{column}_error"].fillna("").tolist()

@@ -13,13 +13,13 @@ import torch
 
 from vidscore_core.media import DecodeError, read_frames
 from vidscore_core.media.synth import claim_avi_frame_count, pan_frames, texture_image, write_clip
-from vidscore_core.scoring.engine import Clip, EngineStats, WorkerBug, run_scorer
+from vidscore_core.scoring.engine import EngineStats, Item, WorkerBug, run_scorer
 
 
 class FileSizeSampler:
     """A tiny real workload: read a file's bytes in the worker (unreadable files are media errors)."""
 
-    def prepare(self, clip: Clip) -> np.ndarray:
+    def prepare(self, clip: Item) -> np.ndarray:
         try:
             with open(clip.path, "rb") as fh:
                 data = np.frombuffer(fh.read(), dtype=np.uint8)
@@ -40,7 +40,7 @@ class SizeScorer:
         self.sampler = sampler or FileSizeSampler()
         self.batches: list[int] = []
 
-    def run(self, data: torch.Tensor, clips: list[Clip]) -> list[dict]:
+    def run(self, data: torch.Tensor, clips: list[Item]) -> list[dict]:
         self.batches.append(len(clips))
         out = []
         for row, clip in zip(data, clips, strict=True):
@@ -54,7 +54,7 @@ class SizeScorer:
 class MisbehavingSampler(FileSizeSampler):
     """Stands in for decoders that abort, segfault, hang, raise a verdict, or hit a bug in our code."""
 
-    def prepare(self, clip: Clip) -> np.ndarray:
+    def prepare(self, clip: Item) -> np.ndarray:
         name = Path(clip.path).name
         if name.startswith("abort"):
             os.abort()  # what decord does on std::bad_alloc
@@ -81,14 +81,14 @@ def clips(tmp_path):
         if size >= 0:
             path.write_bytes(b"x" * size)
         paths.append(path)
-    return [Clip(i, f"v{i}", str(p), "reject" if i == 5 else None) for i, p in enumerate(paths)]
+    return [Item(i, f"v{i}", str(p), "reject" if i == 5 else None) for i, p in enumerate(paths)]
 
 
-def named_clips(tmp_path: Path, names: list[str]) -> list[Clip]:
+def named_clips(tmp_path: Path, names: list[str]) -> list[Item]:
     out = []
     for i, name in enumerate(names):
         (tmp_path / name).write_bytes(b"x" * (i + 1))
-        out.append(Clip(i, f"v{i}", str(tmp_path / name)))
+        out.append(Item(i, f"v{i}", str(tmp_path / name)))
     return out
 
 
@@ -121,7 +121,7 @@ def test_batches_follow_the_input_order_whoever_finishes_first(tmp_path):
 
 def test_batch_of_only_failures_does_not_call_the_model(tmp_path):
     scorer = SizeScorer()
-    bad = [Clip(i, f"v{i}", str(tmp_path / f"missing{i}"), None) for i in range(3)]
+    bad = [Item(i, f"v{i}", str(tmp_path / f"missing{i}"), None) for i in range(3)]
     results = run_scorer(scorer, bad, batch_size=2, num_workers=0)
     assert all(r.error for r in results) and scorer.batches == []
 
@@ -213,7 +213,7 @@ class FrameSampler:
     def __init__(self, backends=("sparse", "decord", "pyav")) -> None:
         self.backends = backends
 
-    def prepare(self, clip: Clip) -> np.ndarray:
+    def prepare(self, clip: Item) -> np.ndarray:
         decoded = read_frames(clip.path, points=(0.5,), backends=self.backends)
         return np.array([decoded.num_frames], dtype=np.int64)
 
@@ -243,7 +243,7 @@ def test_an_avi_claiming_3e9_frames_is_an_error_row_and_the_batch_goes_on(lying_
     ("truncated") is final and no other decoder is tried; the good clips around it are scored."""
     honest, lying = lying_avi
     paths = [fixtures / "media/pan_ihc_diag_25frames.mkv", lying, honest]
-    clips = [Clip(i, f"v{i}", str(p)) for i, p in enumerate(paths)]
+    clips = [Item(i, f"v{i}", str(p)) for i, p in enumerate(paths)]
     results = run_scorer(CountScorer(FrameSampler()), clips, batch_size=3, num_workers=1)
     assert [r.values.get("num_frames") for r in results] == [25, None, 20]
     assert results[1].error.startswith("truncated: container declares 3000000000 frames, only 20 present")
@@ -253,7 +253,7 @@ def test_a_real_decoder_abort_becomes_the_clips_error(lying_avi):
     """decord alone on the lying AVI really aborts (std::bad_alloc): the worker dies, the row says so,
     and a fresh worker decodes the next clip."""
     honest, lying = lying_avi
-    clips = [Clip(0, "a", str(honest)), Clip(1, "b", str(lying)), Clip(2, "c", str(honest))]
+    clips = [Item(0, "a", str(honest)), Item(1, "b", str(lying)), Item(2, "c", str(honest))]
     stats = EngineStats()
     results = run_scorer(CountScorer(FrameSampler(("decord",))), clips, batch_size=3, num_workers=1, stats=stats)
     assert [r.values.get("num_frames") for r in results] == [20, None, 20], [r.error for r in results]
@@ -276,7 +276,7 @@ def test_unimatch_on_cpu_runs_one_clip_per_forward(tmp_path, monkeypatch):
 
 def test_results_follow_positions_even_when_clip_indices_repeat(tmp_path):
     clips = named_clips(tmp_path, ["a.bin", "b.bin", "c.bin"])
-    same = [Clip(0, c.video_id, c.path) for c in clips]  # callers may reuse an index (benchmarks do)
+    same = [Item(0, c.video_id, c.path) for c in clips]  # callers may reuse an index (benchmarks do)
     results = run_scorer(SizeScorer(), same, batch_size=2, num_workers=2)
     assert [r.values["size"] for r in results] == [1, 2, 3]
 
@@ -299,8 +299,8 @@ def test_precision_is_chosen_once_and_leaves_no_global_flags(vidscore_env, fixtu
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
     settings, _ = vidscore_env
     meta = read_meta(fixtures / "media/meta.csv").iloc[:1]
-    options = JobOptions(device="cpu", num_workers=1, precision="tf32")
-    score_videos(["flow_scores"], meta.assign(error=None), "tf32", settings, options, flow_backend="dis")
+    options = JobOptions(device="cpu", num_workers=1, precision="tf32", score_options={"flow": {"backend": "dis"}})
+    score_videos(["flow_scores"], meta.assign(error=None), "tf32", settings, options)
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 

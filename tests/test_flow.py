@@ -54,10 +54,10 @@ def unimatch_rows(fixtures: Path, tmp_path_factory) -> pd.DataFrame:
     from vidscore_core.settings import Settings
 
     env = fixture_model_env(fixtures)
-    settings = Settings(home=tmp_path_factory.mktemp("home"), unimatch_weights_override=Path(env["VIDSCORE_UNIMATCH_WEIGHTS"]))
+    settings = Settings(home=tmp_path_factory.mktemp("home"), weights={"unimatch": Path(env["VIDSCORE_UNIMATCH_WEIGHTS"])})
     meta = read_meta(fixtures / "media/meta.csv")
-    options = JobOptions(device="cpu", batch_size=3, num_workers=1)
-    frames, _ = score_videos(["flow_scores"], meta.assign(error=None), "parity", settings, options, flow_backend="unimatch")
+    options = JobOptions(device="cpu", batch_size=3, num_workers=1, score_options={"flow": {"backend": "unimatch"}})
+    frames, _ = score_videos(["flow_scores"], meta.assign(error=None), "parity", settings, options)
     rows = frames["flow_scores"]
     return rows.merge(meta[["video_id", "path_original"]], on="video_id").set_index("path_original")
 

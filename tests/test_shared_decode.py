@@ -1,4 +1,4 @@
-"""One decode per clip serves every per-clip score of a run (DESIGN.md "Data flow"), with the same
+"""One decode per clip serves every per-clip score of a run (docs/ARCHITECTURE.md, "Data flow"), with the same
 frames and values each score gets alone, and failures kept per score."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from vidscore_core.media import DecodeError, FrameRequest, read_frame_sets, read_frames
 from vidscore_core.media.synth import make_demo_corpus
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 from vidscore_core.tables.store import TableStore
 
@@ -127,7 +127,7 @@ def test_parts_share_one_pass_and_batches_follow_the_smallest_cap(fixtures: Path
     _counting_decoder(monkeypatch, log)
     media = fixtures / "media"
     names = ["pan_hubble_right_5px.mp4", "image_colorwheel.jpg", "pan_ihc_diag_25frames.mkv", "missing.mp4"]
-    clips = [Clip(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
+    clips = [Item(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
     clip_part, flow_part = _Recorder(CLIP_FRAMES), _Recorder(FLOW_FRAMES)
     results = run_parts([ScorePart("clip", clip_part), ScorePart("flow", flow_part, max_clips=1)], clips,
                         device="cpu", batch_size=8, num_workers=2)  # fmt: skip
@@ -148,12 +148,12 @@ def test_scoring_together_gives_the_rows_each_table_gets_alone(vidscore_env, tmp
     settings, _ = vidscore_env
     meta = read_meta(make_demo_corpus(tmp_path / "corpus"))
     videos = meta.assign(error=None)[["video_id", "path", "text", "error"]]
-    options = JobOptions(device="cpu", batch_size=4, num_workers=2)
+    options = JobOptions(device="cpu", batch_size=4, num_workers=2, score_options={"flow": {"backend": "dis"}})
     tables = ["clip_embeddings", "flow_scores"]
-    alone = {t: score_videos([t], videos, "b", settings, options, flow_backend="dis")[0][t] for t in tables}
+    alone = {t: score_videos([t], videos, "b", settings, options)[0][t] for t in tables}
     log = tmp_path / "passes.log"
     _counting_decoder(monkeypatch, log)
-    together, summary = score_videos(tables, videos, "b", settings, options, flow_backend="dis")
+    together, summary = score_videos(tables, videos, "b", settings, options)
     passes = Counter(log.read_text().splitlines())
     videos_ok = [os.path.basename(p) for p in meta.loc[meta["kind"] == "video", "path"]]
     assert videos_ok and all(passes[name] == 1 for name in videos_ok), passes  # one decode per clip
@@ -212,7 +212,7 @@ def test_an_out_of_memory_in_one_part_splits_that_part_only(fixtures: Path) -> N
 
     media = fixtures / "media"
     names = ["pan_hubble_right_5px.mp4", "pan_ihc_diag_25frames.mkv", "pan_retina_portrait_down_3px.mp4"]
-    clips = [Clip(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
+    clips = [Item(i, f"v{i}", str(media / n)) for i, n in enumerate(names)]
     clip_part, flow_part = _Recorder(CLIP_FRAMES), _Tight(FLOW_FRAMES, too_big="v1")
     stats = EngineStats()
     results = run_parts([ScorePart("clip", clip_part), ScorePart("flow", flow_part)], clips, device="cpu",

@@ -81,12 +81,12 @@ def test_windows_cover_every_frame_once():
 
 
 @pytest.mark.parametrize("backend", ["transnetv2", "scenedetect"])
-def test_cli_scores_shots_and_filters_single_shot_clips(fixtures, joined, tmp_path, vidscore_env, monkeypatch, backend):
-    monkeypatch.setenv("VIDSCORE_SHOTS_BACKEND", backend)
+def test_cli_scores_shots_and_filters_single_shot_clips(fixtures, joined, tmp_path, vidscore_env, backend):
     pan, image = fixtures / "media/pan_hubble_right_5px.mp4", fixtures / "media/image_colorwheel.jpg"
     meta = tmp_path / "meta.csv"
     pd.DataFrame({"path": [str(joined), str(pan), str(image)], "text": ["a", "b", "c"]}).to_csv(meta, index=False)
-    run = subprocess.run([VIDSCORE, "score", "shots", str(meta), "--num-workers", "1"], capture_output=True, text=True)
+    run = subprocess.run([VIDSCORE, "score", "shots", str(meta), "--num-workers", "1", "--detector", backend],
+                         capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr
     out = pd.read_csv(tmp_path / "meta_shots.csv").set_index("path")
     assert out.loc[str(joined), "shots"] == 2 and out.loc[str(pan), "shots"] == 1
@@ -99,19 +99,19 @@ def test_cli_scores_shots_and_filters_single_shot_clips(fixtures, joined, tmp_pa
 
 def test_dagster_batch_records_cuts_backend_and_checks(fixtures, joined, tmp_path, vidscore_env, monkeypatch):
     settings, store = vidscore_env
-    monkeypatch.setenv("VIDSCORE_SHOTS_BACKEND", "transnetv2")
+    monkeypatch.setenv("VIDSCORE_SHOTS_DETECTOR", "transnetv2")
     meta = tmp_path / "meta.csv"
     pan = fixtures / "media/pan_hubble_right_5px.mp4"
     pd.DataFrame({"path": [str(joined), str(pan), str(fixtures / "media/bad_truncated.mp4")]}).to_csv(meta, index=False)
     instance = dg.DagsterInstance.ephemeral()
     keys, _ = ingest_meta_file(instance, meta, 5000)
     assert all(materialize_batches(instance, keys, ["videos", "shot_scores"], resources=default_resources()).values())
-    rows = store.query_df("SELECT v.path, s.shots, s.cuts, s.single_shot, s.backend, s.error, s.model, s.params "
+    rows = store.query_df("SELECT v.path, s.shots, s.cuts, s.single_shot, s.detector, s.error, s.model, s.params "
                           "FROM videos v JOIN shot_scores s USING (video_id, batch)").set_index("path")  # fmt: skip
     cut = rows.loc[str(joined)]
     assert cut["shots"] == 2 and len(cut["cuts"]) == 1 and abs(cut["cuts"][0] - JOIN) <= 2 and not cut["single_shot"]
     assert rows.loc[str(pan), "single_shot"] and list(rows.loc[str(pan), "cuts"]) == []
-    assert set(rows["backend"]) == {"transnetv2"} and rows.loc[str(pan), "model"].startswith("transnetv2:")
+    assert set(rows["detector"]) == {"transnetv2"} and rows.loc[str(pan), "model"].startswith("transnetv2:")
     assert pd.isna(rows.loc[str(fixtures / "media/bad_truncated.mp4"), "shots"])
     sql = store.query_df("SELECT count(*) AS n FROM video_scores WHERE shots <= 1")
     assert int(sql["n"].iloc[0]) == 1  # filterable from SQL: the pan
@@ -121,12 +121,12 @@ def test_dagster_batch_records_cuts_backend_and_checks(fixtures, joined, tmp_pat
     assert record is not None and record.event.dagster_event.event_specific_data.passed
 
 
-def test_an_unknown_backend_is_one_error_line(fixtures, tmp_path, vidscore_env, monkeypatch):
-    monkeypatch.setenv("VIDSCORE_SHOTS_BACKEND", "nope")
+def test_an_unknown_detector_is_one_error_line(fixtures, tmp_path, vidscore_env, monkeypatch):
+    monkeypatch.setenv("VIDSCORE_SHOTS_DETECTOR", "nope")
     meta = tmp_path / "meta.csv"
     pd.DataFrame({"path": [str(fixtures / "media/pan_hubble_right_5px.mp4")]}).to_csv(meta, index=False)
     run = subprocess.run([VIDSCORE, "score", "shots", str(meta)], capture_output=True, text=True)
     assert run.returncode != 0 and run.stderr.strip().splitlines() == [
-        "error: unknown shots backend 'nope' (VIDSCORE_SHOTS_BACKEND): choose one of transnetv2, scenedetect"
+        "error: shots detector 'nope': choose one of transnetv2, scenedetect"
     ]
     assert not (tmp_path / "meta_shots.csv").exists()

@@ -17,9 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from vidscore_core import weights
+from vidscore_core import scores, weights
 from vidscore_core.scoring import lineage
-from vidscore_core.settings import AESTHETIC_FILE, CLIP_FILE, UNIMATCH_FILE, Settings
+from vidscore_core.settings import Settings
+
+# The public contract's file names below $VIDSCORE_MODELS_DIR (the upstream names).
+CLIP_FILE = "clip/ViT-L-14.pt"
+AESTHETIC_FILE = "aesthetic.pth"
+UNIMATCH_FILE = "unimatch/gmflow-scale2-regrefine6-mixdata-train320x576-4e7b215d.pth"
 
 ENV_VARS = ("VIDSCORE_CLIP_WEIGHTS", "VIDSCORE_AESTHETIC_WEIGHTS", "VIDSCORE_UNIMATCH_WEIGHTS")
 
@@ -350,7 +355,7 @@ def test_file_url_of_another_file_installs_nothing(settings: Settings, tmp_path:
 def test_missing_lists_every_absent_file(settings: Settings, tmp_path: Path) -> None:
     assert [m.name for m in weights.missing(["clip", "aesthetic", "clip"], settings)] == ["clip", "aesthetic"]
     with pytest.raises(weights.WeightsMissingError) as info:
-        weights.require_all(weights.needed_for("aesthetic"), settings, purpose="aesthetic scores")
+        weights.require_all(scores.AESTHETIC.weights_for({}), settings, purpose="aesthetic scores")
     err = info.value
     assert [m.name for m in err.missing] == ["clip", "aesthetic"]
     text = str(err)
@@ -360,7 +365,7 @@ def test_missing_lists_every_absent_file(settings: Settings, tmp_path: Path) -> 
         assert f"VIDSCORE_{name.upper()}_WEIGHTS" in text
         assert f"`vidscore weights download {name}`" in text
     assert "`vidscore weights download clip aesthetic`" in text
-    assert weights.needed_for("flow", "dis") == () and weights.needed_for("matching") == ("clip",)
+    assert scores.FLOW.weights_for({"flow": {"backend": "dis"}}) == () and scores.MATCHING.weights_for({}) == ("clip",)
     (tmp_path / "models" / "clip").mkdir(parents=True)
     weights.get("clip").default_path(settings).write_bytes(b"x")
     assert [m.name for m in weights.missing(weights.NAMES, settings)] == ["aesthetic", "unimatch"]

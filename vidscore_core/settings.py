@@ -1,17 +1,29 @@
-"""Runtime settings read from the environment (the public contract in DESIGN.md)."""
+"""Runtime settings read from the environment (the public contract: docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CLIP_FILE = "clip/ViT-L-14.pt"
-AESTHETIC_FILE = "aesthetic.pth"
-UNIMATCH_FILE = "unimatch/gmflow-scale2-regrefine6-mixdata-train320x576-4e7b215d.pth"
+# VIDSCORE_<NAME>_WEIGHTS: the file to use for the model file <name> of the weights registry.
+_WEIGHTS_ENV = re.compile(r"VIDSCORE_([A-Z0-9_]+)_WEIGHTS")
 
-# Where OpenAI's own `clip` package caches the ViT-L/14 archive; looked at when the models dir lacks it.
-OPENAI_CLIP_CACHE = Path("~/.cache/clip/ViT-L-14.pt")
+
+def weights_env_var(name: str) -> str:
+    """The variable overriding the path of the model file `name` (vidscore_core.weights)."""
+    return f"VIDSCORE_{name.upper()}_WEIGHTS"
+
+
+def weight_overrides_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, Path]:
+    """Every VIDSCORE_<NAME>_WEIGHTS that is set, keyed by the lower-case name."""
+    return {
+        match.group(1).lower(): Path(value).expanduser()
+        for key, value in environ.items()
+        if value and (match := _WEIGHTS_ENV.fullmatch(key))
+    }
 
 
 def _env_path(name: str, default: str) -> Path:
@@ -24,27 +36,40 @@ class Settings:
 
     home: Path = field(default_factory=lambda: _env_path("VIDSCORE_HOME", "./.vidscore"))
     models_dir: Path = field(default_factory=lambda: _env_path("VIDSCORE_MODELS_DIR", "./pretrained_models"))
-    clip_weights_override: Path | None = None
-    aesthetic_weights_override: Path | None = None
-    unimatch_weights_override: Path | None = None
+    # Model files used instead of $VIDSCORE_MODELS_DIR's, keyed by weights registry name ("clip", ...).
+    weights: Mapping[str, Path] = field(default_factory=dict)
     device: str = "auto"
     # Where the tables' Parquet partitions live: a local/shared folder or `s3://bucket/prefix`.
     tables: str = field(default_factory=lambda: os.environ.get("VIDSCORE_TABLES") or "")
 
     @classmethod
     def from_env(cls) -> Settings:
-        def opt(name: str) -> Path | None:
-            value = os.environ.get(name)
-            return Path(value).expanduser() if value else None
-
         return cls(
             home=_env_path("VIDSCORE_HOME", "./.vidscore"),
             models_dir=_env_path("VIDSCORE_MODELS_DIR", "./pretrained_models"),
-            clip_weights_override=opt("VIDSCORE_CLIP_WEIGHTS"),
-            aesthetic_weights_override=opt("VIDSCORE_AESTHETIC_WEIGHTS"),
-            unimatch_weights_override=opt("VIDSCORE_UNIMATCH_WEIGHTS"),
+            weights=weight_overrides_from_env(),
             device=os.environ.get("VIDSCORE_DEVICE") or "auto",
             tables=os.environ.get("VIDSCORE_TABLES") or "",
+        )
+
+    def to_json(self) -> dict:
+        """The fields as JSON values (paths as strings): what a torchrun rank rebuilds them from."""
+        return {
+            "home": str(self.home),
+            "models_dir": str(self.models_dir),
+            "weights": {name: str(path) for name, path in self.weights.items()},
+            "device": self.device,
+            "tables": self.tables,
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping) -> Settings:
+        return cls(
+            home=Path(values["home"]),
+            models_dir=Path(values["models_dir"]),
+            weights={name: Path(path) for name, path in values["weights"].items()},
+            device=values["device"],
+            tables=values["tables"],
         )
 
     @property
@@ -76,20 +101,6 @@ class Settings:
         """The Dagster instance shared by the CLI and `dagster dev` when DAGSTER_HOME is unset."""
         env = os.environ.get("DAGSTER_HOME")
         return Path(env).expanduser() if env else self.home / "dagster"
-
-    def clip_weights(self) -> Path:
-        if self.clip_weights_override:
-            return self.clip_weights_override
-        local = self.models_dir / CLIP_FILE
-        if not local.exists() and OPENAI_CLIP_CACHE.expanduser().exists():
-            return OPENAI_CLIP_CACHE.expanduser()
-        return local
-
-    def aesthetic_weights(self) -> Path:
-        return self.aesthetic_weights_override or self.models_dir / AESTHETIC_FILE
-
-    def unimatch_weights(self) -> Path:
-        return self.unimatch_weights_override or self.models_dir / UNIMATCH_FILE
 
     def resolve_device(self, requested: str | None = None) -> str:
         """Turn `auto`/`cpu`/`cuda`/`cuda:N` into a concrete torch device string."""

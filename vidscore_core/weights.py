@@ -1,7 +1,7 @@
-"""The three model files vidscore needs: where they live, where they come from, how to check them.
+"""The model files vidscore needs: where they live, where they come from, how to check them.
 
-Paths follow the public contract (DESIGN.md): `$VIDSCORE_MODELS_DIR` with the upstream file names, and a
-per-file override env var for each. Downloads are plain HTTP GETs from the publishers' own URLs (or a
+Paths follow the public contract: `$VIDSCORE_MODELS_DIR` with the upstream file names, and a per-file
+override for each (`Settings.weights`, from VIDSCORE_<NAME>_WEIGHTS). Downloads are plain HTTP GETs from the publishers' own URLs (or a
 mirror given by the user), written to a temp file next to the target, verified against the full sha256
 pinned below, then renamed into place. Nothing is installed without a full digest to check it against.
 """
@@ -18,15 +18,12 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidscore_core.scores import SCORES
-from vidscore_core.scores import get as get_score
 from vidscore_core.scoring.lineage import file_sha256, package_version, record_sha256, sha256_cache_file
-from vidscore_core.settings import AESTHETIC_FILE, CLIP_FILE, UNIMATCH_FILE, Settings
+from vidscore_core.settings import Settings, weights_env_var
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +37,26 @@ class WeightFile:
     name: str
     description: str
     relative_path: str  # below $VIDSCORE_MODELS_DIR
-    env_var: str  # per-file override
-    settings_field: str  # the Settings field that env var fills
-    locate: Callable[[Settings], Path]  # the Settings accessor resolving the path in use
     url: str
     sha256: str | None = None  # full digest, when the publisher states one
     sha256_prefix: str | None = None  # leading hex digits, torch.hub's file-name convention
     expected_size: int | None = None  # bytes, when the publisher states it
     approx_size: str = ""  # for messages only
+    elsewhere: str | None = None  # another tool's copy, used when the models dir has none
+
+    @property
+    def env_var(self) -> str:
+        """The per-file override (`Settings.weights[name]`)."""
+        return weights_env_var(self.name)
 
     def path(self, settings: Settings) -> Path:
-        return self.locate(settings)
+        """The file in use: the override, else the models dir's, else the other tool's copy if any."""
+        if self.name in settings.weights:
+            return Path(settings.weights[self.name])
+        local = self.default_path(settings)
+        if self.elsewhere and not local.exists() and Path(self.elsewhere).expanduser().exists():
+            return Path(self.elsewhere).expanduser()
+        return local
 
     def default_path(self, settings: Settings) -> Path:
         return settings.models_dir / self.relative_path
@@ -83,21 +89,16 @@ REGISTRY: dict[str, WeightFile] = {
     "clip": WeightFile(
         name="clip",
         description="OpenAI CLIP ViT-L/14 (TorchScript archive), image/text encoder for aesthetic and matching",
-        relative_path=CLIP_FILE,
-        env_var="VIDSCORE_CLIP_WEIGHTS",
-        settings_field="clip_weights_override",
-        locate=Settings.clip_weights,
+        relative_path="clip/ViT-L-14.pt",
         url=f"https://openaipublic.azureedge.net/clip/models/{_CLIP_SHA256}/ViT-L-14.pt",
         sha256=_CLIP_SHA256,
         approx_size="about 890 MB",
+        elsewhere="~/.cache/clip/ViT-L-14.pt",  # where OpenAI's own `clip` package caches it
     ),
     "aesthetic": WeightFile(
         name="aesthetic",
         description="LAION improved aesthetic predictor MLP (sac+logos+ava1-l14-linearMSE) on CLIP ViT-L/14",
-        relative_path=AESTHETIC_FILE,
-        env_var="VIDSCORE_AESTHETIC_WEIGHTS",
-        settings_field="aesthetic_weights_override",
-        locate=Settings.aesthetic_weights,
+        relative_path="aesthetic.pth",
         url=(
             "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
             "sac+logos+ava1-l14-linearMSE.pth"
@@ -108,10 +109,7 @@ REGISTRY: dict[str, WeightFile] = {
     "unimatch": WeightFile(
         name="unimatch",
         description="UniMatch GMFlow scale2 regrefine6 (mixdata, 320x576) optical flow model",
-        relative_path=UNIMATCH_FILE,
-        env_var="VIDSCORE_UNIMATCH_WEIGHTS",
-        settings_field="unimatch_weights_override",
-        locate=Settings.unimatch_weights,
+        relative_path="unimatch/gmflow-scale2-regrefine6-mixdata-train320x576-4e7b215d.pth",
         url=(
             "https://s3.eu-central-1.amazonaws.com/avg-projects/unimatch/pretrained/"
             "gmflow-scale2-regrefine6-mixdata-train320x576-4e7b215d.pth"
@@ -124,16 +122,6 @@ REGISTRY: dict[str, WeightFile] = {
 }
 
 NAMES: tuple[str, ...] = tuple(REGISTRY)
-
-# The model files each score needs. Flow with the weight-free OpenCV `dis` backend needs none.
-SCORE_WEIGHTS: dict[str, tuple[str, ...]] = {score.name: score.weights for score in SCORES}
-
-
-def needed_for(score: str, flow_backend: str = "unimatch") -> tuple[str, ...]:
-    """The model files `score` ("aesthetic", "matching" or "flow") needs with the given flow backend."""
-    if score not in SCORE_WEIGHTS:
-        raise KeyError(f"unknown score {score!r}: choose one of {', '.join(SCORE_WEIGHTS)}")
-    return get_score(score).needed_weights(flow_backend)
 
 
 @dataclass(frozen=True)
@@ -199,8 +187,8 @@ def get(name: str) -> WeightFile:
 
 
 def _location(spec: WeightFile, settings: Settings) -> str:
-    """Which rule chose the path: an override, the models dir, or OpenAI's own cache (clip only)."""
-    if getattr(settings, spec.settings_field):
+    """Which rule chose the path: an override, the models dir, or another tool's copy (clip only)."""
+    if spec.name in settings.weights:
         return "override"
     if spec.path(settings) == spec.default_path(settings):
         return "models_dir"
@@ -276,15 +264,6 @@ def require_all(names: list[str] | tuple[str, ...], settings: Settings, purpose:
     if absent:
         raise missing_error(absent, purpose)
     return {name: get(name).path(settings) for name in dict.fromkeys(names)}
-
-
-def verify(name: str, settings: Settings) -> bool | None:
-    """True/False against the published digest, None when missing or no digest is published."""
-    spec = get(name)
-    path = spec.path(settings)
-    if not path.is_file():
-        return None
-    return spec.check_digest(file_sha256(path, cache_file=sha256_cache_file(settings)))
 
 
 def status(settings: Settings, *, compute_sha256: bool = True) -> list[dict[str, Any]]:

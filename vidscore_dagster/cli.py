@@ -72,6 +72,18 @@ def main() -> None:
 # -- score / filter (Open-Sora compatible) -------------------------------------------------------
 
 
+def score_option_flags(command):
+    """One `--<option>` (alias `--<score>-<option>`) per option the score registry declares (--backend)."""
+    for score in reversed(scores.SCORES):
+        for option in reversed(score.options):
+            command = click.option(
+                f"--{option.name}", f"--{score.name}-{option.name}", f"{score.name}__{option.name}",
+                type=click.Choice(option.choices), default=None,
+                help=f"{score.name}: {option.help} Default: ${option.env_var(score.name)}, else {option.default}.",
+            )(command)  # fmt: skip
+    return command
+
+
 @main.command()
 @click.argument("task", metavar="SCORE", type=click.Choice(["all", *scores.BY_NAME]))
 @click.argument("meta", type=click.Path(path_type=Path))
@@ -80,48 +92,37 @@ def main() -> None:
 @click.option("--bs", "batch_size", type=int, default=16, show_default=True, help="Clips per model batch.")
 @click.option("--num-workers", type=int, default=2, show_default=True, help="Decoding worker processes.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $VIDSCORE_DEVICE or auto).")
-@click.option("--backend", "--flow-backend", "backend", type=click.Choice(["unimatch", "dis"]),
-              default="unimatch", show_default=True,
-              help="Flow backend: UniMatch (weights) or OpenCV DIS (no weights).")  # fmt: skip
 @click.option("--precision", type=click.Choice(["auto", "fp32", "tf32", "bf16", "fp16"]), default="auto",
               show_default=True, help="Model precision on CUDA (CPU always runs float32).")  # fmt: skip
 @click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
-def score(task, meta, output, batch_size, num_workers, device, backend, precision, decode_timeout) -> None:
+@score_option_flags
+def score(task, meta, output, batch_size, num_workers, device, precision, decode_timeout, **chosen) -> None:
     """Score META (CSV or Parquet) and write META_aes.csv / META_flow.csv / META_match.csv.
 
-    SCORE is aesthetic, flow, matching or all. `all` computes every score the installed weights allow
-    into one file, META_scores.csv (columns aes, flow, match, each with <score>_error), and says which it
+    SCORE is one of the registered scores or all. `all` computes every score the installed weights
+    allow into one file, META_scores.csv (each score's column with <column>_error), and says which it
     skipped and why; flow uses the weight-free DIS backend only with --backend dis.
     """
-    from vidscore_core import weights as w
-    from vidscore_core.csv_commands.score_csv import score_meta_file
+    from vidscore_core.csv_commands.score_csv import score_file
     from vidscore_core.ingest.meta import MetaError
     from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.weights import WeightsMissingError
 
     settings = _settings()
-
-    def options(progress=None) -> JobOptions:
-        return JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
-                          decode_timeout_s=decode_timeout, precision=precision, progress=progress)  # fmt: skip
-
+    score_options: dict[str, dict[str, str]] = {}
+    for key, value in chosen.items():
+        if value is not None:
+            name, _, option = key.partition("__")
+            score_options.setdefault(name, {})[option] = value
     try:
-        if task == "all":
-            _score_all(meta, settings, options(), output, backend)
-            return
-        w.require_all(w.needed_for(task, backend), settings, purpose=f"`vidscore score {task}`")
-        with _progress_bar(task) as progress:
-            out, summary = score_meta_file(task, meta, settings, options(progress), output=output,
-                                           flow_backend=backend)  # fmt: skip
-    except (MetaError, w.WeightsMissingError, ValueError) as exc:
+        options = JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
+                             decode_timeout_s=decode_timeout, precision=precision, score_options=score_options)  # fmt: skip
+        result = score_file(task, meta, settings, options, output=output, progress=_progress_bar)
+    except (MetaError, WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
-    click.echo(f"wrote {out}: {summary}")
-
-
-def _score_all(meta: Path, settings: Settings, options, output: Path | None, backend: str) -> None:
-    from vidscore_core.csv_commands.score_all import score_all_file
-
-    result = score_all_file(meta, settings, options, output=output, flow_backend=backend,
-                            progress=_progress_bar)  # fmt: skip
+    if task != "all":
+        click.echo(f"wrote {result.output}: {result.scored[task]}")
+        return
     for name, summary in result.scored.items():
         click.echo(f"{name}: {summary}")
     for skipped in result.skipped:
@@ -264,11 +265,10 @@ def ingest(meta, batch_size, materialize, assets, preset) -> None:
 
 def _chosen_assets(settings: Settings, assets: str, preset: str | None) -> tuple[list[str], bool]:
     """The batch assets to run and whether to build filtered_videos; one error line for unknown names."""
-    from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
-    from vidscore_dagster.runner import available_assets
+    from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, runnable_assets
 
     if assets.strip() == "auto":
-        return available_assets(settings), preset is not None
+        return runnable_assets(settings, scores.resolve_options()), preset is not None
     names = [a.strip() for a in assets.split(",") if a.strip()]
     known = (*BATCH_ASSETS, "filtered_videos")
     unknown = [n for n in names if n not in known]

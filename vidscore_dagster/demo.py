@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from vidscore_core import weights
+from vidscore_core import scores, weights
 from vidscore_core.settings import Settings
 
 SUMMARY_SQL = """
@@ -49,8 +49,9 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
     from vidscore_core.media.synth import make_demo_corpus
     from vidscore_core.tables.store import TableStore
     from vidscore_core.tables.views import ViewsNotWritten, write_views
+    from vidscore_dagster.defs.automation.jobs import runnable_assets
     from vidscore_dagster.defs.resources import default_resources
-    from vidscore_dagster.runner import available_assets, ingest_meta_file, instance_for, materialize_batches
+    from vidscore_dagster.runner import ingest_meta_file, instance_for, materialize_batches
 
     folder = Path(folder or settings.home / "demo")
     click.secho(f"1. making a sample corpus in {folder}", bold=True)
@@ -68,19 +69,22 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
         click.echo(f"   note: {exc}")
 
     click.secho("3. model weights", bold=True)
-    have = {row["name"]: row for row in weights.status(settings, compute_sha256=False)}
-    for name in ("clip", "aesthetic", "unimatch"):
-        row = have[name]
-        state = "present" if row["present"] else f"missing: fetch with `vidscore weights download {name}`"
-        click.echo(f"   {name:10s} {row['path']}  ({state})")
-    flow_backend = "unimatch" if have["unimatch"]["present"] else "dis"
-    if flow_backend == "dis":
-        click.echo("   UniMatch weights absent: motion is scored with the weight-free OpenCV DIS backend.")
-    if not have["clip"]["present"]:
-        click.echo("   CLIP weights absent: aesthetic and matching scores are skipped.")
-    names = available_assets(settings, flow_backend)
+    for row in weights.status(settings, compute_sha256=False):
+        state = "present" if row["present"] else f"missing: fetch with `vidscore weights download {row['name']}`"
+        click.echo(f"   {row['name']:10s} {row['path']}  ({state})")
+    # A score whose model files are missing runs with a choice that needs none where it has one
+    # (flow: the OpenCV DIS backend); the others are skipped.
+    defaults = scores.resolve_options()
+    score_options = scores.weight_free_options(settings, defaults)
+    for name, values in score_options.items():
+        for option, value in values.items():
+            if value != defaults[name][option]:
+                click.echo(f"   {name}: model files absent, scored with the weight-free {option} {value}.")
+    for skipped in scores.available(settings, score_options).skipped:
+        click.echo(f"   {skipped.score}: skipped (model files absent)")
+    names = runnable_assets(settings, score_options)
 
-    resources = default_resources(flow_backend=flow_backend)
+    resources = default_resources(score_options=score_options)
     click.secho(f"4. materializing {', '.join(names)} through Dagster", bold=True)
     started = time.perf_counter()
 

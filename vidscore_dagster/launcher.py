@@ -5,6 +5,11 @@ monitoring whether that process is still alive. A run killed with SIGKILL (or by
 then stays STARTED forever and keeps its pool slots. This launcher answers the health check, so
 the daemon's run monitoring marks such a run failed and frees its slots
 (`run_monitoring.free_slots_after_run_end_seconds` in dagster.yaml).
+
+Private Dagster names, because Dagster has no public ones for them (checked against 1.13): the
+health-check types a run launcher returns (`CheckRunHealthResult`, `WorkerStatus`, imported from
+`dagster._core.launcher` as Dagster's own launchers do), the run tag naming the run's code server,
+and the gRPC client that asks that server which runs it executes.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRun, DefaultRunLauncher
-from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DefaultRunLauncher, deserialize_value
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 
@@ -48,8 +53,6 @@ def _code_server_runs(run: DagsterRun) -> list[str] | None:
     client = DagsterGrpcClient(port=info.get("port"), socket=info.get("socket"), host=info.get("host"),
                                use_ssl=bool(info.get("use_ssl", False)))  # fmt: skip
     try:
-        from dagster._serdes import deserialize_value
-
         return list(deserialize_value(client.get_current_runs(), list))
     except Exception:  # a restarted or unreachable code server: fall back to the pid
         return None

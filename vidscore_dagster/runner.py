@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from vidscore_core.settings import Settings
+from vidscore_dagster.defs.automation.jobs import SCORED_BY_CALLER_TAG
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
@@ -83,11 +84,6 @@ def _materialize(
     )
 
 
-# On a `meta_files` run: its batches are scored by whoever launched it (the CLI's --materialize),
-# so `batches_sensor` requests no runs for them.
-SCORED_BY_CALLER_TAG = "vidscore/scored_by_caller"
-
-
 def ingest_meta_file(
     instance: dg.DagsterInstance,
     meta: Path,
@@ -109,22 +105,6 @@ def ingest_meta_file(
         return [], failure_reason(result)
     materialization = result.asset_materializations_for_node("meta_files")[0]
     return list(materialization.metadata["batches"].value), ""
-
-
-def available_assets(settings: Settings, flow_backend: str | None = None) -> list[str]:
-    """The batch assets whose model files are present (flow: the configured backend's), in order."""
-    from vidscore_core import weights
-    from vidscore_core.scores import SCORES
-    from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
-
-    backend = flow_backend or os.environ.get("VIDSCORE_FLOW_BACKEND") or "unimatch"
-    have = {row["name"] for row in weights.status(settings, compute_sha256=False) if row["present"]}
-    names = ["videos", *(["clip_embeddings"] if "clip" in have else [])]
-    for score in SCORES:
-        needs = set(score.needed_weights(backend)) | ({"clip"} if score.reads_embeddings else set())
-        if needs <= have:
-            names.append(score.table)
-    return [n for n in BATCH_ASSETS if n in names]
 
 
 def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources: dict | None = None) -> tuple[bool, str]:

@@ -1,28 +1,51 @@
-"""Open-Sora compatible scoring of a meta file: every input row and column, plus the score and its error."""
+"""`vidscore score <name>|all`: Open-Sora compatible scoring of a meta file, one path for both.
+
+The output is the input meta file, every row and column as written, plus each score's column and
+`<column>_error`: `META_<column>.csv` for one score, `META_scores.csv` for `all` (which
+`vidscore filter META_scores.csv --aesmin … --flowmin … --matchmin …` reads as it is). Every score is
+computed the same way whichever command asks, so the values are the same bits: the clips are decoded
+once for all scores (`score_videos`), a score declared `per_row` (matching) gets one value per meta row
+(each row its own caption), the others one per clip, copied to each row listing the clip.
+`all` skips the scores that cannot run (model files missing, a column they read absent) and says why;
+their columns are left out, so a filter on them fails loudly instead of dropping every row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from vidscore_core import scores
-from vidscore_core.ingest.meta import file_columns, read_meta, write_table
-from vidscore_core.scores import SCORES
+from vidscore_core import scores, weights
+from vidscore_core.ingest.meta import MetaError, file_columns, read_meta, write_table
+from vidscore_core.scores import Score, Skipped
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.per_clip import score_videos
 from vidscore_core.scoring.producers import ScoreInputs
 from vidscore_core.settings import Settings
 
-SCORE_COLUMN = {score.name: score.column for score in SCORES}
+ALL = "all"
+
+# (label) → a context manager yielding the (done, total) progress callback of the scoring pass, or None.
+ProgressFactory = Callable[[str], contextlib.AbstractContextManager]
 
 
-def default_output(meta: Path, column: str) -> Path:
-    """META.csv → META_aes.csv (Open-Sora's naming); Parquet input keeps its format."""
-    suffix = meta.suffix if meta.suffix.lower() in (".parquet", ".pq") else ".csv"
-    return meta.with_name(f"{meta.stem}_{column}{suffix}")
+@dataclass
+class Result:
+    output: Path
+    rows: int
+    scored: dict[str, str]  # score name → "N scored, M with errors"
+    skipped: list[Skipped]
+
+
+def default_output(meta: Path, suffix: str) -> Path:
+    """META.csv → META_<suffix>.csv (Open-Sora's naming); Parquet input keeps its format."""
+    extension = meta.suffix if meta.suffix.lower() in (".parquet", ".pq") else ".csv"
+    return meta.with_name(f"{meta.stem}_{suffix}{extension}")
 
 
 def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -32,78 +55,111 @@ def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
     return file_columns(df), list(df["video_id"])
 
 
-def score_rows(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,
-               flow_backend: str = "unimatch") -> pd.DataFrame:  # fmt: skip
-    """Score the clips of a read meta table with the score's registered producer or job; returns
-    `video_id`, the score and `error`: one row per distinct clip, or per row of `meta` for a score
-    declared `per_row` (matching: a clip listed with several captions). Each clip is decoded once."""
-    return score_many([task], meta, settings, options, flow_backend)[task]
-
-
-def score_many(tasks: Sequence[str], meta: pd.DataFrame, settings: Settings, options: JobOptions,
-               flow_backend: str = "unimatch") -> dict[str, pd.DataFrame]:  # fmt: skip
-    """`score_rows` of several scores with one decode per clip: the frames of the CLIP-derived scores
-    (their frame points) and of the scores with a job (flow) come from one pass over each file."""
-    chosen = [scores.get(task) for task in tasks]
+def score_rows(chosen: Sequence[Score], meta: pd.DataFrame, settings: Settings,
+               options: JobOptions) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """`video_id`, the score column and `error` of every row of `meta` (read with drop_duplicates=False),
+    in row order, for each of `chosen`; one decode per distinct clip serves them all."""
     derived = [s for s in chosen if s.reads_embeddings]
-    decoding = [s for s in chosen if s.job]
     distinct = meta.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
-    tables = [*(["clip_embeddings"] if derived else []), *(s.table for s in decoding)]
+    tables = [*([scores.EMBEDDINGS.table] if derived else []), *(s.table for s in chosen if s.job)]
     points = tuple(sorted({p for s in derived for p in s.frame_points}))
     frames, _ = score_videos(tables, distinct.assign(error=None), "cli", settings, options,
-                             flow_backend=flow_backend, embedding_points=points or AESTHETIC_POINTS)  # fmt: skip
-    out = {s.name: frames[s.table] for s in decoding}
-    for s in derived:
-        videos = (meta if s.per_row else distinct).assign(error=None).reset_index(drop=True)
-        inputs = ScoreInputs(batch="cli", videos=videos, settings=settings, options=options,
-                             flow_backend=flow_backend, embedding_rows=frames["clip_embeddings"])  # fmt: skip
-        out[s.name] = s.produce()(inputs)
-    return {s.name: _counts_as_integers(s, out[s.name][["video_id", *s.filter_columns, "error"]]) for s in chosen}
+                             embedding_points=points or AESTHETIC_POINTS)  # fmt: skip
+    out: dict[str, pd.DataFrame] = {}
+    for score in chosen:
+        scored = meta if score.per_row else distinct
+        if score.reads_embeddings:
+            inputs = ScoreInputs(batch="cli", videos=scored.assign(error=None).reset_index(drop=True),
+                                 settings=settings, options=options, embedding_rows=frames[scores.EMBEDDINGS.table])  # fmt: skip
+            rows = score.produce()(inputs)
+        else:
+            rows = frames[score.table]
+        out[score.name] = _to_meta_rows(score, rows, meta)
+    return out
 
 
-def _counts_as_integers(score: scores.Score, rows: pd.DataFrame) -> pd.DataFrame:
-    """INTEGER columns (ocr, shots) stay integers in the CSV ("2", not "2.0"), empty where unscored."""
+def _to_meta_rows(score: Score, rows: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """A score's rows (the score, the detail columns its filters read, `error`), one per meta row in
+    order: as they are for a per-row score, else by clip. Counts (ocr, shots) stay integers."""
+    columns = [*score.filter_columns, "error"]
     types = dict(score.columns)
-    return rows.astype({c: "Int64" for c in score.filter_columns if types.get(c) == "INTEGER"}).reset_index(drop=True)
-
-
-def row_scores(task: str, meta: pd.DataFrame, settings: Settings, options: JobOptions,
-               flow_backend: str = "unimatch") -> pd.DataFrame:  # fmt: skip
-    """`video_id`, the score (and the detail columns its filters read) and `error` for every row of
-    `meta` (read with drop_duplicates=False), in row order: a clip listed twice gets its score twice,
-    and matching scores each caption."""
-    rows = score_rows(task, meta, settings, options, flow_backend)
-    if scores.get(task).per_row:
+    integers = {c: "Int64" for c in score.filter_columns if types.get(c) == "INTEGER"}
+    rows = rows[["video_id", *columns]].astype(integers).reset_index(drop=True)
+    if score.per_row:
         return rows
     by_clip = rows.set_index("video_id")
     ids = list(meta["video_id"])
-    columns = [*scores.get(task).filter_columns, "error"]
     return pd.DataFrame({"video_id": ids, **{c: [by_clip[c].get(v) for v in ids] for c in columns}})
 
 
-def score_meta_file(
-    task: str,
+def choose(name: str, meta: pd.DataFrame, settings: Settings, options: JobOptions) -> tuple[list[Score], list[Skipped]]:
+    """The scores `vidscore score <name>` computes, and those `all` skips: `all` runs what can run now
+    (`scores.available`); a named score that cannot run is an error saying why."""
+    found = scores.available(settings, options.score_options, meta.columns)
+    if name == ALL:
+        if not found.scores:
+            raise nothing_to_run_error(found.skipped)
+        return found.scores, found.skipped
+    score = scores.get(name)
+    for skipped in found.skipped:
+        if skipped.score == score.name:
+            if skipped.missing:
+                raise weights.missing_error(list(skipped.missing), f"`vidscore score {name}`")
+            raise MetaError(f"`vidscore score {name}`: {skipped.reason}")
+    return [score], []
+
+
+def nothing_to_run_error(skipped: list[Skipped]) -> Exception:
+    """The error when no score can run: every missing model file at once when that is the cause."""
+    absent = [m for s in skipped for m in s.missing]
+    if absent and all(s.missing for s in skipped):
+        unique = list({m.name: m for m in absent}.values())
+        error = weights.missing_error(unique, "`vidscore score all` (no score can run)")
+        hints = [s.reason.rpartition(" (or pass ")[2] for s in skipped if " (or pass " in s.reason]
+        if hints:
+            message = f"{error}; or pass {hints[0].removesuffix(')')}"
+            error = weights.WeightsMissingError(error.name, error.path, message, error.missing)
+        return error
+    reasons = "; ".join(f"{s.score}: {s.reason}" for s in skipped)
+    return ValueError(f"no score can run: {reasons}")
+
+
+def score_file(
+    name: str,
     meta_path: str | Path,
     settings: Settings,
     options: JobOptions,
     *,
     output: str | Path | None = None,
-    flow_backend: str = "unimatch",
-) -> tuple[Path, str]:
-    """Score a meta file and write the Open-Sora style output; returns (path, one-line summary).
+    progress: ProgressFactory | None = None,
+) -> Result:
+    """Score a meta file with score `name` (or `all` the scores that can run) and write the output.
 
-    The output holds every input row and column as written, plus the score (and the detail columns
-    its filters read, e.g. ocr_area) and `<score>_error`.
+    Raises WeightsMissingError (listing every missing file), MetaError or ValueError when nothing can run.
     """
     meta_path = Path(meta_path)
-    column = SCORE_COLUMN[task]
     meta = read_meta(meta_path, drop_duplicates=False)
-    result = row_scores(task, meta, settings, options, flow_backend)
+    chosen, skipped = choose(name, meta, settings, options)
     out = file_columns(meta)
-    for name in scores.get(task).filter_columns:
-        out[name] = result[name].tolist()
-    out[f"{column}_error"] = result["error"].tolist()
-    target = Path(output) if output else default_output(meta_path, column)
+    with _progress(progress, "+".join(s.name for s in chosen)) as callback:
+        job_options = replace(options, progress=callback) if callback is not None else options
+        by_score = score_rows(chosen, meta, settings, job_options)
+    scored: dict[str, str] = {}
+    for score in chosen:
+        for column in score.filter_columns:  # the score, and the detail columns its filters read (ocr_area)
+            out[column] = by_score[score.name][column].tolist()
+        out[score.error_column] = by_score[score.name]["error"].tolist()
+        errors = int(out[score.error_column].notna().sum())
+        scored[score.name] = f"{len(out) - errors} scored, {errors} with errors"
+    target = Path(output) if output else default_output(meta_path, "scores" if name == ALL else chosen[0].column)
     write_table(out, target)
-    errors = int(out[f"{column}_error"].notna().sum())
-    return target, f"{len(out) - errors} scored, {errors} with errors"
+    return Result(output=target, rows=len(out), scored=scored, skipped=skipped)
+
+
+@contextlib.contextmanager
+def _progress(factory: ProgressFactory | None, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    if factory is None:
+        yield None
+        return
+    with factory(label) as callback:
+        yield callback

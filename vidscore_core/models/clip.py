@@ -3,7 +3,8 @@
 Any OpenAI CLIP file loads: the TorchScript archive OpenAI distributes (``ViT-L-14.pt``) or a
 plain state dict with the same key names. Neither runs code from the file: the archive's tensors
 are read as data (never ``torch.jit.load``), a state dict through ``torch.load(weights_only=True)``.
-The architecture is read from the weights, as OpenAI's ``build_model`` does. What makes the
+The architecture is read from the weights by open_clip's ``build_model_from_openai_state_dict`` (the
+same reading as OpenAI's ``build_model``). What makes the
 numbers match the reference:
 
 * QuickGELU activations (OpenAI trained with them) and the text tower's causal mask
@@ -18,7 +19,6 @@ from __future__ import annotations
 import ast
 import collections
 import io
-import math
 import pickle
 import re
 import zipfile
@@ -31,17 +31,15 @@ from pathlib import Path
 import regex
 import torch
 import torch.nn.functional as F
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, convert_weights_to_lp
+from open_clip.model import CLIP, build_model_from_openai_state_dict, convert_weights_to_lp
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor
 
 __all__ = [
     "OPENAI_MEAN",
     "OPENAI_STD",
-    "ClipArch",
     "ClipModel",
     "build_clip",
-    "infer_clip_arch",
     "load_clip",
     "normalize_uint8",
     "read_clip_state_dict",
@@ -53,124 +51,15 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 CONTEXT_LENGTH = 77
 
-# Tensors in archived state dicts that are not model parameters: OpenAI's TorchScript file
-# has three 0-dim scalars; a traced open_clip model also lists its (fixed, causal) text mask.
-_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
-_TEXT_KEYS = (
-    "token_embedding.weight",
-    "positional_embedding",
-    "ln_final.weight",
-    "text_projection",
-    "logit_scale",
-)
-_HEAD_WIDTH = 64  # OpenAI: heads = width // 64
+def build_clip(state_dict: Mapping[str, Tensor], device: str | torch.device | None = None) -> CLIP:
+    """The open_clip ``CLIP`` whose architecture OpenAI-format weights describe, with them loaded
+    strictly (open_clip's ``build_model_from_openai_state_dict``, quick GELU, OpenAI's float16
+    weights kept float16 and its LayerNorm computing in float32).
 
-
-@dataclass(frozen=True)
-class ClipArch:
-    """The CLIP configuration that OpenAI's ``build_model`` infers from a state dict."""
-
-    embed_dim: int
-    image_size: int
-    vision_layers: int | tuple[int, int, int, int]  # a tuple for the ModifiedResNet towers (RN50...)
-    vision_width: int
-    vision_patch_size: int | None  # None for ResNet towers
-    context_length: int
-    vocab_size: int
-    text_width: int
-    text_heads: int
-    text_layers: int
-    vision_mlp_ratio: float = 4.0
-    text_mlp_ratio: float = 4.0
-
-    @property
-    def is_vit(self) -> bool:
-        return self.vision_patch_size is not None
-
-
-def infer_clip_arch(state_dict: Mapping[str, Tensor]) -> ClipArch:
-    """Read the architecture from OpenAI-format weights; ValueError when they are not CLIP's."""
-    missing = [k for k in _TEXT_KEYS if k not in state_dict]
-    if missing or not ("visual.proj" in state_dict or "visual.layer1.0.conv1.weight" in state_dict):
-        raise ValueError(
-            "not an OpenAI-format CLIP state dict: missing "
-            + ", ".join(missing or ["visual.proj / visual.layer1.0.conv1.weight"])
-        )
-    if "visual.proj" in state_dict:
-        conv1 = state_dict["visual.conv1.weight"]
-        vision_width, patch = int(conv1.shape[0]), int(conv1.shape[-1])
-        vision_layers: int | tuple[int, int, int, int] = _count_blocks(
-            state_dict, "visual.transformer.resblocks."
-        )
-        positions = int(state_dict["visual.positional_embedding"].shape[0])
-        grid = round(math.sqrt(positions - 1))
-        if grid * grid + 1 != positions:
-            raise ValueError(f"visual.positional_embedding has {positions} rows, not a square grid plus one")
-        image_size = patch * grid
-        c_fc = state_dict.get("visual.transformer.resblocks.0.mlp.c_fc.weight")
-        vision_mlp_ratio = c_fc.shape[0] / vision_width if c_fc is not None else 4.0
-    else:
-        counts = tuple(
-            len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}.")})
-            for b in (1, 2, 3, 4)
-        )
-        vision_layers = counts  # type: ignore[assignment]
-        vision_width = int(state_dict["visual.layer1.0.conv1.weight"].shape[0])
-        positions = int(state_dict["visual.attnpool.positional_embedding"].shape[0])
-        grid = round(math.sqrt(positions - 1))
-        if grid * grid + 1 != positions:
-            raise ValueError(
-                f"visual.attnpool.positional_embedding has {positions} rows, not a square grid plus one"
-            )
-        patch, image_size, vision_mlp_ratio = None, grid * 32, 4.0
-    text_width = int(state_dict["ln_final.weight"].shape[0])
-    t_fc = state_dict.get("transformer.resblocks.0.mlp.c_fc.weight")
-    return ClipArch(
-        embed_dim=int(state_dict["text_projection"].shape[1]),
-        image_size=image_size,
-        vision_layers=vision_layers,
-        vision_width=vision_width,
-        vision_patch_size=patch,
-        context_length=int(state_dict["positional_embedding"].shape[0]),
-        vocab_size=int(state_dict["token_embedding.weight"].shape[0]),
-        text_width=text_width,
-        text_heads=text_width // _HEAD_WIDTH,
-        text_layers=_count_blocks(state_dict, "transformer.resblocks."),
-        vision_mlp_ratio=vision_mlp_ratio,
-        text_mlp_ratio=t_fc.shape[0] / text_width if t_fc is not None else 4.0,
-    )
-
-
-def _count_blocks(state_dict: Mapping[str, Tensor], prefix: str) -> int:
-    return len({k[len(prefix) :].split(".")[0] for k in state_dict if k.startswith(prefix)})
-
-
-def build_clip(arch: ClipArch, device: str | torch.device | None = None) -> CLIP:
-    """An open_clip ``CLIP`` with OpenAI's layout, its OpenAI-float16 weights already float16.
-
-    ``device="meta"`` builds it without memory (to check key sets and shapes).
+    ``device="meta"`` builds and checks it without memory (key sets and shapes).
     """
-    vision_cfg = CLIPVisionCfg(
-        layers=arch.vision_layers,
-        width=arch.vision_width,
-        patch_size=arch.vision_patch_size or 16,  # unused by ResNet towers
-        image_size=arch.image_size,
-        mlp_ratio=arch.vision_mlp_ratio,
-    )
-    text_cfg = CLIPTextCfg(
-        context_length=arch.context_length,
-        vocab_size=arch.vocab_size,
-        width=arch.text_width,
-        heads=arch.text_heads,
-        layers=arch.text_layers,
-        mlp_ratio=arch.text_mlp_ratio,
-    )
     with torch.device(device) if device is not None else nullcontext():
-        # cast_dtype=float16 selects LayerNormFp32 (OpenAI's LayerNorm computes in float32).
-        model = CLIP(arch.embed_dim, vision_cfg, text_cfg, quick_gelu=True, cast_dtype=torch.float16)
-    # The same tensors OpenAI's convert_weights turns float16: loading then rounds through float16.
-    convert_weights_to_lp(model, dtype=torch.float16)
-    return model.eval()
+        return build_model_from_openai_state_dict(dict(state_dict), quick_gelu=True, cast_dtype=torch.float16)
 
 
 def read_clip_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -441,7 +330,6 @@ class ClipModel:
     """A loaded CLIP model: embeddings and exp(logit_scale)-scaled cosine scores."""
 
     model: CLIP
-    arch: ClipArch
     logit_scale: float  # the raw checkpoint value (ln of the temperature)
     logit_scale_exp: float  # exp of the float32 parameter, as the reference's .exp().item()
     device: torch.device
@@ -450,15 +338,16 @@ class ClipModel:
 
     @property
     def embed_dim(self) -> int:
-        return self.arch.embed_dim
+        return int(self.model.text_projection.shape[1])
 
     @property
     def image_size(self) -> int:
-        return self.arch.image_size
+        size = self.model.visual.image_size  # (h, w) for a ViT tower, an int for a ResNet one
+        return int(size[0] if isinstance(size, tuple) else size)
 
     @property
     def context_length(self) -> int:
-        return self.arch.context_length
+        return int(self.model.context_length)
 
     normalize_uint8 = staticmethod(normalize_uint8)
 
@@ -505,17 +394,11 @@ def load_clip(
         raise ValueError(f"unsupported CLIP dtype {dtype}: use float32, float16 or bfloat16")
     path = Path(path)
     state = read_clip_state_dict(path)
-    for key in _NON_PARAMETER_KEYS:
-        state.pop(key, None)
+    state.pop("attn_mask", None)  # a traced open_clip model's fixed causal mask, not a parameter
     try:
-        arch = infer_clip_arch(state)
-    except (KeyError, IndexError) as exc:
-        raise ValueError(f"{path} is not a CLIP checkpoint: {exc}") from exc
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-    model = build_clip(arch)
-    try:
-        model.load_state_dict(state, strict=True)
+        model = build_clip(state)
+    except (KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a CLIP checkpoint (not an OpenAI-format CLIP state dict): missing {exc}") from exc
     except RuntimeError as exc:
         raise ValueError(f"{path} does not fit the CLIP architecture read from it: {exc}") from exc
     if dtype == torch.float32:
@@ -528,7 +411,6 @@ def load_clip(
     raw = model.logit_scale.detach().float().cpu()
     return ClipModel(
         model=model,
-        arch=arch,
         logit_scale=float(raw.item()),
         logit_scale_exp=float(raw.exp().item()),
         device=dev,

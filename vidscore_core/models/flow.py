@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidscore_core.media.decode import clamp_indices
 from vidscore_core.models.unimatch import UniMatch
 
 FLOW_FRAME_INDICES = (0, 10, 20, 30)
@@ -21,9 +22,7 @@ FLOW_SIZE = (320, 576)  # (height, width) fed to the flow network
 
 def flow_frame_indices(num_frames: int) -> list[int]:
     """The frames the score reads: absolute indices 0/10/20/30, clamped to the clip's last frame."""
-    if num_frames < 1:
-        raise ValueError(f"a clip needs at least one frame, got {num_frames}")
-    return [min(i, num_frames - 1) for i in FLOW_FRAME_INDICES]
+    return clamp_indices(num_frames, FLOW_FRAME_INDICES)
 
 
 def prepare_flow_frames(frames: Tensor) -> Tensor:

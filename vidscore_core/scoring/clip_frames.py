@@ -12,7 +12,7 @@ from vidscore_core import scores
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.models.clip import ClipModel
 from vidscore_core.models.clip_preprocess import clip_crop
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 
 # Frame points of the reference aesthetic script; 0.5 is also the matching script's frame (declared
 # with the scores); `clip_embeddings` embeds the aesthetic points, which include matching's.
@@ -61,9 +61,21 @@ class ClipImageScorer:
         self.sampler = sampler or ClipFrameSampler(image_size=model.image_size)
         self.image_tower_frames = 0  # counted so tests can prove one pass per frame
 
-    def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
+    def run(self, data: dict[str, Any], clips: list[Item]) -> list[dict[str, Any]]:
         pixels = self.model.normalize_uint8(data["crops"])
-        embeddings = self.model.encode_images(pixels).float().cpu().numpy()
+        # One forward per frame point: a frame's embedding never depends on which other points were
+        # asked for, so `score matching` (0.5 only) and `score all` (0.1/0.5/0.9) give the same bits.
+        points = np.array([p for meta in data["meta"] for p in meta["points"]])
+        if len(points) != len(pixels):
+            raise RuntimeError(f"{len(pixels)} frames for {len(points)} frame points")
+        embeddings: np.ndarray | None = None
+        for point in np.unique(points):
+            rows = np.flatnonzero(points == point)
+            out = self.model.encode_images(pixels[torch.from_numpy(rows)]).float().cpu().numpy()
+            if embeddings is None:
+                embeddings = np.empty((len(points), out.shape[1]), dtype=out.dtype)
+            embeddings[rows] = out
+        assert embeddings is not None
         self.image_tower_frames += len(embeddings)
         out: list[dict[str, Any]] = []
         start = 0

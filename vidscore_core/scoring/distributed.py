@@ -65,8 +65,7 @@ class WorkerSpec:
     videos_path: str  # Parquet with the batch's `videos` rows (video_id, path, text, error)
     parts_dir: str  # where rank r writes <table>/rank<r>.parquet: private to this run and batch
     settings: dict = field(default_factory=dict)  # Settings fields, paths as strings
-    options: dict = field(default_factory=dict)  # JobOptions fields except `progress`
-    flow_backend: str = "unimatch"
+    options: dict = field(default_factory=dict)  # JobOptions fields except `progress` (score options too)
     dist_backend: str = "auto"  # auto: nccl for CUDA ranks, gloo otherwise
     collective_timeout_s: float = 6 * 3600.0  # the final gather waits for the slowest rank
 
@@ -80,14 +79,8 @@ class WorkerSpec:
         parts_dir: Path,
         settings: Settings,
         options: JobOptions,
-        flow_backend: str = "unimatch",
         dist_backend: str = "auto",
     ) -> WorkerSpec:
-        settings_fields = {
-            f.name: (str(v) if isinstance(v, Path) else v)
-            for f in dataclasses.fields(settings)
-            for v in [getattr(settings, f.name)]
-        }
         option_fields = {
             f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "progress"
         }
@@ -96,9 +89,8 @@ class WorkerSpec:
             batch=batch,
             videos_path=str(videos_path),
             parts_dir=str(parts_dir),
-            settings=settings_fields,
+            settings=settings.to_json(),
             options=option_fields,
-            flow_backend=flow_backend,
             dist_backend=dist_backend,
         )
 
@@ -112,12 +104,7 @@ class WorkerSpec:
         return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
 
     def to_settings(self) -> Settings:
-        values = dict(self.settings)
-        for name in ("home", "models_dir", "clip_weights_override", "aesthetic_weights_override",
-                     "unimatch_weights_override"):  # fmt: skip
-            if values.get(name) is not None:
-                values[name] = Path(values[name])
-        return Settings(**values)
+        return Settings.from_json(self.settings)
 
 
 def torchrun_command(nproc: int, spec_path: Path, *, python: str | None = None) -> list[str]:
@@ -137,7 +124,7 @@ def torchrun_command(nproc: int, spec_path: Path, *, python: str | None = None) 
 
 def worker_env(nproc: int, device: str) -> dict[str, str]:
     """Environment for the ranks: the package importable, and CPU threads split between ranks."""
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding vidscore_core/
     path = os.environ.get("PYTHONPATH")
     env = {"PYTHONPATH": package_root + (os.pathsep + path if path else "")}
     if "OMP_NUM_THREADS" not in os.environ:

@@ -6,7 +6,7 @@ batch through its model on the device (main process). The engine owns what is co
 processes, failures by kind, pinned memory, inference mode, progress, and one result per input row
 in input order.
 
-Failures by kind (DESIGN.md "Compute"):
+Failures by kind (docs/ARCHITECTURE.md):
 
 * a clip that cannot be read → its row's `error`, the batch goes on. That covers a media error
   raised while preparing it (`DecodeError`, or any exception carrying a `reason` string), a worker
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 Payload = TypeVar("Payload")
 
 __all__ = [
-    "Clip",
-    "ClipResult",
+    "Item",
+    "ItemResult",
     "EngineStats",
     "ProgressFn",
     "Sampler",
@@ -61,8 +61,8 @@ KILL_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
-class Clip:
-    """One input row: what a scorer needs to know about a clip."""
+class Item:
+    """One input row of the engine, a video or image file: what a scorer needs to know about it."""
 
     index: int
     video_id: str
@@ -71,10 +71,10 @@ class Clip:
 
 
 @dataclass
-class ClipResult:
+class ItemResult:
     """The outcome for one clip: `values` from the scorer, or an `error` reason."""
 
-    clip: Clip
+    clip: Item
     values: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
@@ -82,7 +82,7 @@ class ClipResult:
 class Sampler(Protocol[Payload]):
     """The half of a scorer that runs in worker processes: small, picklable, no model in it."""
 
-    def prepare(self, clip: Clip) -> Payload:
+    def prepare(self, clip: Item) -> Payload:
         """Decode and resize one clip; raise a media error (`DecodeError`, or an exception with a
         `reason`) to record an error for it. Any other exception is a bug and fails the run."""
 
@@ -96,7 +96,7 @@ class Scorer(Protocol):
     name: str
     sampler: Sampler
 
-    def run(self, data: Any, clips: list[Clip]) -> list[dict[str, Any]]:
+    def run(self, data: Any, clips: list[Item]) -> list[dict[str, Any]]:
         """Run the model on a collated batch already on the device; one dict of values per clip.
 
         A dict may carry an "error" key to record a per-clip failure found at model time.
@@ -135,10 +135,6 @@ class EngineStats:
     hung: int = 0  # clips whose decode worker was killed for taking too long
     oom_splits: int = 0  # batches split in halves after a CUDA out-of-memory
 
-    @property
-    def clips_per_s(self) -> float:
-        return self.clips / self.seconds if self.seconds > 0 else 0.0
-
 
 ProgressFn = Callable[[int, int], None]
 _AUTO = object()
@@ -152,7 +148,7 @@ def clip_time_limit(sampler: object) -> float | None:
 
 def run_scorer(
     scorer: Scorer,
-    clips: Sequence[Clip],
+    clips: Sequence[Item],
     *,
     device: str = "cpu",
     batch_size: int = 8,
@@ -161,8 +157,8 @@ def run_scorer(
     stats: EngineStats | None = None,
     clip_timeout_s: float | None | object = _AUTO,
     prefetch_batches: int = 2,
-) -> list[ClipResult]:
-    """Score every clip; returns one `ClipResult` per clip, in input order.
+) -> list[ItemResult]:
+    """Score every clip; returns one `ItemResult` per clip, in input order.
 
     Clips are prepared in `num_workers` supervised worker processes (at least one: decoding never
     runs in this process, so no decoder can take it down). `clip_timeout_s` bounds the time one clip
@@ -179,7 +175,7 @@ def run_scorer(
     limit = clip_time_limit(scorer.sampler) if clip_timeout_s is _AUTO else clip_timeout_s
     window = batch_size * (1 + max(0, prefetch_batches))  # clips submitted ahead of the current batch
 
-    results: dict[int, ClipResult] = {}  # position in `clips` → result
+    results: dict[int, ItemResult] = {}  # position in `clips` → result
     ready: dict[int, Any] = {}  # position in `clips` → payload, until its batch runs
     done = 0
     started = time.perf_counter()
@@ -207,7 +203,7 @@ def run_scorer(
                         submitted += 1
                     for outcome in pool.collect():
                         if outcome.error is not None:
-                            results[outcome.key] = ClipResult(clips[outcome.key], error=outcome.error)
+                            results[outcome.key] = ItemResult(clips[outcome.key], error=outcome.error)
                             finished()
                         else:
                             ready[outcome.key] = outcome.value
@@ -260,14 +256,14 @@ def halve_on_out_of_memory(
 
 def _run_batch(
     scorer: Scorer,
-    clips: list[Clip],
+    clips: list[Item],
     payloads: list[Any],
     device: torch.device,
     stats: EngineStats,
-) -> list[ClipResult]:
+) -> list[ItemResult]:
     """The model on one batch; a CUDA out-of-memory splits it (`halve_on_out_of_memory`)."""
 
-    def run(start: int, stop: int) -> list[ClipResult]:
+    def run(start: int, stop: int) -> list[ItemResult]:
         data = scorer.sampler.collate(payloads[start:stop])
         if device.type == "cuda":
             data = _pin(data)
@@ -278,7 +274,7 @@ def _run_batch(
         results = []
         for clip, vals in zip(clips[start:stop], values, strict=True):
             error = vals.pop("error", None) if isinstance(vals, dict) else None
-            results.append(ClipResult(clip, values=vals, error=error))
+            results.append(ItemResult(clip, values=vals, error=error))
         return results
 
-    return halve_on_out_of_memory(run, len(clips), lambda i: ClipResult(clips[i], error=OUT_OF_MEMORY), device, stats)
+    return halve_on_out_of_memory(run, len(clips), lambda i: ItemResult(clips[i], error=OUT_OF_MEMORY), device, stats)

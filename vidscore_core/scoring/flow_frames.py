@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidscore_core import scores
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.models.flow import (
     FLOW_FRAME_INDICES,
@@ -16,9 +17,9 @@ from vidscore_core.models.flow import (
     flow_score,
     prepare_flow_frames,
 )
-from vidscore_core.scoring.engine import Clip
+from vidscore_core.scoring.engine import Item
 
-BACKENDS = ("unimatch", "dis")
+BACKENDS = next(o for o in scores.FLOW.options if o.name == "backend").choices
 
 
 class NotAVideoError(ValueError):
@@ -76,7 +77,7 @@ class FlowScorer:
         self.model = model
         self.sampler = FlowSampler(backend=backend)
 
-    def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
+    def run(self, data: dict[str, Any], clips: list[Item]) -> list[dict[str, Any]]:
         if self.backend == "dis":
             return [dict(m) for m in data["meta"]]
         frames = data["frames"]  # [B, T, 3, 320, 576]

@@ -1,6 +1,6 @@
 """Lineage helpers: what produced a score (weights hash, code version, run id, params, time).
 
-Every score row carries `weights_sha256`, `code_version`, `run_id`, `params` and `scored_at` (DESIGN.md,
+Every score row carries `weights_sha256`, `code_version`, `run_id`, `params` and `scored_at` (docs/ARCHITECTURE.md,
 "Public contract"). This module computes those values without depending on Dagster, so the CLI and the
 Dagster layer stamp rows the same way.
 """

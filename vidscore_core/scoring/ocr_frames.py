@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from vidscore_core import scores
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.scoring import lineage
-from vidscore_core.scoring.engine import Clip, ClipResult
+from vidscore_core.scoring.engine import Item, ItemResult
 from vidscore_core.scoring.options import JobOptions
-from vidscore_core.scoring.score_jobs import _Job, with_lineage
+from vidscore_core.scoring.score_jobs import ScoreJob
 from vidscore_core.scoring.shared_decode import ScorePart
 from vidscore_core.settings import Settings
 
@@ -70,7 +69,7 @@ class OcrScorer:
         self.detector = detector
         self.sampler = OcrSampler()
 
-    def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
+    def run(self, data: dict[str, Any], clips: list[Item]) -> list[dict[str, Any]]:
         from vidscore_core.models.ppocr_det import covered_fraction
 
         try:
@@ -88,7 +87,7 @@ class OcrScorer:
         ]  # fmt: skip
 
 
-class OcrJob(_Job):
+class OcrJob(ScoreJob):
     """`ocr_scores`: PP-OCRv4 text detection on frame 10, float32 (onnxruntime, CPU or its CUDA provider)."""
 
     table = "ocr_scores"
@@ -103,7 +102,7 @@ class OcrJob(_Job):
         limit = None if self.device.startswith("cuda") else CPU_FRAMES_PER_FORWARD
         return ScorePart(self.table, OcrScorer(self.detector), max_clips=limit)
 
-    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+    def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
         rows = []
         for r in results:
             v = r.values
@@ -130,17 +129,10 @@ class OcrJob(_Job):
             "precision": "fp32",
             "model_sha256": lineage.file_sha256(path),
         }
-        return with_lineage(
-            rows,
-            batch=batch,
-            model=f"ppocrv4-det:{path.name}",
-            shas={},
-            params=params,
-            run_id=self.options.run_id,
-            code_version=lineage.code_version(*scores.OCR.code),
-        )
+        # The model file's sha256 is in params: it ships in a package, not the weights registry (scores.OCR).
+        return self.stamp(rows, batch, model=f"ppocrv4-det:{path.name}", shas={}, params=params)
 
 
-def ocr_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> OcrJob:
-    """The job of `ocr_scores` (the flow backend does not apply)."""
+def ocr_job(settings: Settings, options: JobOptions) -> OcrJob:
+    """The job of `ocr_scores`."""
     return OcrJob(settings, options)

@@ -1,4 +1,4 @@
-"""How a scoring job runs, and which code each score depends on: light, no torch (Dagster imports it)."""
+"""How a scoring job runs: light, no torch (Dagster imports it)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vidscore_core import scores
 from vidscore_core.scoring import lineage
 
 if TYPE_CHECKING:
     from vidscore_core.scoring.engine import ProgressFn
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
-
-# The modules whose source determines each score: a change to any of them makes old rows stale.
-CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", "vidscore_core.media.decode")
-AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
-MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
-FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
 
 
 @dataclass
@@ -30,10 +25,17 @@ class JobOptions:
     precision: str = "auto"
     run_id: str = field(default_factory=lineage.new_run_id)
     progress: ProgressFn | None = None
+    # Each score's declared options (scores.ScoreOption), completed from the environment and defaults.
+    score_options: scores.ScoreOptions = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        self.score_options = scores.resolve_options(self.score_options)
+
+    def option(self, score: str, name: str) -> str:
+        """The value of a score's declared option (flow: `backend`)."""
+        return self.score_options[score][name]
 
 
 def progress_lines(label: str, emit: Callable[[str], None]) -> Callable[[int, int], None]:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from vidscore_core import scores
-from vidscore_core.scores import PER_CLIP_JOBS, PER_CLIP_TABLES
+from vidscore_core.scores import PER_CLIP, PER_CLIP_TABLES
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
-from vidscore_core.scoring.engine import Clip, ClipResult
+from vidscore_core.scoring.engine import Item, ItemResult
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.score_jobs import clips_from_frame, run_job_parts
 from vidscore_core.settings import Settings
@@ -49,7 +49,7 @@ class ScoreSummary:
         )
 
 
-def split_unreadable(videos: pd.DataFrame) -> tuple[list[Clip], dict[str, str]]:
+def split_unreadable(videos: pd.DataFrame) -> tuple[list[Item], dict[str, str]]:
     """Clips to score, and the ones ingestion already found unreadable (their reason is reused)."""
     bad = videos[videos["error"].notna()]
     good = videos[videos["error"].isna()].reset_index(drop=True)
@@ -63,7 +63,7 @@ def empty_rows(table: str) -> pd.DataFrame:
 
 def check_tables(tables: Sequence[str]) -> tuple[str, ...]:
     """The per-clip tables asked for, in their declared order; ValueError for any other."""
-    unknown = [t for t in tables if t not in PER_CLIP_JOBS]
+    unknown = [t for t in tables if t not in PER_CLIP_TABLES]
     if unknown or not tables:
         raise ValueError(f"{unknown or 'nothing'} is not scored per clip here; expected some of {PER_CLIP_TABLES}")
     return tuple(t for t in PER_CLIP_TABLES if t in tables)
@@ -76,7 +76,6 @@ def score_videos(
     settings: Settings,
     options: JobOptions,
     *,
-    flow_backend: str = "unimatch",
     embedding_points: tuple[float, ...] = AESTHETIC_POINTS,
     log: LogFn | None = None,
 ) -> tuple[dict[str, pd.DataFrame], ScoreSummary]:
@@ -91,14 +90,14 @@ def score_videos(
     summary = ScoreSummary(asset="+".join(tables), clips=len(videos))
     if len(videos) == 0:
         return {t: empty_rows(t) for t in tables}, summary
-    # The embeddings' job also takes the frame points; the others take (settings, options, flow backend).
-    extra = {"clip_embeddings": {"points": tuple(embedding_points)}}
-    jobs = {t: scores.load(PER_CLIP_JOBS[t])(settings, options, flow_backend, **extra.get(t, {})) for t in tables}
+    # The embeddings' job also takes the frame points; a score's job reads its options from `options`.
+    extra = {scores.EMBEDDINGS.table: {"points": tuple(embedding_points)}}
+    jobs = {t.table: scores.load(t.job)(settings, options, **extra.get(t.table, {})) for t in PER_CLIP if t.table in tables}
     first = next(iter(jobs.values()))
     clips, unreadable = split_unreadable(videos)
     results = run_job_parts([job.part() for job in jobs.values()], clips, options, first.device, first.stats)
     skipped = [
-        ClipResult(Clip(index=len(clips) + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
+        ItemResult(Item(index=len(clips) + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
         for i, (v, e) in enumerate(unreadable.items())
     ]
     frames = {t: job.rows(results[t] + skipped, batch) for t, job in jobs.items()}

@@ -19,7 +19,6 @@ class ScoreInputs:
     videos: pd.DataFrame  # the batch's `videos` rows (video_id, path, text, error, media_type), meta order
     settings: Settings
     options: JobOptions
-    flow_backend: str = "unimatch"
     embedding_rows: pd.DataFrame | None = None  # the batch's `clip_embeddings` rows, for derived scores
     log: Callable[[str], None] | None = None
 

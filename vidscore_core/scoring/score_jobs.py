@@ -10,28 +10,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vidscore_core import weights
+from vidscore_core import scores, weights
 from vidscore_core.scoring import lineage
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler, ClipImageScorer
 from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
-from vidscore_core.scoring.engine import Clip, ClipResult, EngineStats
-from vidscore_core.scoring.options import (
-    AESTHETIC_CODE,
-    CLIP_CODE,
-    FLOW_CODE,
-    MATCHING_CODE,
-    JobOptions,
-    combined_sha,
-)
+from vidscore_core.scoring.engine import EngineStats, Item, ItemResult
+from vidscore_core.scoring.options import JobOptions, combined_sha
 from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 from vidscore_core.settings import Settings, resolve_device
 
 
-def clips_from_frame(df: pd.DataFrame) -> list[Clip]:
+def clips_from_frame(df: pd.DataFrame) -> list[Item]:
     """Engine inputs from a table with `video_id`, `path` and optionally `text`."""
     texts = df["text"] if "text" in df.columns else [None] * len(df)
     return [
-        Clip(index=i, video_id=str(vid), path=str(path), text=text if isinstance(text, str) else None)
+        Item(index=i, video_id=str(vid), path=str(path), text=text if isinstance(text, str) else None)
         for i, (vid, path, text) in enumerate(zip(df["video_id"], df["path"], texts, strict=True))
     ]
 
@@ -86,11 +79,12 @@ def flow_precision(device: str, requested: str) -> str:
     return "fp32" if requested == "auto" else requested
 
 
-class _Job:
+class ScoreJob:
     """What every scoring job shares: settings, options, the resolved device, engine statistics.
 
-    A job is one per-clip score: `part()` is what the shared decoding pass runs for it
-    (`shared_decode.run_parts`), `rows()` turns its results into table rows with lineage.
+    A job computes one per-clip table (a declared `Table` with a `job`, vidscore_core/scores.py):
+    `part()` is what the shared decoding pass runs for it (`shared_decode.run_parts`), `rows()` turns
+    its results into table rows, stamped with lineage by `stamp`.
     """
 
     table: str
@@ -104,16 +98,22 @@ class _Job:
     def part(self) -> ScorePart:
         raise NotImplementedError
 
-    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+    def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
         raise NotImplementedError
 
-    def _run_alone(self, part: ScorePart, clips: Sequence[Clip]) -> list[ClipResult]:
+    def stamp(self, rows: list[dict], batch: str, *, model: str, shas: dict[str, str], params: dict) -> pd.DataFrame:
+        """Rows with the lineage columns: this run, the declaration's code version, the weights' hashes."""
+        declared = scores.EMBEDDINGS if self.table == scores.EMBEDDINGS.table else scores.get(self.table)
+        return with_lineage(rows, batch=batch, model=model, shas=shas, params=params, run_id=self.options.run_id,
+                            code_version=lineage.code_version(*declared.code))  # fmt: skip
+
+    def _run_alone(self, part: ScorePart, clips: Sequence[Item]) -> list[ItemResult]:
         return run_job_parts([part], clips, self.options, self.device, self.stats)[part.name]
 
 
 def run_job_parts(
-    parts: Sequence[ScorePart], clips: Sequence[Clip], options: JobOptions, device: str, stats: EngineStats
-) -> dict[str, list[ClipResult]]:
+    parts: Sequence[ScorePart], clips: Sequence[Item], options: JobOptions, device: str, stats: EngineStats
+) -> dict[str, list[ItemResult]]:
     """`run_parts` with a job's options: one decode per clip serves every part."""
     return run_parts(
         parts,
@@ -127,7 +127,7 @@ def run_job_parts(
     )
 
 
-class ClipJob(_Job):
+class ClipJob(ScoreJob):
     """CLIP image embeddings (of the frames at `points`) and the scores derived from them, with models
     loaded once, lazily."""
 
@@ -172,12 +172,12 @@ class ClipJob(_Job):
         return ScorePart(self.table, scorer, lambda: _autocast(self.device, precision))
 
     def embed(
-        self, clips: Sequence[Clip], points: tuple[float, ...] = AESTHETIC_POINTS
+        self, clips: Sequence[Item], points: tuple[float, ...] = AESTHETIC_POINTS
     ) -> list[FrameEmbeddings]:
         """Decode each clip's frames at `points` and run the image tower once per frame."""
         return [to_frame_embeddings(r) for r in self._run_alone(self.part(points), clips)]
 
-    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+    def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
         return self.embedding_rows([to_frame_embeddings(r) for r in results], batch, points=self.points)
 
     def _shas(self, *names: str) -> dict[str, str]:
@@ -230,7 +230,7 @@ class ClipJob(_Job):
             shas=self._shas("clip"),
             params=self._params(points),
             run_id=self.options.run_id,
-            code_version=lineage.code_version(*CLIP_CODE),
+            code_version=lineage.code_version(*scores.EMBEDDINGS.code),
         )
 
     def aesthetic_rows(
@@ -245,7 +245,7 @@ class ClipJob(_Job):
             shas=self._shas("clip", "aesthetic"),
             params=self._params(points),
             run_id=self.options.run_id,
-            code_version=lineage.code_version(*AESTHETIC_CODE),
+            code_version=lineage.code_version(*scores.AESTHETIC.code),
         )
 
     def matching_rows(
@@ -260,23 +260,24 @@ class ClipJob(_Job):
             shas=self._shas("clip"),
             params=params,
             run_id=self.options.run_id,
-            code_version=lineage.code_version(*MATCHING_CODE),
+            code_version=lineage.code_version(*scores.MATCHING.code),
         )
 
 
 def clip_embeddings_job(
-    settings: Settings, options: JobOptions, flow_backend: str = "unimatch", points: tuple[float, ...] = AESTHETIC_POINTS
+    settings: Settings, options: JobOptions, points: tuple[float, ...] = AESTHETIC_POINTS
 ) -> ClipJob:
     """The job of `clip_embeddings`: CLIP frames at `points` (the platform's table: the aesthetic
-    points, which include matching's); the flow backend does not apply."""
+    points, which include matching's)."""
     return ClipJob(settings, options, points)
 
 
-def flow_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> FlowJob:
-    return FlowJob(settings, options, flow_backend)
+def flow_job(settings: Settings, options: JobOptions) -> FlowJob:
+    """The job of `flow_scores`, with the backend its declared option chooses."""
+    return FlowJob(settings, options, options.option(scores.FLOW.name, "backend"))
 
 
-def to_frame_embeddings(result: ClipResult) -> FrameEmbeddings:
+def to_frame_embeddings(result: ItemResult) -> FrameEmbeddings:
     if result.error:
         return FrameEmbeddings(result.clip.video_id, None, error=result.error)
     v = result.values
@@ -320,7 +321,7 @@ def frame_embeddings_from_rows(rows: pd.DataFrame, video_ids: Sequence[str]) -> 
 CPU_UNIMATCH_CLIPS_PER_BATCH = 1
 
 
-class FlowJob(_Job):
+class FlowJob(ScoreJob):
     """Flow scores with UniMatch (weights) or OpenCV DIS (no weights)."""
 
     def __init__(self, settings: Settings, options: JobOptions, backend: str = "unimatch") -> None:
@@ -356,7 +357,7 @@ class FlowJob(_Job):
         precision = self.precision()
         return ScorePart(self.table, self.scorer, lambda: _autocast(self.device, precision), self.max_clips())
 
-    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+    def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
         rows = []
         for r in results:
             v = r.values
@@ -388,12 +389,4 @@ class FlowJob(_Job):
                 prop_radius=[-1, 1],
                 num_reg_refine=6,
             )
-        return with_lineage(
-            rows,
-            batch=batch,
-            model=model,
-            shas=shas,
-            params=params,
-            run_id=self.options.run_id,
-            code_version=lineage.code_version(*FLOW_CODE),
-        )
+        return self.stamp(rows, batch, model=model, shas=shas, params=params)

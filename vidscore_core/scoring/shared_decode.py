@@ -1,4 +1,4 @@
-"""One decode per clip for every per-clip score of a run (DESIGN.md "Data flow").
+"""One decode per clip for every per-clip score of a run (docs/ARCHITECTURE.md, "Data flow").
 
 Each per-clip score is a `ScorePart`: a scorer whose sampler says which frames it reads
 (`request`) and turns them into its payload (`from_frames`). `run_parts` reads the union of the
@@ -27,9 +27,9 @@ import torch
 from vidscore_core.media.decode import DecodedFrames, DecodeError, FrameRequest, read_frame_sets
 from vidscore_core.scoring.engine import (
     OUT_OF_MEMORY,
-    Clip,
-    ClipResult,
     EngineStats,
+    Item,
+    ItemResult,
     error_reason,
     halve_on_out_of_memory,
     is_media_error,
@@ -52,7 +52,7 @@ class FrameSampler(Protocol):
 class PartScorer(Protocol):
     sampler: FrameSampler
 
-    def run(self, data: Any, clips: list[Clip]) -> list[dict[str, Any]]: ...
+    def run(self, data: Any, clips: list[Item]) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -95,7 +95,7 @@ class SharedDecodeSampler:
         passes = 1 + (len(self.parts) if len(self.parts) > 1 else 0)
         return None if self.frame_timeout_s is None else self.frame_timeout_s * passes
 
-    def prepare(self, clip: Clip) -> dict[str, Any]:
+    def prepare(self, clip: Item) -> dict[str, Any]:
         decoded = read_frame_sets(clip.path, [s.request for _, s in self.parts], timeout_s=self.frame_timeout_s)
         payload: dict[str, Any] = {}
         for (name, sampler), got in zip(self.parts, decoded, strict=True):
@@ -145,7 +145,7 @@ class SharedDecodeScorer:
         self.stats = stats if stats is not None else EngineStats()
         self.sampler = SharedDecodeSampler(tuple((p.name, p.scorer.sampler) for p in parts), frame_timeout_s)
 
-    def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
+    def run(self, data: dict[str, Any], clips: list[Item]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = [{} for _ in clips]
         for part in self.parts:
             block = data[part.name]
@@ -159,7 +159,7 @@ class SharedDecodeScorer:
                 out[i][part.name] = vals
         return out
 
-    def _run_part(self, part: ScorePart, data: Any, clips: list[Clip], payloads: tuple[Any, ...]) -> list[dict[str, Any]]:
+    def _run_part(self, part: ScorePart, data: Any, clips: list[Item], payloads: tuple[Any, ...]) -> list[dict[str, Any]]:
         """The part's model on its clips; a CUDA out-of-memory splits this part's clips only
         (`engine.halve_on_out_of_memory`), the other parts keep what they computed."""
 
@@ -174,7 +174,7 @@ class SharedDecodeScorer:
 
 def run_parts(
     parts: Sequence[ScorePart],
-    clips: Sequence[Clip],
+    clips: Sequence[Item],
     *,
     device: str,
     batch_size: int,
@@ -182,7 +182,7 @@ def run_parts(
     frame_timeout_s: float | None = 60.0,
     progress: Callable[[int, int], None] | None = None,
     stats: EngineStats | None = None,
-) -> dict[str, list[ClipResult]]:
+) -> dict[str, list[ItemResult]]:
     """Every part's results for `clips` (one per clip, input order) from one decode per clip.
 
     A batch holds at most the smallest `max_clips` of the parts, so progress and memory follow the
@@ -193,13 +193,13 @@ def run_parts(
     size = min([batch_size, *(p.max_clips for p in parts if p.max_clips)])
     results = run_scorer(scorer, clips, device=device, batch_size=size, num_workers=num_workers,
                          progress=progress, stats=stats)  # fmt: skip
-    by_part: dict[str, list[ClipResult]] = {p.name: [] for p in parts}
+    by_part: dict[str, list[ItemResult]] = {p.name: [] for p in parts}
     for result in results:
         for part in parts:
             if result.error is not None:
-                by_part[part.name].append(ClipResult(result.clip, error=result.error))
+                by_part[part.name].append(ItemResult(result.clip, error=result.error))
                 continue
             values = dict(result.values[part.name])
             error = values.pop("error", None)
-            by_part[part.name].append(ClipResult(result.clip, values=values, error=error))
+            by_part[part.name].append(ItemResult(result.clip, values=values, error=error))
     return by_part

@@ -2,13 +2,12 @@
 
 `shots` is the number of shots, `cuts` the first frame of each shot after the first, `single_shot`
 whether the clip is one shot. Backends: `transnetv2` (the network, threshold 0.5, on the device) and
-`scenedetect` (PySceneDetect's adaptive detector, weight-free, run inside the decode workers); the
-backend is recorded per row. A still image has no shots to count: it gets an error, as for flow.
+`scenedetect` (PySceneDetect's adaptive detector, weight-free, run inside the decode workers), the
+score's `detector` option; it is recorded per row. A still image has no shots to count: it gets an error, as for flow.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,14 +20,13 @@ import torch
 from vidscore_core import scores
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.scoring import lineage
-from vidscore_core.scoring.engine import Clip, ClipResult
+from vidscore_core.scoring.engine import Item, ItemResult
 from vidscore_core.scoring.options import JobOptions
-from vidscore_core.scoring.score_jobs import _Job, with_lineage
+from vidscore_core.scoring.score_jobs import ScoreJob
 from vidscore_core.scoring.shared_decode import ScorePart
 from vidscore_core.settings import Settings
 
-BACKENDS = ("transnetv2", "scenedetect")
-BACKEND_ENV = "VIDSCORE_SHOTS_BACKEND"
+BACKENDS: tuple[str, ...] = next(o for o in scores.SHOTS.options if o.name == "detector").choices
 FRAME_SIZE = (48, 27)  # (width, height): TransNetV2's input, decoded at this size
 THRESHOLD = 0.5
 WINDOWS_PER_FORWARD = 64  # 100-frame windows per TransNetV2 forward (~0.3 GB of activations on CPU)
@@ -36,14 +34,6 @@ WINDOWS_PER_FORWARD = 64  # 100-frame windows per TransNetV2 forward (~0.3 GB of
 
 class StillImageError(ValueError):
     reason = "not a video: a still image has no shots to count"
-
-
-def checked_backend(backend: str | None) -> str:
-    """`backend`, else `$VIDSCORE_SHOTS_BACKEND`, else transnetv2; ValueError for any other name."""
-    backend = backend or os.environ.get(BACKEND_ENV) or "transnetv2"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown shots backend {backend!r} ({BACKEND_ENV}): choose one of {', '.join(BACKENDS)}")
-    return backend
 
 
 def shot_values(shots: list[tuple[int, int]]) -> dict[str, Any]:
@@ -82,13 +72,15 @@ class ShotScorer:
     name = "shots"
 
     def __init__(self, backend: str, model=None) -> None:
-        self.backend = checked_backend(backend)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown shot detector {backend!r}: choose one of {', '.join(BACKENDS)}")
+        self.backend = backend
         if self.backend == "transnetv2" and model is None:
             raise ValueError("the transnetv2 backend needs a loaded model")
         self.model = model
         self.sampler = ShotSampler(backend)
 
-    def run(self, data: dict[str, Any], clips: list[Clip]) -> list[dict[str, Any]]:
+    def run(self, data: dict[str, Any], clips: list[Item]) -> list[dict[str, Any]]:
         if self.backend == "scenedetect":
             return [dict(m) for m in data["meta"]]
         from vidscore_core.models.transnetv2 import shots_from_probabilities, window_probabilities, windows
@@ -104,14 +96,14 @@ class ShotScorer:
         return out
 
 
-class ShotsJob(_Job):
+class ShotsJob(ScoreJob):
     """`shot_scores`: TransNetV2 in float32 on the device, or PySceneDetect in the workers."""
 
     table = "shot_scores"
 
-    def __init__(self, settings: Settings, options: JobOptions, backend: str | None = None) -> None:
+    def __init__(self, settings: Settings, options: JobOptions) -> None:
         super().__init__(settings, options)
-        self.backend = checked_backend(backend)
+        self.backend = options.option("shots", "detector")  # the declared option (VIDSCORE_SHOTS_DETECTOR)
 
     @cached_property
     def weights_path(self):
@@ -131,7 +123,7 @@ class ShotsJob(_Job):
     def part(self) -> ScorePart:
         return ScorePart(self.table, self.scorer)  # float32: no precision region
 
-    def rows(self, results: Sequence[ClipResult], batch: str) -> pd.DataFrame:
+    def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
         rows = []
         for r in results:
             v = r.values
@@ -141,11 +133,11 @@ class ShotsJob(_Job):
                 "cuts": None if r.error else [int(c) for c in v["cuts"]],
                 "single_shot": None if r.error else bool(v["single_shot"]),
                 "num_frames": None if r.error else v["num_frames"],
-                "backend": self.backend,
+                "detector": self.backend,
                 "error": r.error,
             })  # fmt: skip
         params = {"frames": "all", "resolution": [FRAME_SIZE[1], FRAME_SIZE[0]], "scaling": "swscale-bicubic",
-                  "backend": self.backend, "device": self.device, "precision": "fp32"}  # fmt: skip
+                  "detector": self.backend, "device": self.device, "precision": "fp32"}  # fmt: skip
         if self.backend == "transnetv2":
             params.update(threshold=THRESHOLD, window=100, stride=50)
             params.update(model_sha256=lineage.file_sha256(self.weights_path))
@@ -154,10 +146,9 @@ class ShotsJob(_Job):
             params.update(detector="adaptive", adaptive_threshold=3.0, min_scene_len=15)
             model = "pyscenedetect:adaptive"
         # The weights' sha256 is in params (they ship in a package, see scores.SHOTS).
-        return with_lineage(rows, batch=batch, model=model, shas={}, params=params, run_id=self.options.run_id,
-                            code_version=lineage.code_version(*scores.SHOTS.code))  # fmt: skip
+        return self.stamp(rows, batch, model=model, shas={}, params=params)
 
 
-def shots_job(settings: Settings, options: JobOptions, flow_backend: str = "unimatch") -> ShotsJob:
-    """The job of `shot_scores` (its backend from $VIDSCORE_SHOTS_BACKEND; the flow backend does not apply)."""
+def shots_job(settings: Settings, options: JobOptions) -> ShotsJob:
+    """The job of `shot_scores`, with the detector its options name."""
     return ShotsJob(settings, options)

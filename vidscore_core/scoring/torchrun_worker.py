@@ -107,7 +107,7 @@ def run(spec: WorkerSpec, rank: RankInfo, log: RankLog, pipes: Any | None) -> Sc
         options = JobOptions(**{**spec.options, "device": device}, progress=log.progress(label))
         settings = spec.to_settings()
         frames, summary = score_videos(
-            spec.tables, mine, spec.batch, settings, options, flow_backend=spec.flow_backend, log=log.info
+            spec.tables, mine, spec.batch, settings, options, log=log.info
         )
         summary.rank = rank.rank
         paths = {}

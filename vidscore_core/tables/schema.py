@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from vidscore_core.scores import SCORES
+from vidscore_core.scores import EMBEDDINGS, SCORES
 
 # Bump when a change needs more than "add the missing columns".
 SCHEMA_VERSION = 2
@@ -63,7 +63,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("ingested_at", "TIMESTAMPTZ"),
     ],
     # One row per sampled frame; a clip that failed to decode gets one row with a NULL embedding.
-    "clip_embeddings": [
+    EMBEDDINGS.table: [
         *_KEY_COLUMNS,
         ("frame_index", "INTEGER"),
         ("frame_point", "DOUBLE"),
@@ -108,11 +108,11 @@ TABLES["near_duplicates"] = [
 for _score in SCORES:
     TABLES[_score.table] = [*_KEY_COLUMNS, *_score.columns, ("error", "VARCHAR"), *LINEAGE_COLUMNS]
 
-# The column whose value names a table's partition (what commit_partition replaces).
+# The column whose value names a table's partition (what `TableStore.publish` replaces whole).
 PARTITION_KEYS: dict[str, str] = {
     "manifests": "batch",
     "videos": "batch",
-    "clip_embeddings": "batch",
+    EMBEDDINGS.table: "batch",
     "filtered_videos": "preset",
     "near_duplicates": "scope",
     **{score.table: "batch" for score in SCORES},
@@ -185,7 +185,7 @@ def video_scores_sql() -> str:
         if c not in _VIEW_SKIP
     ]
     joins = []
-    for table, (alias, score, err) in SCORE_TABLES.items():
+    for table, (alias, score, err) in SCORE_TABLES.items():  # aliases: declared, unique (scores.py)
         details = [f"{alias}.{q(c)}" for c in _DETAIL_COLUMNS[table]]
         select += [f"{alias}.{q(score)}", *details, f"{alias}.{q('error')} AS {q(err)}"]
         joins.append(

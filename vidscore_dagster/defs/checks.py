@@ -12,9 +12,10 @@ import dagster as dg
 import pandas as pd
 
 from vidscore_core.ingest.batches import read_manifest
+from vidscore_core.settings import Settings
 from vidscore_core.tables.schema import quote_ident
-from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.partitions import batches
+from vidscore_dagster.defs.resources import VidscoreSettings
 
 WARN = dg.AssetCheckSeverity.WARN
 ERROR = dg.AssetCheckSeverity.ERROR
@@ -24,49 +25,40 @@ warnings.filterwarnings("ignore", message=".*partitions_def.*asset check.*", cat
 warnings.filterwarnings("ignore", message=".*partitions_def.*AssetCheckSpec.*", category=Warning)
 
 
-def _store(context: dg.AssetCheckExecutionContext) -> TableStore:
-    return context.resources.vidscore.store()
+class Checked:
+    """The batches a check run covers (`context.partition_keys`) and the tables it reads them from."""
 
+    def __init__(self, context: dg.AssetCheckExecutionContext, vidscore: VidscoreSettings) -> None:
+        self.settings = vidscore.settings()
+        self.store = vidscore.store()
+        self.keys = list(context.partition_keys)
 
-def checked_batches(context: dg.AssetCheckExecutionContext) -> list[str]:
-    return list(context.partition_keys)
+    def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        return self.store.query_df(sql, params, keys=self.keys)
 
-
-def _query(context: dg.AssetCheckExecutionContext, sql: str, params: list | None = None) -> pd.DataFrame:
-    return _store(context).query_df(sql, params, keys=checked_batches(context))
-
-
-def _expected_ids(context: dg.AssetCheckExecutionContext, table: str) -> set[str]:
-    """The clips a table must cover: the manifests for `videos`, else the `videos` rows."""
-    store = _store(context)
-    keys = checked_batches(context)
-    if table == "videos":
-        return {vid for key in keys for vid in read_manifest(store, key)["video_id"]}
-    return set(store.query_df("SELECT video_id FROM videos", keys=keys)["video_id"])
+    def expected_ids(self, table: str) -> set[str]:
+        """The clips a table must cover: the manifests for `videos`, else the `videos` rows."""
+        if table == "videos":
+            return {vid for key in self.keys for vid in read_manifest(self.store, key)["video_id"]}
+        return set(self.query("SELECT video_id FROM videos")["video_id"])
 
 
 def _check(table: str, name: str, description: str, *, blocking: bool):
-    return dg.asset_check(
-        asset=table,
-        name=name,
-        blocking=blocking,
-        partitions_def=batches,
-        required_resource_keys={"vidscore"},
-        description=description,
-    )
+    return dg.asset_check(asset=table, name=name, blocking=blocking, partitions_def=batches, description=description)
 
 
 def completeness_check(table: str, upstream: str) -> dg.AssetChecksDefinition:
     @_check(table, f"{table}_complete", f"Every clip of the batch ({upstream}) has a row in {table}, and no "
             "row belongs to a clip the batch no longer has.", blocking=True)  # fmt: skip
-    def _complete(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        expected = _expected_ids(context, table)
-        present = set(_query(context, f"SELECT DISTINCT video_id FROM {quote_ident(table)}")["video_id"])
+    def _complete(context: dg.AssetCheckExecutionContext, vidscore: VidscoreSettings) -> dg.AssetCheckResult:
+        on = Checked(context, vidscore)
+        expected = on.expected_ids(table)
+        present = set(on.query(f"SELECT DISTINCT video_id FROM {quote_ident(table)}")["video_id"])
         missing = sorted(expected - present)
         orphans = sorted(present - expected)
         return dg.AssetCheckResult(
             passed=not missing and not orphans,
-            metadata={"batches": len(checked_batches(context)), "expected": len(expected),
+            metadata={"batches": len(on.keys), "expected": len(expected),
                       "present": len(present & expected), "missing": len(missing), "orphans": len(orphans),
                       "missing_sample": dg.MetadataValue.json(missing[:20]),
                       "orphan_sample": dg.MetadataValue.json(orphans[:20])},
@@ -80,9 +72,8 @@ def uniqueness_check(table: str, unique_by: tuple[str, ...] = ("video_id",)) -> 
 
     @_check(table, f"{table}_unique", f"No ({', '.join(unique_by)}) appears twice in a batch of {table}.",
             blocking=True)  # fmt: skip
-    def _unique(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        dupes = _query(
-            context,
+    def _unique(context: dg.AssetCheckExecutionContext, vidscore: VidscoreSettings) -> dg.AssetCheckResult:
+        dupes = Checked(context, vidscore).query(
             f"SELECT {keys}, count(*) AS n FROM {quote_ident(table)} "
             f"GROUP BY {keys} HAVING count(*) > 1 ORDER BY n DESC LIMIT 20",
         )
@@ -97,8 +88,8 @@ def uniqueness_check(table: str, unique_by: tuple[str, ...] = ("video_id",)) -> 
 def error_ratio_check(table: str, max_ratio: float = 0.1) -> dg.AssetChecksDefinition:
     @_check(table, f"{table}_error_ratio",
             f"At most {max_ratio:.0%} of the rows of a batch of {table} carry an error (warning).", blocking=False)  # fmt: skip
-    def _error_ratio(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        row = _query(context, f"SELECT count(*) AS n, count(error) AS errors FROM {quote_ident(table)}").iloc[0]
+    def _error_ratio(context: dg.AssetCheckExecutionContext, vidscore: VidscoreSettings) -> dg.AssetCheckResult:
+        row = Checked(context, vidscore).query(f"SELECT count(*) AS n, count(error) AS errors FROM {quote_ident(table)}").iloc[0]
         ratio = float(row["errors"]) / float(row["n"]) if row["n"] else 0.0
         return dg.AssetCheckResult(
             passed=ratio <= max_ratio,
@@ -116,14 +107,15 @@ def value_check(
     description: str,
     *,
     blocking: bool,
-    params_fn: Callable[[dg.AssetCheckExecutionContext], list] | None = None,
+    params_fn: Callable[[Settings], list] | None = None,
 ) -> dg.AssetChecksDefinition:
     """Rows whose score violates `condition_sql` (a SQL predicate over the table) fail the check."""
 
     @_check(table, name, description, blocking=blocking)
-    def _values(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        params = params_fn(context) if params_fn else []
-        bad = _query(context, f"SELECT video_id FROM {quote_ident(table)} WHERE NOT ({condition_sql})", params)
+    def _values(context: dg.AssetCheckExecutionContext, vidscore: VidscoreSettings) -> dg.AssetCheckResult:
+        on = Checked(context, vidscore)
+        params = params_fn(on.settings) if params_fn else []
+        bad = on.query(f"SELECT video_id FROM {quote_ident(table)} WHERE NOT ({condition_sql})", params)
         return dg.AssetCheckResult(
             passed=bad.empty,
             severity=ERROR if blocking else WARN,

@@ -20,22 +20,19 @@ from vidscore_core.scoring.options import progress_lines
 from vidscore_core.settings import Settings
 from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.metadata import table_schema
-
-RESOURCE_KEYS = {"vidscore", "scoring"}
+from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 
 @dataclass
 class BatchContext:
-    """What a producer gets: the Dagster context, settings, the table store and the batch key."""
+    """What a producer gets: the Dagster context, settings, the table store, the batch key and how
+    scoring runs."""
 
     context: dg.AssetExecutionContext
     settings: Settings
     store: TableStore
     batch: str
-
-    @property
-    def scoring(self):
-        return self.context.resources.scoring
+    scoring: ScoringOptions
 
     def log_progress(self, label: str) -> Callable[[int, int], None]:
         return progress_lines(f"{label}[{self.batch}]", self.context.log.info)
@@ -58,25 +55,34 @@ Describer = Callable[[pd.DataFrame], dict]
 
 
 def publish_batches(
-    context: dg.AssetExecutionContext, table: str, produce: Producer, describe: Describer
+    context: dg.AssetExecutionContext,
+    vidscore: VidscoreSettings,
+    scoring: ScoringOptions,
+    table: str,
+    produce: Producer,
+    describe: Describer,
 ) -> dg.MaterializeResult:
     """Compute and publish partition after partition of `table`; one materialization for the run."""
-    (result,) = publish_tables(context, {table: describe}, lambda ctx: {table: produce(ctx)})
+    (result,) = publish_tables(context, vidscore, scoring, {table: describe}, lambda ctx: {table: produce(ctx)})
     return result
 
 
 def publish_tables(
-    context: dg.AssetExecutionContext, describers: dict[str, Describer], produce: TablesProducer
+    context: dg.AssetExecutionContext,
+    vidscore: VidscoreSettings,
+    scoring: ScoringOptions,
+    describers: dict[str, Describer],
+    produce: TablesProducer,
 ) -> list[dg.MaterializeResult]:
     """The same for a step that computes several tables at once (a multi-asset): per batch, all its
     tables are computed, then each is published; one materialization per table for the run."""
-    settings = context.resources.vidscore.settings()
+    settings = vidscore.settings()
     store = TableStore.from_settings(settings)
     frames: dict[str, list[pd.DataFrame]] = {table: [] for table in describers}
     rows_by_batch: dict[str, dict[str, int]] = {table: {} for table in describers}
     for batch in context.partition_keys:
         started = time.perf_counter()
-        produced = produce(BatchContext(context, settings, store, batch))
+        produced = produce(BatchContext(context, settings, store, batch, scoring))
         if set(produced) != set(describers):
             raise RuntimeError(f"produced {sorted(produced)} for {batch!r}, expected {sorted(describers)}")
         computed = time.perf_counter() - started
@@ -118,7 +124,6 @@ def score_per_clip(ctx: BatchContext, tables: list[str]) -> dict[str, pd.DataFra
         ctx.batch,
         ctx.settings,
         ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress("+".join(tables))),
-        flow_backend=ctx.scoring.effective_flow_backend,
         log=ctx.context.log.info,
     )
     return frames
@@ -154,7 +159,7 @@ def _score_with_torchrun(ctx: BatchContext, tables: list[str], nproc: int) -> di
         spec = distributed.WorkerSpec.build(
             tables=tables, batch=ctx.batch, videos_path=videos_path, parts_dir=work / "parts",
             settings=ctx.settings, options=ctx.scoring.job_options(ctx.context.run.run_id),
-            flow_backend=options["flow_backend"], dist_backend=options["dist_backend"],
+            dist_backend=options["dist_backend"],
         )  # fmt: skip
         command = distributed.torchrun_command(nproc, spec.write(work / "spec.json"))
         ctx.context.log.info(f"launching {nproc} ranks for {label}[{ctx.batch}]: {' '.join(command)}")

@@ -1,7 +1,7 @@
 """Resources: where data and weights live, and how scoring runs.
 
 Every field left empty means "from the environment, read when the step runs" (the variables of
-DESIGN.md's contract). So a per-run override of one field in the launchpad changes that field
+docs/ARCHITECTURE.md's contract). So a per-run override of one field in the launchpad changes that field
 only: the others keep the deployment's values instead of falling back to class defaults, and no
 run can silently write to another table location.
 """
@@ -13,6 +13,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
+from vidscore_core import scores
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.settings import Settings
 from vidscore_core.tables.store import TableStore
@@ -27,9 +28,9 @@ class VidscoreSettings(dg.ConfigurableResource):
     tables: str = Field(default="", description=f"VIDSCORE_TABLES (a folder or s3://bucket/prefix); {FROM_ENV}, "
                         "else $VIDSCORE_HOME/tables")  # fmt: skip
     models_dir: str = Field(default="", description=f"VIDSCORE_MODELS_DIR; {FROM_ENV}")
-    clip_weights: str = Field(default="", description=f"VIDSCORE_CLIP_WEIGHTS; {FROM_ENV}")
-    aesthetic_weights: str = Field(default="", description=f"VIDSCORE_AESTHETIC_WEIGHTS; {FROM_ENV}")
-    unimatch_weights: str = Field(default="", description=f"VIDSCORE_UNIMATCH_WEIGHTS; {FROM_ENV}")
+    weights: dict[str, str] = Field(default={}, description="model files to use, by weights name (clip, "
+                                    "aesthetic, unimatch, ...); a name left out: VIDSCORE_<NAME>_WEIGHTS, "
+                                    "else the file in the models dir")  # fmt: skip
 
     def settings(self) -> Settings:
         from pathlib import Path
@@ -39,12 +40,11 @@ class VidscoreSettings(dg.ConfigurableResource):
         def path(value: str, fallback):
             return Path(value).expanduser() if value else fallback
 
+        overrides = {name: Path(value).expanduser() for name, value in self.weights.items() if value}
         return Settings(
             home=path(self.home, env.home),
             models_dir=path(self.models_dir, env.models_dir),
-            clip_weights_override=path(self.clip_weights, env.clip_weights_override),
-            aesthetic_weights_override=path(self.aesthetic_weights, env.aesthetic_weights_override),
-            unimatch_weights_override=path(self.unimatch_weights, env.unimatch_weights_override),
+            weights={**env.weights, **overrides},
             device=env.device,
             tables=self.tables or env.tables,
         )
@@ -59,7 +59,7 @@ def _env_int(name: str, default: int) -> int:
 
 
 class ScoringOptions(dg.ConfigurableResource):
-    """How a scoring step runs: device, batch size, decode workers, precision, flow backend.
+    """How a scoring step runs: device, batch size, decode workers, precision, each score's options.
 
     `num_processes` > 1 splits each batch of the per-clip scores (clip_embeddings, flow_scores) over
     that many torchrun ranks on this machine, one GPU each; `dist_backend` is the torch.distributed
@@ -71,7 +71,9 @@ class ScoringOptions(dg.ConfigurableResource):
     num_workers: int | None = Field(default=None, description="VIDSCORE_NUM_WORKERS, else 2")
     decode_timeout_s: float | None = Field(default=None, description="seconds per clip, else 60")
     precision: str = Field(default="", description="auto, fp32, fp16, bf16, tf32; empty: auto")
-    flow_backend: str = Field(default="", description=f"VIDSCORE_FLOW_BACKEND; {FROM_ENV}, else unimatch")
+    score_options: dict[str, dict[str, str]] = Field(
+        default={}, description="options a score declares, by score and option (flow: {backend: dis}); "
+        "one left out: VIDSCORE_<SCORE>_<OPTION>, else its default")  # fmt: skip
     num_processes: int | None = Field(default=None, description="VIDSCORE_NUM_PROCESSES, else 1")
     dist_backend: str = Field(default="", description=f"VIDSCORE_DIST_BACKEND; {FROM_ENV}, else auto")
 
@@ -83,14 +85,10 @@ class ScoringOptions(dg.ConfigurableResource):
             "num_workers": self.num_workers if self.num_workers is not None else _env_int("VIDSCORE_NUM_WORKERS", 2),
             "decode_timeout_s": self.decode_timeout_s or 60.0,
             "precision": self.precision or "auto",
-            "flow_backend": self.flow_backend or os.environ.get("VIDSCORE_FLOW_BACKEND") or "unimatch",
+            "score_options": scores.resolve_options(self.score_options),
             "num_processes": self.num_processes or _env_int("VIDSCORE_NUM_PROCESSES", 1),
             "dist_backend": self.dist_backend or os.environ.get("VIDSCORE_DIST_BACKEND") or "auto",
         }  # fmt: skip
-
-    @property
-    def effective_flow_backend(self) -> str:
-        return self.resolved()["flow_backend"]
 
     def job_options(self, run_id: str, progress=None) -> JobOptions:
         values = self.resolved()
@@ -102,12 +100,13 @@ class ScoringOptions(dg.ConfigurableResource):
             precision=values["precision"],
             run_id=run_id,
             progress=progress,
+            score_options=values["score_options"],
         )
 
 
-def default_resources(flow_backend: str | None = None) -> dict[str, dg.ConfigurableResource]:
-    """The code location's resources; `flow_backend` pins the flow backend (the demo uses `dis`)."""
+def default_resources(score_options: scores.ScoreOptions | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The code location's resources; `score_options` pins score options (the demo: flow's `dis`)."""
     return {
         "vidscore": VidscoreSettings(),
-        "scoring": ScoringOptions(flow_backend=flow_backend or ""),
+        "scoring": ScoringOptions(score_options=score_options or {}),
     }

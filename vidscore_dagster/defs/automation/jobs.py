@@ -6,12 +6,22 @@ import os
 
 import dagster as dg
 
-from vidscore_core.scores import SCORES
+from vidscore_core import scores
+from vidscore_core.settings import Settings
 
 SCORE_BATCH_JOB = "score_batch"
 INGEST_JOB = "ingest_meta_file"
 # In dependency order; a run may select a subset (the backfill schedule selects what is missing).
-BATCH_ASSETS = ("videos", "clip_embeddings", *(score.table for score in SCORES))
+BATCH_ASSETS = ("videos", *scores.SCORE_TABLES)
+
+# On a `meta_files` run: its batches are scored by whoever launched it (the CLI's --materialize),
+# so `batches_sensor` requests no runs for them.
+SCORED_BY_CALLER_TAG = "vidscore/scored_by_caller"
+
+
+def runnable_assets(settings: Settings, score_options: scores.ScoreOptions) -> list[str]:
+    """The batch assets whose model files are present (`scores.available`), in dependency order."""
+    return ["videos", *scores.available(settings, score_options).tables]
 
 
 def run_executor() -> dg.ExecutorDefinition | None:

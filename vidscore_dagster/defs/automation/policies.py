@@ -35,7 +35,7 @@ def partitions_per_run() -> int:
 
 
 def batch_backfill_policy() -> dg.BackfillPolicy:
-    """Backfills of batch-partitioned assets: runs of up to N batches, each staged then committed."""
+    """Backfills of batch-partitioned assets: runs of up to N batches, each batch published whole."""
     return dg.BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run())
 
 

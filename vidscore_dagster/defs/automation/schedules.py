@@ -9,7 +9,7 @@ would produce:
 * retryable: rows whose `error` matches `VIDSCORE_RETRYABLE_ERRORS` (decoder timeouts, CUDA out
   of memory...), which a new attempt may well score;
 * stale: rows whose `code_version` (the source hash of the score's modules) or `weights_sha256`
-  differ from the current ones, or flow rows of another backend.
+  differ from the current ones, or that record another value of a score option (flow's backend).
 It requests one run per such batch, selecting the affected assets and everything they feed.
 Run keys hold the tick's date and the state found, so a tick evaluated twice launches nothing new,
 while tomorrow's tick retries a batch whose run failed today.
@@ -25,14 +25,16 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from vidscore_core import weights
-from vidscore_core.scores import SCORES
+from vidscore_core import scores, weights
+from vidscore_core.scores import SCORE_TABLES, SCORES
 from vidscore_core.scoring import lineage, options
 from vidscore_core.settings import Settings
 from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, score_batch
+from vidscore_dagster.defs.ingest.assets import videos
 from vidscore_dagster.defs.partitions import BATCHES
 from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
+from vidscore_dagster.defs.scores.assets import score_assets
 
 DEFAULT_CRON = "0 3 * * *"
 # RE2 syntax (DuckDB's regexp_matches): what is worth another attempt, not a broken file.
@@ -40,12 +42,33 @@ DEFAULT_RETRYABLE = (
     r"(?i)(timed out|timeout|out of memory|CUDA error|CUBLAS_STATUS_ALLOC_FAILED|"
     r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable)"
 )
-SCORE_TABLES = ("clip_embeddings", *(score.table for score in SCORES))
-DERIVED = tuple(score.table for score in SCORES if score.reads_embeddings)
-# What a re-run of an asset invalidates downstream (derived scores read clip_embeddings).
-DOWNSTREAM: dict[str, tuple[str, ...]] = {"videos": SCORE_TABLES, "clip_embeddings": DERIVED}
+
+
+def downstream_map(assets: Iterable[dg.AssetsDefinition]) -> dict[str, tuple[str, ...]]:
+    """Each asset -> every asset that reads it, directly or not (what a re-run of it invalidates),
+    from the assets' own dependencies."""
+    readers: dict[str, set[str]] = {}
+    for definition in assets:
+        for key, deps in definition.asset_deps.items():
+            for dep in deps:
+                readers.setdefault(dep.to_user_string(), set()).add(key.to_user_string())
+    closed: dict[str, tuple[str, ...]] = {}
+    for asset in readers:
+        seen: set[str] = set()
+        todo = [asset]
+        while todo:
+            for reader in readers.get(todo.pop(), ()):
+                if reader not in seen:
+                    seen.add(reader)
+                    todo.append(reader)
+        closed[asset] = tuple(a for a in BATCH_ASSETS if a in seen)
+    return closed
+
+
+# What a re-run of an asset invalidates downstream (derived scores read clip_embeddings), from the graph.
+DOWNSTREAM: dict[str, tuple[str, ...]] = downstream_map([videos, *score_assets])
 # An error in a derived score comes from the embedding it was computed from: retry both.
-RETRY_UPSTREAM: dict[str, str] = dict.fromkeys(DERIVED, "clip_embeddings")
+RETRY_UPSTREAM: dict[str, str] = {s.table: scores.EMBEDDINGS.table for s in SCORES if s.reads_embeddings}
 
 
 @dataclass(frozen=True)
@@ -55,10 +78,10 @@ class Expected:
     code_version: str
     weights_sha256: str | None = None
     check_weights: bool = True  # False when the weights file is absent (nothing to compare with)
-    backend: str | None = None  # flow only
+    recorded: dict[str, str] = field(default_factory=dict)  # option column -> the value rows must hold
 
 
-def current_lineage(settings: Settings, flow_backend: str) -> tuple[dict[str, Expected], list[str]]:
+def current_lineage(settings: Settings, score_options: scores.ScoreOptions) -> tuple[dict[str, Expected], list[str]]:
     """Expected lineage per score table, and notes on what could not be determined."""
     notes: list[str] = []
 
@@ -69,22 +92,23 @@ def current_lineage(settings: Settings, flow_backend: str) -> tuple[dict[str, Ex
             notes.append(f"{name} weights unavailable ({type(exc).__name__}); not comparing their hash")
             return None
 
-    # Only the files this backend uses are hashed (hashing reads the whole file, every tick).
-    needed = dict.fromkeys(["clip", *(w for score in SCORES for w in score.needed_weights(flow_backend))])
+    tables = (scores.EMBEDDINGS, *SCORES)
+    # Only the files these options use are hashed (hashing reads the whole file, every tick).
+    needed = dict.fromkeys(w for table in tables for w in table.weights_for(score_options))
     shas = {name: sha(name) for name in needed}
 
-    def expected_for(code: tuple[str, ...], names: tuple[str, ...], backend: str | None = None) -> Expected:
+    def expected_for(table: scores.Table) -> Expected:
+        names = table.weights_for(score_options)
+        recorded = {}
+        if isinstance(table, scores.Score):
+            recorded = {o.name: score_options[table.name][o.name] for o in table.recorded_options()}
         if not names:  # weight-free (e.g. the DIS flow backend) stores no hash: rows must have none
-            return Expected(lineage.code_version(*code), None, True, backend)
+            return Expected(lineage.code_version(*table.code), None, True, recorded)
         known = {n: shas[n] for n in names}
         digest = options.combined_sha(known) if all(known.values()) else None
-        return Expected(lineage.code_version(*code), digest, digest is not None, backend)
+        return Expected(lineage.code_version(*table.code), digest, digest is not None, recorded)
 
-    expected = {"clip_embeddings": expected_for(options.CLIP_CODE, ("clip",))}
-    for score in SCORES:
-        backend = flow_backend if score.per_clip_backend else None
-        expected[score.table] = expected_for(score.code, score.needed_weights(flow_backend), backend)
-    return expected, notes
+    return {table.table: expected_for(table) for table in tables}, notes
 
 
 @dataclass
@@ -114,12 +138,12 @@ class BatchPlan:
 
 def _table_state(store: TableStore, table: str, exp: Expected, pattern: str) -> dict[str, dict[str, int]]:
     stale_weights = "weights_sha256 IS DISTINCT FROM $sha" if exp.check_weights else "false"
-    stale_backend = "backend IS DISTINCT FROM $backend" if exp.backend is not None else "false"
+    # Option columns are declared names (scores.py), values are bound parameters.
+    stale_options = " OR ".join(f'"{name}" IS DISTINCT FROM $opt_{name}' for name in exp.recorded) or "false"
     params: dict[str, object] = {"code": exp.code_version, "pattern": pattern}
     if exp.check_weights:
         params["sha"] = exp.weights_sha256
-    if exp.backend is not None:
-        params["backend"] = exp.backend
+    params.update({f"opt_{name}": value for name, value in exp.recorded.items()})
     # Identifiers come from SCORE_TABLES (constants); values are bound parameters.
     frame = store.query_df(
         f"""
@@ -128,7 +152,7 @@ def _table_state(store: TableStore, table: str, exp: Expected, pattern: str) -> 
                count(*) FILTER (WHERE error IS NOT NULL AND regexp_matches(error, $pattern)) AS retryable,
                count(*) FILTER (WHERE code_version IS DISTINCT FROM $code) AS stale_code,
                count(*) FILTER (WHERE {stale_weights}) AS stale_weights,
-               count(*) FILTER (WHERE {stale_backend}) AS stale_backend
+               count(*) FILTER (WHERE {stale_options}) AS stale_options
         FROM "{table}" GROUP BY batch
         """,
         params,
@@ -171,8 +195,9 @@ def plan_backfill(
                     plan.need(table, f"stale code_version in {state['stale_code']} rows")
                 if state["stale_weights"]:
                     plan.need(table, f"stale weights_sha256 in {state['stale_weights']} rows")
-                if state["stale_backend"]:
-                    plan.need(table, f"other flow backend in {state['stale_backend']} rows")
+                if state["stale_options"]:
+                    plan.need(table, f"another option value ({', '.join(expected[table].recorded)}) in "
+                              f"{state['stale_options']} rows")
         if plan.reasons:
             plans.append(plan)
     return plans
@@ -208,7 +233,7 @@ def backfill_requests(
     context: dg.ScheduleEvaluationContext,
     settings: Settings,
     store: TableStore,
-    flow_backend: str,
+    score_options: scores.ScoreOptions,
     *,
     max_runs: int | None = None,
     retryable_pattern: str | None = None,
@@ -216,7 +241,7 @@ def backfill_requests(
     keys = context.instance.get_dynamic_partitions(BATCHES)
     if not keys:
         return dg.SkipReason("no batches registered yet")
-    expected, notes = current_lineage(settings, flow_backend)
+    expected, notes = current_lineage(settings, score_options)
     for note in notes:
         context.log.warning(note)
     pattern = retryable_pattern or os.environ.get("VIDSCORE_RETRYABLE_ERRORS") or DEFAULT_RETRYABLE
@@ -270,7 +295,8 @@ def score_backfill_schedule(
     scoring: ScoringOptions,
 ):
     settings = vidscore.settings()
-    return backfill_requests(context, settings, TableStore.from_settings(settings), scoring.effective_flow_backend)
+    score_options = scoring.resolved()["score_options"]
+    return backfill_requests(context, settings, TableStore.from_settings(settings), score_options)
 
 
 schedules = [score_backfill_schedule]

@@ -26,7 +26,13 @@ from pathlib import Path
 import dagster as dg
 
 from vidscore_core.ingest.batches import DEFAULT_BATCH_SIZE
-from vidscore_dagster.defs.automation.jobs import ingest_meta_file, score_batch
+from vidscore_dagster.defs.automation.jobs import (
+    BATCH_ASSETS,
+    SCORED_BY_CALLER_TAG,
+    ingest_meta_file,
+    runnable_assets,
+    score_batch,
+)
 from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 META_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
@@ -254,16 +260,13 @@ def batches_sensor(
     vidscore: VidscoreSettings,
     scoring: ScoringOptions,
 ):
-    from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
-    from vidscore_dagster.runner import SCORED_BY_CALLER_TAG, available_assets
-
     materialization = asset_event.asset_materialization
     keys = materialization.metadata.get("batches") if materialization else None
     run = context.instance.get_run_by_id(asset_event.run_id)
     if run is not None and run.tags.get(SCORED_BY_CALLER_TAG) == "true":
         context.log.info(f"run {asset_event.run_id} scores its own batches (vidscore ingest --materialize)")
         return
-    runnable = available_assets(vidscore.settings(), scoring.effective_flow_backend)
+    runnable = runnable_assets(vidscore.settings(), scoring.resolved()["score_options"])
     waiting = [a for a in BATCH_ASSETS if a not in runnable]
     if waiting:
         context.log.info(f"not requested for lack of weights (see `vidscore weights status`): {', '.join(waiting)}")

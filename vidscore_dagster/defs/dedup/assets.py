@@ -6,8 +6,8 @@ from pydantic import Field
 from vidscore_core.curation.dedup import DEFAULT_THRESHOLD
 from vidscore_core.curation.near_duplicates import CODE, SCOPE, DedupSettings, compute
 from vidscore_core.scoring import lineage
-from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.metadata import table_schema
+from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 
 class NearDuplicatesConfig(dg.Config):
@@ -22,15 +22,16 @@ class NearDuplicatesConfig(dg.Config):
     group_name="datasets",
     code_version=lineage.code_version(*CODE),
     kinds={"parquet", "faiss"},
-    required_resource_keys={"vidscore", "scoring"},
     # Once per hour at most, and only when some batch's embeddings, scores or videos changed.
     automation_condition=dg.AutomationCondition.on_cron("0 * * * *"),
     description="For each clip with a 50 % frame embedding: its near-duplicate group (connected components "
     "of cosine >= threshold, same resolution by default) and whether it is the one to keep (highest aes).",
 )
-def near_duplicates(context: dg.AssetExecutionContext, config: NearDuplicatesConfig) -> dg.MaterializeResult:
-    store = TableStore.from_settings(context.resources.vidscore.settings())
-    device = context.resources.scoring.resolved()["device"]
+def near_duplicates(
+    context: dg.AssetExecutionContext, config: NearDuplicatesConfig, vidscore: VidscoreSettings, scoring: ScoringOptions
+) -> dg.MaterializeResult:
+    store = vidscore.store()
+    device = scoring.resolved()["device"]
     settings = DedupSettings(config.threshold, config.same_resolution, config.method,
                              device="cuda" if device.startswith("cuda") else None)  # fmt: skip
     rows = compute(store, settings, context.run.run_id)

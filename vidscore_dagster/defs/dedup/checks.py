@@ -3,12 +3,13 @@
 import dagster as dg
 
 from vidscore_core.curation.near_duplicates import middle_frame_clips
+from vidscore_dagster.defs.resources import VidscoreSettings
 
 
-@dg.asset_check(asset="near_duplicates", blocking=True, required_resource_keys={"vidscore"},
+@dg.asset_check(asset="near_duplicates", blocking=True,
                 description="Every readable clip with a 50 % frame embedding has exactly one row.")  # fmt: skip
-def near_duplicates_one_row_per_clip(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    store = context.resources.vidscore.store()
+def near_duplicates_one_row_per_clip(vidscore: VidscoreSettings) -> dg.AssetCheckResult:
+    store = vidscore.store()
     rows = store.read("near_duplicates", columns=["video_id"])["video_id"]
     expected = set(middle_frame_clips(store)["video_id"])
     doubled = int(rows.duplicated().sum())
@@ -20,10 +21,10 @@ def near_duplicates_one_row_per_clip(context: dg.AssetCheckExecutionContext) -> 
     )  # fmt: skip
 
 
-@dg.asset_check(asset="near_duplicates", blocking=True, required_resource_keys={"vidscore"},
+@dg.asset_check(asset="near_duplicates", blocking=True,
                 description="Each group has exactly one clip marked keep.")  # fmt: skip
-def near_duplicates_one_keep_per_group(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    bad = context.resources.vidscore.store().query_df(
+def near_duplicates_one_keep_per_group(vidscore: VidscoreSettings) -> dg.AssetCheckResult:
+    bad = vidscore.store().query_df(
         "SELECT group_id, count(*) FILTER (WHERE keep) AS kept FROM near_duplicates GROUP BY group_id HAVING kept <> 1"
     )
     return dg.AssetCheckResult(passed=bad.empty, metadata={"groups_with_wrong_keep": len(bad)})

@@ -14,6 +14,7 @@ from vidscore_core.scores import SCORES
 from vidscore_core.scoring import lineage
 from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.metadata import score_metadata, table_schema
+from vidscore_dagster.defs.resources import VidscoreSettings
 
 FILTER_CODE = ("vidscore_core.curation.filtered_dataset", "vidscore_core.curation.filters")
 # Config values are validated by FilterSpec (NaN, inf, a min above its max): one error line, no traceback.
@@ -55,15 +56,14 @@ FilterConfig = pydantic.create_model(
     group_name="datasets",
     code_version=lineage.code_version(*FILTER_CODE),
     kinds={"parquet", "csv"},
-    required_resource_keys={"vidscore"},
     description="Clips passing the preset's thresholds over every batch, in Open-Sora's meta format "
     "(table filtered_videos, exports under $VIDSCORE_HOME/exports/).",
 )
-def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig) -> dg.MaterializeResult:
+def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig, vidscore: VidscoreSettings) -> dg.MaterializeResult:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", config.preset):
         raise ValueError(f"preset name {config.preset!r}: use letters, digits, '_' or '-'")
     spec = config.spec()
-    settings = context.resources.vidscore.settings()
+    settings = vidscore.settings()
     store = TableStore.from_settings(settings)
     sources = source_counts(store)
     rows = select_rows(store, spec)

@@ -5,6 +5,7 @@ import json
 import dagster as dg
 
 from vidscore_core.curation.filters import FilterSpec
+from vidscore_dagster.defs.resources import VidscoreSettings
 
 
 def _presets(store) -> list[tuple[str, FilterSpec]]:
@@ -12,10 +13,10 @@ def _presets(store) -> list[tuple[str, FilterSpec]]:
     return [(p, FilterSpec(**json.loads(s))) for p, s in zip(df["preset"], df["filter_spec"], strict=True)]
 
 
-@dg.asset_check(asset="filtered_videos", blocking=True, required_resource_keys={"vidscore"},
+@dg.asset_check(asset="filtered_videos", blocking=True,
                 description="Every kept row satisfies its preset's thresholds, limits and dedup (re-checked in SQL).")  # fmt: skip
-def filtered_videos_meet_thresholds(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    store = context.resources.vidscore.store()
+def filtered_videos_meet_thresholds(vidscore: VidscoreSettings) -> dg.AssetCheckResult:
+    store = vidscore.store()
     violations = {}
     for preset, spec in _presets(store):
         predicate, params = spec.sql("f.")
@@ -31,11 +32,11 @@ def filtered_videos_meet_thresholds(context: dg.AssetCheckExecutionContext) -> d
     return dg.AssetCheckResult(passed=not any(violations.values()), metadata={"violations": violations})
 
 
-@dg.asset_check(asset="filtered_videos", blocking=True, required_resource_keys={"vidscore"},
+@dg.asset_check(asset="filtered_videos", blocking=True,
                 description="Kept rows are a subset of `videos` (same id, batch and path).")  # fmt: skip
-def filtered_videos_subset_of_videos(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+def filtered_videos_subset_of_videos(vidscore: VidscoreSettings) -> dg.AssetCheckResult:
     orphans = (
-        context.resources.vidscore.store()
+        vidscore.store()
         .query_df(
             "SELECT count(*) AS n FROM filtered_videos f ANTI JOIN videos v USING (video_id, batch, path)"
         )["n"]
@@ -44,10 +45,10 @@ def filtered_videos_subset_of_videos(context: dg.AssetCheckExecutionContext) -> 
     return dg.AssetCheckResult(passed=int(orphans) == 0, metadata={"orphans": int(orphans)})
 
 
-@dg.asset_check(asset="filtered_videos", required_resource_keys={"vidscore"},
+@dg.asset_check(asset="filtered_videos",
                 description="Each preset keeps at least one clip (warning).")  # fmt: skip
-def filtered_videos_not_empty(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    counts = context.resources.vidscore.store().query_df(
+def filtered_videos_not_empty(vidscore: VidscoreSettings) -> dg.AssetCheckResult:
+    counts = vidscore.store().query_df(
         "SELECT preset, count(video_id) AS n FROM filtered_videos GROUP BY preset"
     )
     kept = {str(p): int(n) for p, n in zip(counts["preset"], counts["n"], strict=True)}

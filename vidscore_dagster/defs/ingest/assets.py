@@ -21,6 +21,7 @@ from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy
 from vidscore_dagster.defs.partitions import BATCHES, batches
 from vidscore_dagster.defs.publishing import BatchContext, publish_batches
+from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 
 class MetaFileConfig(dg.Config):
@@ -34,12 +35,11 @@ class MetaFileConfig(dg.Config):
     group_name="ingest",
     code_version=lineage.code_version(*INGEST_CODE),
     kinds={"parquet", "csv"},
-    required_resource_keys={"vidscore"},
     description="An ingested meta file: its rows split into batch manifests (table `manifests`), each "
     "batch registered as a partition of `batches`. Lineage of every clip starts here.",
 )
-def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig) -> dg.MaterializeResult:
-    settings = context.resources.vidscore.settings()
+def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig, vidscore: VidscoreSettings) -> dg.MaterializeResult:
+    settings = vidscore.settings()
     store = TableStore.from_settings(settings)
     path = Path(config.path).expanduser().resolve()
     rows = write_manifests(path, store, batch_size=config.batch_size)
@@ -120,10 +120,9 @@ def describe_videos(frame: pd.DataFrame) -> dict:
     code_version=lineage.code_version(*INGEST_CODE),
     group_name="ingest",
     kinds={"parquet"},
-    required_resource_keys={"vidscore", "scoring"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
     description="One row per distinct clip of a batch: probed size, frame count, fps, resolution, "
     "codec, or the reason the file cannot be read.",
 )
-def videos(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    return publish_batches(context, "videos", _probe, describe_videos)
+def videos(context: dg.AssetExecutionContext, vidscore: VidscoreSettings, scoring: ScoringOptions) -> dg.MaterializeResult:
+    return publish_batches(context, vidscore, scoring, "videos", _probe, describe_videos)

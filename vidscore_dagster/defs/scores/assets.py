@@ -10,12 +10,13 @@ import dagster as dg
 import pandas as pd
 
 from vidscore_core import scores
-from vidscore_core.scores import PER_CLIP_TABLES, SCORES, Score
-from vidscore_core.scoring import lineage, options
+from vidscore_core.scores import EMBEDDINGS, PER_CLIP, SCORES, Score, Table
+from vidscore_core.scoring import lineage
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy, score_automation_condition
 from vidscore_dagster.defs.metadata import score_metadata
 from vidscore_dagster.defs.partitions import batches
 from vidscore_dagster.defs.publishing import BatchContext, publish_batches, publish_tables, score_per_clip
+from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 # Runs on the GPU (or the CPU's cores) go through the `gpu` pool; see README "Operate".
 GPU_POOL = "gpu"
@@ -27,7 +28,6 @@ def _step_args() -> dict:
         partitions_def=batches,
         backfill_policy=batch_backfill_policy(),
         pool=GPU_POOL,
-        required_resource_keys={"vidscore", "scoring"},
         retry_policy=dg.RetryPolicy(max_retries=1, delay=30),
     )
 
@@ -47,29 +47,22 @@ def _describe_embeddings(frame: pd.DataFrame) -> dict:
     }
 
 
-EMBEDDINGS_DESCRIPTION = (
-    "L2-normalised CLIP image embeddings of each clip's frames at 10/50/90% (images: one frame); one "
-    "image-tower pass serves aesthetic and matching."
-)
+def _description(table: Table) -> str:
+    return f"{table.description} Unit: {table.unit}." if isinstance(table, Score) else table.description
 
 
-def _per_clip_spec(table: str) -> dg.AssetSpec:
-    if table == "clip_embeddings":
-        description, code = EMBEDDINGS_DESCRIPTION, options.CLIP_CODE
-    else:
-        score = scores.get(table)
-        description, code = f"{score.description} Unit: {score.unit}.", score.code
+def _per_clip_spec(table: Table) -> dg.AssetSpec:
     return dg.AssetSpec(
-        table,
+        table.table,
         deps=["videos"],
-        description=description + " Decoded once per clip with the other per-clip scores of the run.",
-        code_version=lineage.code_version(*code),
+        description=_description(table) + " Decoded once per clip with the other per-clip scores of the run.",
+        code_version=lineage.code_version(*table.code),
         **_table_args(),
     )
 
 
 def _describer(table: str):
-    if table == "clip_embeddings":
+    if table == EMBEDDINGS.table:
         return _describe_embeddings
     score = scores.get(table)
     return lambda frame: score_metadata(frame, score.column, f"{score.name} score ({score.unit})")
@@ -77,17 +70,17 @@ def _describer(table: str):
 
 @dg.multi_asset(
     name="per_clip_scores",
-    specs=[_per_clip_spec(table) for table in PER_CLIP_TABLES],
+    specs=[_per_clip_spec(table) for table in PER_CLIP],
     can_subset=True,
     **_step_args(),
 )
-def per_clip_scores(context: dg.AssetExecutionContext):
+def per_clip_scores(context: dg.AssetExecutionContext, vidscore: VidscoreSettings, scoring: ScoringOptions):
     """`clip_embeddings` and the scores that decode clips (flow): whichever of them the run selects
-    are computed in one step, one decode per clip serving them all (DESIGN.md "Data flow")."""
+    are computed in one step, one decode per clip serving them all (docs/ARCHITECTURE.md, "Data flow")."""
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    tables = [table for table in PER_CLIP_TABLES if table in selected]
+    tables = [t.table for t in PER_CLIP if t.table in selected]
     yield from publish_tables(
-        context, {table: _describer(table) for table in tables}, lambda ctx: score_per_clip(ctx, tables)
+        context, vidscore, scoring, {table: _describer(table) for table in tables}, lambda ctx: score_per_clip(ctx, tables)
     )
 
 
@@ -95,15 +88,14 @@ def produce_score(ctx: BatchContext, score: Score) -> pd.DataFrame:
     """One batch's rows of a derived score: its producer on the batch's embeddings."""
     from vidscore_core.scoring.producers import ScoreInputs
 
-    if not ctx.store.has("clip_embeddings", ctx.batch):
+    if not ctx.store.has(EMBEDDINGS.table, ctx.batch):
         raise dg.Failure(f"batch {ctx.batch!r} has no clip_embeddings yet: materialize them first")
     inputs = ScoreInputs(
         batch=ctx.batch,
         videos=ctx.videos(),
         settings=ctx.settings,
         options=ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress(score.name)),
-        flow_backend=ctx.scoring.effective_flow_backend,
-        embedding_rows=ctx.store.read("clip_embeddings", [ctx.batch]),
+        embedding_rows=ctx.store.read(EMBEDDINGS.table, [ctx.batch]),
         log=ctx.context.log.info,
     )
     return score.produce()(inputs)
@@ -115,16 +107,16 @@ def score_asset(score: Score) -> dg.AssetsDefinition:
 
     @dg.asset(
         name=score.table,
-        deps=["clip_embeddings", "videos"],
+        deps=[EMBEDDINGS.table, "videos"],
         description=f"{score.description} Unit: {score.unit}.",
         code_version=lineage.code_version(*score.code),
         **_step_args(),
         **_table_args(),
     )
-    def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return publish_batches(context, score.table, lambda ctx: produce_score(ctx, score), _describer(score.table))
+    def _asset(context: dg.AssetExecutionContext, vidscore: VidscoreSettings, scoring: ScoringOptions) -> dg.MaterializeResult:
+        return publish_batches(context, vidscore, scoring, score.table, lambda ctx: produce_score(ctx, score), _describer(score.table))
 
     return _asset
 
 
-score_assets = [per_clip_scores, *(score_asset(score) for score in SCORES if score.table not in PER_CLIP_TABLES)]
+score_assets = [per_clip_scores, *(score_asset(score) for score in SCORES if score.reads_embeddings)]

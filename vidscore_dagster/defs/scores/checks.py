@@ -2,26 +2,19 @@
 
 import dagster as dg
 
-from vidscore_core.scores import SCORES, Score, ValueCheck, load
+from vidscore_core.scores import EMBEDDINGS, SCORES, Score, load
 from vidscore_dagster.defs.checks import standard_checks, value_check
-
-
-def _params(check: ValueCheck):
-    if check.params is None:
-        return None
-    fn = load(check.params)
-    return lambda context: fn(context.resources.vidscore.settings())
 
 
 def checks_of(score: Score) -> list[dg.AssetChecksDefinition]:
     return [
         *standard_checks(score.table, upstream="videos"),
         *(value_check(score.table, f"{score.table}_{c.name}", c.predicate, c.description, blocking=c.blocking,
-                      params_fn=_params(c)) for c in score.checks),
+                      params_fn=load(c.params) if c.params else None) for c in score.checks),
     ]  # fmt: skip
 
 
 score_checks: list[dg.AssetChecksDefinition] = [
-    *standard_checks("clip_embeddings", upstream="videos", unique_by=("video_id", "frame_point")),
+    *standard_checks(EMBEDDINGS.table, upstream="videos", unique_by=("video_id", "frame_point")),
     *(check for score in SCORES for check in checks_of(score)),
 ]
