@@ -565,7 +565,7 @@ def ingest_child(meta: str, root: str, mode: str) -> None:
     store = TableStore(root)
     base = vm_hwm_kib()
     t0 = time.perf_counter()
-    rows = ingest.write_manifests(meta, store, batch_size=5000)
+    rows = ingest.write_manifests(meta, store, batch_size=5000).clips
     wall = time.perf_counter() - t0
     print(json.dumps({"mode": mode, "rows": sum(rows.values()), "batches": len(rows), "wall_s": round(wall, 1),
                       "peak_rss_mib": round(vm_hwm_kib() / 1024), "baseline_mib": round(base / 1024)}))  # fmt: skip

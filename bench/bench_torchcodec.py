@@ -39,7 +39,8 @@ import torch  # before decord, as the project imports them
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidscore_core.media.decode import clamp_indices, frame_indices_at, read_frames  # noqa: E402
+from vidscore_core.media.decode import read_frames  # noqa: E402
+from vidscore_core.media.frames import clamp_indices, frame_indices_at  # noqa: E402
 from vidscore_core.media.synth import pan_frames, texture_image, write_clip  # noqa: E402
 
 POINTS = (0.1, 0.5, 0.9)

@@ -11,6 +11,7 @@ Its model file is found through VIDSCORE_<NAME>_WEIGHTS by the CLI, the Dagster 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,8 @@ import numpy as np
 import torch
 
 from vidscore_core import weights
-from vidscore_core.media.decode import DecodedFrames, FrameRequest
+from vidscore_core.media.decode import DecodedFrames
+from vidscore_core.media.frames import FrameRequest
 from vidscore_core.scoring import lineage
 from vidscore_core.scoring.score_jobs import ScoreJob
 from vidscore_core.scoring.shared_decode import ScorePart
@@ -117,9 +119,9 @@ def _add_the_score(repo: Path) -> list[str]:
     scores = repo / "vidscore_core/scores.py"
     text = scores.read_text(encoding="utf-8")
     anchor = "# In Open-Sora datautil's order"
-    old = "SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW)"
-    assert anchor in text and old in text
-    text = text.replace(anchor, DECLARATION + anchor).replace(old, old.replace("FLOW)", "FLOW, REDNESS)"))
+    old = re.search(r"^SCORES: tuple\[Score, \.\.\.\] = \(.*\)$", text, re.MULTILINE)
+    assert anchor in text and old
+    text = text.replace(anchor, DECLARATION + anchor).replace(old[0], old[0].removesuffix(")") + ", REDNESS)")
     scores.write_text(text, encoding="utf-8")
     registry = repo / "vidscore_core/weights.py"
     text = registry.read_text(encoding="utf-8")
@@ -184,16 +186,18 @@ def test_the_cli_scores_it_alone_and_with_all_and_filters_on_it(added) -> None:
     assert sorted(kept["red"].tolist()) == sorted(v for v in red[:3] if v >= bound) and len(kept) == 2
 
 
-def test_dagster_computes_it_over_torchrun_ranks_with_its_checks_and_the_view_shows_it(added) -> None:
+def test_dagster_computes_it_over_torchrun_ranks_with_its_checks_and_the_view_shows_it(added, monkeypatch) -> None:
     tmp, meta, env, _ = added
     proc = vidscore(env, "ingest", str(meta), "--materialize", "--assets", "videos,redness_scores",
                     VIDSCORE_NUM_PROCESSES="2", DAGSTER_HOME=str(tmp / "dagster"))  # fmt: skip
     assert "rank 1:" in proc.stderr, proc.stderr[-3000:]  # the ranks reported through dagster-pipes
     listed = vidscore(env, "sql", "SELECT path, red, red_error FROM video_scores ORDER BY path", "--format", "csv")
     viewed = pd.read_csv(__import__("io").StringIO(listed.stdout)).set_index("path")
-    alone = pd.read_csv(tmp / "meta_red.csv").set_index("path")
+    vidscore(env, "score", "redness", str(meta), "--output", str(tmp / "cli_red.csv"))
+    alone = pd.read_csv(tmp / "cli_red.csv").set_index("path")
     assert viewed.loc[alone.index, "red"].fillna(-1).tolist() == pytest.approx(alone["red"].fillna(-1).tolist())
-    instance = dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(str(tmp / "dagster")))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp / "dagster"))
+    instance = dg.DagsterInstance.get()
     try:
         for check in ("redness_scores_in_range", "redness_scores_complete"):
             record = instance.get_latest_asset_check_evaluation_record(

@@ -119,10 +119,16 @@ def test_score_names_every_missing_file_at_once(tmp_path: Path, fixtures: Path) 
         assert f"`vidscore weights download {name}`" in line
     assert "unimatch" not in line  # aesthetic scores do not need it
 
-    line = one_error_line(run(["score", "all", meta], tmp_path), 1)
+    # `score all` computes what needs no model files (brightness, blur) and names every missing one.
+    out = tmp_path / "scores.csv"
+    proc = run(["score", "all", meta, "--output", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    skipped = [line for line in proc.stdout.splitlines() if ": skipped: " in line]
+    assert [line.split(":")[0] for line in skipped] == ["aesthetic", "matching", "flow", "camera_motion"]
     for name in ("clip", "aesthetic", "unimatch"):
-        assert f"`vidscore weights download {name}`" in line and f"VIDSCORE_{name.upper()}_WEIGHTS" in line
-    assert "--backend dis" in line
+        assert f"`vidscore weights download {name}`" in proc.stdout and f"VIDSCORE_{name.upper()}_WEIGHTS" in proc.stdout
+    assert all("--backend dis" in line for line in skipped[2:])
+    assert f"wrote {out}: 5 rows with lum, blur" in proc.stdout
     assert not (fixtures / "media/meta_scores.csv").exists()
 
 
@@ -142,9 +148,10 @@ def test_score_all_then_the_readme_filter(tmp_path: Path, fixtures: Path) -> Non
     assert "flow: skipped: unimatch weights not found" in proc.stdout
     assert "`vidscore weights download unimatch`" in proc.stdout and "--backend dis" in proc.stdout
     # ocr and shots run too: their models ship in installed packages.
-    assert f"wrote {out}: 5 rows with aes, match, ocr, shots" in proc.stdout
+    assert f"wrote {out}: 5 rows with aes, match, lum, blur, ocr, shots" in proc.stdout
     scored = pd.read_csv(out)
     assert list(scored.columns) == [*source.columns, "aes", "aes_error", "match", "match_error",
+                                    "lum", "lum_error", "blur", "blur_error",
                                     "ocr", "ocr_area", "ocr_error", "shots", "shots_error"]  # fmt: skip
     line = one_error_line(run(["filter", str(out), "--aesmin", "4.9", "--flowmin", "0.5"], tmp_path), 1)
     assert "no 'flow' column" in line
@@ -153,10 +160,11 @@ def test_score_all_then_the_readme_filter(tmp_path: Path, fixtures: Path) -> Non
     proc = run(["score", "all", str(meta), "--backend", "dis", *common], tmp_path, **weights)
     assert proc.returncode == 0, proc.stderr
     assert "skipped" not in proc.stdout
-    assert f"wrote {out}: 5 rows with aes, match, flow, ocr, shots" in proc.stdout
+    assert f"wrote {out}: 5 rows with aes, match, flow, cmotion, lum, blur, ocr, shots" in proc.stdout
     scored = pd.read_csv(out)
     assert list(scored.columns) == [
         *source.columns, "aes", "aes_error", "match", "match_error", "flow", "flow_error",
+        "cmotion", "object_motion", "cmotion_error", "lum", "lum_error", "blur", "blur_error",
         "ocr", "ocr_area", "ocr_error", "shots", "shots_error",
     ]  # fmt: skip
     by_path = scored.assign(path=source["path"]).set_index("path")

@@ -51,8 +51,10 @@ def test_definitions_load_with_contract_names():
     pools = {a.node_def.name: a.node_def.pool for a in defs.assets if isinstance(a, dg.AssetsDefinition)}
     assert pools["per_clip_scores"] == "gpu" and pools["aesthetic_scores"] == "gpu"
     per_clip = next(a for a in defs.assets if a.node_def.name == "per_clip_scores")
-    per_clip_tables = {"clip_embeddings", "flow_scores", "ocr_scores", "shot_scores"}
-    assert {k.to_user_string() for k in per_clip.keys} == per_clip_tables and per_clip.can_subset
+    assert {k.to_user_string() for k in per_clip.keys} == {
+        "clip_embeddings", "flow_scores", "camera_motion_scores", "luminance_scores", "blur_scores",
+        "ocr_scores", "shot_scores",
+    } and per_clip.can_subset  # fmt: skip
     assert pools["videos"] is None and pools["filtered_videos"] is None and pools["meta_files"] is None
 
 

@@ -24,7 +24,7 @@ from vidscore_core.media import (
     probe,
     read_frames,
 )
-from vidscore_core.media import decode as decode_module
+from vidscore_core.media import sparse as sparse_module
 
 AES_POINTS = (0.1, 0.5, 0.9)
 FLOW_INDICES = [0, 10, 20, 30]
@@ -207,7 +207,7 @@ def test_a_hung_decoder_is_abandoned_and_the_next_clip_decodes(
         release.wait(60)
         raise DecodeError("woke up too late")
 
-    monkeypatch.setattr(decode_module, "_decode_sparse", stuck)
+    monkeypatch.setattr(sparse_module, "decode_sparse", stuck)
     try:
         with pytest.raises(DecodeError, match=r"decoder timed out after 0\.5 s"):
             read_frames(media / "pan_hubble_right_5px.mp4", points=AES_POINTS, timeout_s=0.5)
@@ -232,7 +232,7 @@ def test_decoding_before_the_models_load_does_not_break_torch(fixtures):
     """A fresh process that decodes a clip first (as ingestion does) and then runs CLIP: the import
     order decord → torch used to segfault the first CPU matmul."""
     code = (
-        "import sys; from vidscore_core.media.decode import decode_video\n"
+        "import sys; from vidscore_core.media.backends import decode_video\n"
         "decode_video(sys.argv[1], lambda n: [n // 2])\n"
         "import torch; from vidscore_core.models.clip import load_clip\n"
         "print(load_clip(sys.argv[2], device='cpu').encode_images(torch.rand(2, 3, 224, 224)).shape[0])\n"

@@ -163,21 +163,29 @@ def test_batch_size_must_be_positive(bad) -> None:
         batch_keys("/m.csv", 10, bad)
 
 
-def test_manifests_cover_every_clip_once_in_order_across_read_chunks(tmp_path: Path, monkeypatch) -> None:
-    """The meta file is read in chunks: batches still follow the file, and a path listed again in a
-    later chunk is the same clip (one row, the first listing's)."""
+def test_manifests_keep_every_row_across_read_chunks(tmp_path: Path, monkeypatch) -> None:
+    """The meta file is read in chunks: batches still follow the file, and a path listed again (another
+    caption of the clip), in the same chunk or a later one, joins its clip's batch: one clip, every row."""
     from vidscore_core.ingest import batches as ingest
     from vidscore_core.tables.store import TableStore
 
     monkeypatch.setattr(ingest, "CHUNK_ROWS", 7)
-    lines = "".join(f"v{i}.mp4,caption {i}\n" for i in range(23)) + "v3.mp4,listed again\n"
+    lines = "".join(f"v{i}.mp4,caption {i}\n" for i in range(23))
+    lines += "v3.mp4,listed again\nv21.mp4,\nv22.mp4,third batch again\nv3.mp4,and again\n"
     meta = write(tmp_path / "big meta.csv", "path,text\n" + lines)
     store = TableStore(tmp_path / "tables")
-    rows = ingest.write_manifests(meta, store, batch_size=10)
-    assert list(rows) == batch_keys(meta, 23, 10) and list(rows.values()) == [10, 10, 3]
-    manifests = pd.concat([ingest.read_manifest(store, key) for key in rows])
-    assert manifests["meta_row"].tolist() == list(range(23))
-    assert manifests["text"].tolist()[3] == "caption 3"
+    summary = ingest.write_manifests(meta, store, batch_size=10)
+    assert list(summary.clips) == batch_keys(meta, 23, 10) and list(summary.clips.values()) == [10, 10, 3]
+    assert (summary.rows, summary.repeated_rows, summary.repeated_paths, summary.no_caption) == (27, 4, 3, 1)
+    assert "3 path(s) listed in more than one row (4 extra row(s))" in summary.lines()[0]
+    manifests = {key: ingest.read_manifest(store, key) for key in summary.clips}
+    first, _, third = manifests.values()
+    assert first["meta_row"].tolist() == [*range(10), 23, 26]  # v3's later captions join its batch
+    assert first.loc[first["path"].str.endswith("/v3.mp4"), "text"].tolist() == ["caption 3", "listed again", "and again"]
+    assert third["meta_row"].tolist() == [20, 21, 22, 24, 25] and third["text"].isna().sum() == 1
+    # `videos` probes each clip once: the first listing, with its caption.
+    videos = ingest.probe_rows(first, "b0", workers=1)
+    assert len(videos) == 10 and videos["text"].tolist()[3] == "caption 3"
 
 
 def test_read_meta_keeps_colliding_columns_under_a_reversible_name(tmp_path):

@@ -7,10 +7,8 @@ store talks to it over HTTP with the usual AWS variables, as it would to S3 or M
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +16,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 from click.testing import CliRunner
-from ui_helpers import free_port
+from object_servers import moto_server
 
 from vidscore_core.tables.store import TableStore, utc_now
 
@@ -27,26 +25,8 @@ BUCKET = "vidscore-test"
 
 @pytest.fixture(scope="module")
 def s3_server():
-    exe = str(Path(sys.executable).with_name("moto_server"))  # this environment's, not another on PATH
-    if not Path(exe).exists():
-        pytest.skip("moto_server not installed (pip install 'moto[server]', part of the dev extras)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # wait until it accepts connections (startup takes a few seconds)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

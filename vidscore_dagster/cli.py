@@ -219,7 +219,7 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
 
 
 @main.command()
-@click.argument("meta", type=click.Path(path_type=Path))
+@click.argument("meta")
 @click.option("--batch-size", type=int, default=5000, show_default=True, help="Rows per batch partition.")
 @click.option("--materialize", is_flag=True, help="Also materialize the batches now (in this process).")
 @click.option("--assets", default="auto", show_default=True,
@@ -228,25 +228,30 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
 @click.option("--preset", default=None, help="With --materialize: also build filtered_videos with this preset "
               "(fair: aes >= 5.5, good: aes >= 6.5, or a name of your own).")  # fmt: skip
 def ingest(meta, batch_size, materialize, assets, preset) -> None:
-    """Ingest META (a `meta_files` run): batch manifests, registered as `batches` partitions in Dagster."""
+    """Ingest META (a `meta_files` run): batch manifests, registered as `batches` partitions in Dagster.
+
+    META is a local file or an s3:// / https:// URL; its relative clip paths resolve against its location."""
+    from vidscore_core.media.sources import is_remote, safe_url
     from vidscore_core.tables.views import ViewsNotWritten, write_views
     from vidscore_dagster import runner
 
     settings = _settings()
-    if not Path(meta).is_file():
+    if not is_remote(meta) and not Path(meta).is_file():
         _fail(f"{meta}: no such file")
     if batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}")
     names, build_filtered = _chosen_assets(settings, assets, preset) if materialize else ([], False)
     instance = runner.instance_for(settings)
-    keys, reason = runner.ingest_meta_file(instance, Path(meta), batch_size, scored_by_caller=materialize)
+    keys, reason = runner.ingest_meta_file(instance, meta, batch_size, scored_by_caller=materialize)
     if reason:
-        _fail(f"{meta}: {reason}")
+        _fail(f"{safe_url(meta)}: {reason}")
     try:
         write_views(settings)
     except ViewsNotWritten as exc:
         click.echo(f"note: views in {settings.db_path} not refreshed: {exc}", err=True)
-    click.echo(f"{meta}: {len(keys)} batch(es): {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}")
+    click.echo(f"{safe_url(meta)}: {len(keys)} batch(es): {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}")
+    for note in runner.ingest_notes(instance):
+        click.echo(f"note: {note}")
     click.echo(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
     if not materialize:
         click.echo("next: vidscore ingest META --materialize, or materialize the batches in `vidscore ui`")
@@ -322,6 +327,32 @@ def sql(query, fmt) -> None:
         click.echo(df.to_json(orient="records", force_ascii=False, date_format="iso"))
     else:
         click.echo(df.to_string(index=False, max_colwidth=60) if len(df.columns) else "(no columns)")
+
+
+@main.command()
+@click.option("--open", "open_page", is_flag=True, help="Open the page in the default web browser.")
+def report(open_page) -> None:
+    """Build the corpus report ($VIDSCORE_HOME/reports/corpus_report.html): each score's distribution
+    over all batches, what each threshold and preset keeps in clips and hours, contact sheets, sources.
+
+    It is the `corpus_report` asset, materialized in this process: the UI shows the same report.
+    """
+    import webbrowser
+
+    from vidscore_core.curation.corpus_report.build import report_paths
+    from vidscore_core.tables.store import TableStore
+    from vidscore_dagster import runner
+
+    settings = _settings()
+    if not TableStore.from_settings(settings).partitions("videos"):
+        _fail(f"no clips ingested under {settings.tables_root}: run `vidscore ingest META` (or `vidscore demo`) first")
+    line, reason = runner.materialize_report(runner.instance_for(settings))
+    if reason:
+        _fail(f"corpus_report: {reason}")
+    page = report_paths(settings)["html"].resolve()
+    click.echo(f"wrote {page}: {line}")
+    if open_page and not webbrowser.open(page.as_uri()):
+        click.echo(f"note: no web browser found here; open {page.as_uri()}", err=True)
 
 
 @main.group()

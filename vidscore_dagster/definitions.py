@@ -11,12 +11,13 @@ from vidscore_dagster.defs.filtering.assets import filtered_videos
 from vidscore_dagster.defs.filtering.checks import filtering_checks
 from vidscore_dagster.defs.ingest.assets import meta_files, videos
 from vidscore_dagster.defs.ingest.checks import videos_checks
+from vidscore_dagster.defs.reports.assets import corpus_report
 from vidscore_dagster.defs.resources import default_resources
 from vidscore_dagster.defs.scores.assets import score_assets
 from vidscore_dagster.defs.scores.checks import score_checks
 
 defs = dg.Definitions(
-    assets=[meta_files, videos, *score_assets, near_duplicates, filtered_videos],
+    assets=[meta_files, videos, *score_assets, near_duplicates, filtered_videos, corpus_report],
     asset_checks=[*videos_checks, *score_checks, *dedup_checks, *filtering_checks],
     jobs=[score_batch, ingest_meta_file],
     schedules=schedules,

@@ -118,5 +118,6 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
     )
     click.echo("            the inbox sensor and the automation already run there: drop meta files in "
                f"{settings.inbox_dir}; start the backfill schedule under Automation when you want re-scoring.")  # fmt: skip
+    click.echo("   report:  vidscore report --open   (distributions, what thresholds keep, contact sheets)")
     click.echo("   weights: vidscore weights status / vidscore weights download")
     return 0 if ok else 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from vidscore_core.ingest.meta import meta_location
 from vidscore_core.settings import Settings
 from vidscore_dagster.defs.automation.jobs import SCORED_BY_CALLER_TAG
 
@@ -86,7 +87,7 @@ def _materialize(
 
 def ingest_meta_file(
     instance: dg.DagsterInstance,
-    meta: Path,
+    meta: str | Path,
     batch_size: int,
     *,
     resources: dict | None = None,
@@ -98,13 +99,20 @@ def ingest_meta_file(
     """
     result = _materialize(
         instance, ["meta_files"], resources=resources,
-        op_config={"meta_files": {"config": {"path": str(Path(meta).resolve()), "batch_size": batch_size}}},
+        op_config={"meta_files": {"config": {"path": meta_location(meta), "batch_size": batch_size}}},
         tags={SCORED_BY_CALLER_TAG: "true"} if scored_by_caller else None,
     )  # fmt: skip
     if not result.success:
         return [], failure_reason(result)
     materialization = result.asset_materializations_for_node("meta_files")[0]
     return list(materialization.metadata["batches"].value), ""
+
+
+def ingest_notes(instance: dg.DagsterInstance) -> list[str]:
+    """What the last `meta_files` run found in the meta file's rows (repeated paths, missing captions)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("meta_files"))
+    notes = event.asset_materialization.metadata.get("row_notes") if event and event.asset_materialization else None
+    return list(notes.value) if notes is not None else []
 
 
 def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources: dict | None = None) -> tuple[bool, str]:
@@ -114,6 +122,14 @@ def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources
     return result.success, "" if result.success else failure_reason(result)
 
 
+def materialize_report(instance: dg.DagsterInstance, *, resources: dict | None = None) -> tuple[str, str]:
+    """Build `corpus_report` in-process; returns (its summary line, "") or ("", the failure reason)."""
+    result = _materialize(instance, ["corpus_report"], resources=resources)
+    if not result.success:
+        return "", failure_reason(result)
+    return str(result.asset_materializations_for_node("corpus_report")[0].metadata["summary"].value), ""
+
+
 def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) -> str:
     """What the batches hold now: rows, scores, errors by reason, where to look next."""
     from vidscore_core.scores import SCORES
@@ -121,9 +137,16 @@ def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) 
     from vidscore_core.tables.store import TableStore
 
     store = TableStore.from_settings(settings)
-    counts = ", ".join(f"count({quote_ident(s.column)}) AS {quote_ident(s.column)}" for s in SCORES)
+    # video_scores has a row per caption of a clip: clip counts are distinct, per-caption scores per row.
+    def count(column: str, per_row: bool) -> str:
+        col = quote_ident(column)
+        return f"count({col}) AS {col}" if per_row else f"count(DISTINCT video_id) FILTER (WHERE {col} IS NOT NULL) AS {col}"
+
+    counts = ", ".join(count(s.column, s.per_row) for s in SCORES)
     totals = store.query_df(
-        f"SELECT count(*) AS clips, count(video_error) AS unreadable, {counts} FROM video_scores", keys=keys
+        "SELECT count(DISTINCT video_id) AS clips, count(DISTINCT video_id) FILTER (WHERE video_error IS NOT NULL) "
+        f"AS unreadable, {counts} FROM video_scores",
+        keys=keys,
     ).iloc[0]
     reasons = ", ".join(["video_error", *(s.error_column for s in SCORES)])
     errors = store.query_df(

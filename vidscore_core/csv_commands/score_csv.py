@@ -57,7 +57,7 @@ def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
 
 def score_rows(chosen: Sequence[Score], meta: pd.DataFrame, settings: Settings,
                options: JobOptions) -> dict[str, pd.DataFrame]:  # fmt: skip
-    """`video_id`, the score column and `error` of every row of `meta` (read with drop_duplicates=False),
+    """`video_id`, the score's columns and `error` of every row of `meta` (read with drop_duplicates=False),
     in row order, for each of `chosen`; one decode per distinct clip serves them all."""
     derived = [s for s in chosen if s.reads_embeddings]
     distinct = meta.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
@@ -78,12 +78,16 @@ def score_rows(chosen: Sequence[Score], meta: pd.DataFrame, settings: Settings,
     return out
 
 
+def output_columns(score: Score) -> tuple[str, ...]:
+    """The columns a score adds to a CSV output before its `<score>_error`: the score, then its other values."""
+    return tuple(name for name, _ in score.value_columns)
+
+
 def _to_meta_rows(score: Score, rows: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """A score's rows (the score, the detail columns its filters read, `error`), one per meta row in
-    order: as they are for a per-row score, else by clip. Counts (ocr, shots) stay integers."""
-    columns = [*score.filter_columns, "error"]
-    types = dict(score.columns)
-    integers = {c: "Int64" for c in score.filter_columns if types.get(c) == "INTEGER"}
+    """A score's rows, one per meta row in order: as they are for a per-row score, else by clip.
+    Counts (ocr, shots) stay integers (pandas would make floats of them next to missing values)."""
+    columns = [*output_columns(score), "error"]
+    integers = {name: "Int64" for name, kind in score.value_columns if kind == "INTEGER"}
     rows = rows[["video_id", *columns]].astype(integers).reset_index(drop=True)
     if score.per_row:
         return rows
@@ -146,7 +150,7 @@ def score_file(
         by_score = score_rows(chosen, meta, settings, job_options)
     scored: dict[str, str] = {}
     for score in chosen:
-        for column in score.filter_columns:  # the score, and the detail columns its filters read (ocr_area)
+        for column in output_columns(score):
             out[column] = by_score[score.name][column].tolist()
         out[score.error_column] = by_score[score.name]["error"].tolist()
         errors = int(out[score.error_column].notna().sum())

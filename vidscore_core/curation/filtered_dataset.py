@@ -21,27 +21,31 @@ PRESETS: dict[str, FilterSpec] = {
     "curated": FilterSpec(aesmin=5.0, flowmin=0.5, flowmax=100.0, matchmin=20.0, fmin=16, dedup=True),
 }
 
-_SCORE_SELECT = ", ".join(f"{s.alias}.{quote_ident(c)}" for s in SCORES for c in s.filter_columns)
-_SCORE_JOINS = "\n".join(f"LEFT JOIN {s.table} {s.alias} USING (video_id, batch)" for s in SCORES)
+# Every score's value columns (the score, then e.g. camera motion's object_motion), as `filtered_videos` has them.
+_VALUES = [name for s in SCORES for name, _ in s.value_columns]
+_SCORE_SELECT = ", ".join(f"v.{quote_ident(name)}" for name in _VALUES)
+# One row per (clip, caption) of `video_scores`: a clip listed with two captions is two rows, each kept
+# by its own match; the same clip and caption ingested in two batches (two meta files) is one row.
 CANDIDATES_SQL = (
-    f"SELECT v.video_id, v.batch, v.path, v.text, {_SCORE_SELECT}, v.extra\nFROM videos v\n{_SCORE_JOINS}\n"
+    f"SELECT v.video_id, v.batch, v.path, v.text, v.meta_row, {_SCORE_SELECT}, v.extra\nFROM video_scores v\n"
     + """{dedup_join}
-WHERE v.error IS NULL AND ({predicate})
-QUALIFY row_number() OVER (PARTITION BY v.video_id ORDER BY v.batch) = 1
+WHERE v.video_error IS NULL AND ({predicate})
+QUALIFY row_number() OVER (PARTITION BY v.video_id, v.text ORDER BY v.batch, v.meta_row) = 1
 ORDER BY v.batch, v.meta_row
 """
 )
 
 
 def select_rows(store: TableStore, spec: FilterSpec) -> pd.DataFrame:
-    """Readable clips that pass `spec` (one row per clip, even if it was ingested in two batches)."""
-    predicate, params = spec.sql()
+    """Readable clips that pass `spec`: one row per (clip, caption), even if ingested in two batches."""
+    predicate, params = spec.sql("v.")
     dedup_join = ""
     if spec.dedup:
         if not store.partitions("near_duplicates"):
             raise ValueError("dedup asked for, but `near_duplicates` has not been materialized yet")
         # Clips without a 50 % frame embedding have no group: nothing to deduplicate them against.
-        dedup_join = "LEFT JOIN near_duplicates n USING (video_id, batch)"
+        # Only `keep`: near_duplicates also has an `aes` column, which would make the bounds ambiguous.
+        dedup_join = "LEFT JOIN (SELECT video_id, batch, keep FROM near_duplicates) n USING (video_id, batch)"
         predicate = f"({predicate}) AND coalesce(n.keep, TRUE)"
     return store.query_df(CANDIDATES_SQL.format(predicate=predicate, dedup_join=dedup_join), params)
 
@@ -56,8 +60,8 @@ def source_counts(store: TableStore) -> dict[str, int]:
 
 
 def export_frame(rows: pd.DataFrame) -> pd.DataFrame:
-    """Open-Sora's meta format: path, text, the scores (aes, match, flow), then the input's other columns."""
-    out = rows[["path", "text", *(c for s in SCORES for c in s.filter_columns)]].reset_index(drop=True)
+    """Open-Sora's meta format: path, text, the scores (aes, match, flow, …), then the input's other columns."""
+    out = rows[["path", "text", *_VALUES]].reset_index(drop=True)
     extras = pd.DataFrame([json.loads(e) if isinstance(e, str) else {} for e in rows["extra"]])
     extras = extras[[c for c in extras.columns if c not in out.columns]]
     return pd.concat([out, extras], axis=1)

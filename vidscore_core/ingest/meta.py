@@ -1,7 +1,8 @@
 """Meta files (Open-Sora's CSV of `path`, `text`, ...): reading, video ids and batches.
 
-A meta row names a clip by path. Rows are never dropped silently: a row that cannot name a clip makes
-the whole file an error the user must fix, and only exact duplicates of a clip collapse to one row.
+A meta row names a clip by path. Rows are never dropped: a row that cannot name a clip makes the whole
+file an error the user must fix, and a path listed in several rows (several captions of one clip) keeps
+every row (`read_meta(drop_duplicates=True)` gives one row per clip where that is what is wanted).
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import posixpath
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from vidscore_core.media import remote
+from vidscore_core.media.sources import is_remote, safe_url
 
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -85,8 +90,8 @@ def read_meta_chunks(
     so a meta file of tens of millions of rows is read in bounded memory; `meta_row` counts from the
     file's first data row. Relative paths resolve against the base chosen from the first chunk.
     `chunk_rows=None`: the whole file as one chunk."""
-    meta_path = os.path.abspath(os.fspath(path))
-    base = os.path.abspath(os.fspath(base_dir)) if base_dir is not None else None
+    meta_path = _absolute(os.fspath(path))
+    base = _absolute(os.fspath(base_dir)) if base_dir is not None else None
     offset = 0
     for df in _load_table(meta_path, chunk_rows):
         if "path" not in df.columns:
@@ -99,18 +104,24 @@ def read_meta_chunks(
             raise MetaError(f"{meta_path}: {len(bad)} row(s) have an empty path (0-based data rows, header not "
                             f"counted): {shown}")  # fmt: skip
         if base is None:
-            base = _choose_base(os.path.dirname(meta_path), originals)
-        resolved = [os.path.abspath(os.path.join(base, p)) for p in originals]  # join keeps absolute paths
+            base = _choose_base(_parent(meta_path), originals)
+        resolved = [resolve_clip_path(base, p) for p in originals]
 
         out = df.rename(columns={c: input_column_name(c) for c in df.columns})
         out["path"] = pd.Series(resolved, index=out.index, dtype=object)
         if "text" in out.columns:
             out["text"] = pd.Series([_as_text(v) for v in out["text"].tolist()], index=out.index, dtype=object)
         out["path_original"] = pd.Series(originals, index=out.index, dtype=object)
-        out["video_id"] = pd.Series([video_id_for(p) for p in resolved], index=out.index, dtype=object)
+        # A presigned URL's query string (its signature) changes with every signing: not part of the id.
+        out["video_id"] = pd.Series([video_id_for(safe_url(p)) for p in resolved], index=out.index, dtype=object)
         out["meta_row"] = range(offset, offset + len(out))
         offset += len(out)
         yield out.reset_index(drop=True)
+
+
+def has_caption(text: object) -> bool:
+    """A caption matching can score: text that is not missing or blank."""
+    return isinstance(text, str) and text.strip() != ""
 
 
 def input_column_name(name: object) -> object:
@@ -140,21 +151,56 @@ def file_columns(df: pd.DataFrame) -> pd.DataFrame:
     return own.rename(columns=file_column_name)
 
 
+def resolve_clip_path(base: str, path: str) -> str:
+    """A meta file's `path` cell as the clip's full name: URLs (s3://, https://) as they are; relative
+    paths joined to `base`, a folder or an s3:// / https:// prefix (the meta file's own location)."""
+    if is_remote(path):
+        return path
+    if is_remote(base):
+        scheme, _, rest = base.partition("://")
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, path))}"
+    return os.path.abspath(os.path.join(base, path))  # join keeps absolute paths
+
+
+def meta_location(path: str | os.PathLike[str]) -> str:
+    """A meta file's name as runs record it: an s3:// or https:// URL as it is, a local path absolute."""
+    path = os.fspath(path)
+    return path if is_remote(path) else str(Path(path).expanduser().resolve())
+
+
+def _absolute(path: str) -> str:
+    return path if is_remote(path) else os.path.abspath(path)
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] if is_remote(path) else os.path.dirname(path)
+
+
+def _open_remote(meta_path: str) -> remote.RemoteFile:
+    """A meta file in object storage, read through the same ranged, retried reader as clips."""
+    clip = remote.RemoteClip(meta_path)
+    try:
+        if clip.size == 0:
+            raise MetaError(f"meta file is empty (0 bytes): {safe_url(meta_path)}")
+    except remote.RemoteError as exc:
+        raise MetaError(f"meta file {exc.reason}") from None
+    return clip.open()
+
+
 def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
-    if not os.path.exists(meta_path):
-        raise MetaError(f"meta file not found: {meta_path}")
-    if os.path.isdir(meta_path):
-        raise MetaError(f"meta file is a directory: {meta_path}")
-    if os.path.getsize(meta_path) == 0:
-        raise MetaError(f"meta file is empty (0 bytes): {meta_path}")
-    suffix = Path(meta_path).suffix.lower()
+    if is_remote(meta_path):
+        source: str | remote.RemoteFile = _open_remote(meta_path)
+    else:
+        _check_local_meta(meta_path)
+        source = meta_path
+    suffix = Path(safe_url(meta_path)).suffix.lower()
     if suffix in CSV_SUFFIXES:
-        chunks = _read_csv(meta_path, CSV_SUFFIXES[suffix], chunk_rows)
+        chunks = _read_csv(source, meta_path, CSV_SUFFIXES[suffix], chunk_rows)
     elif suffix in PARQUET_SUFFIXES:
-        chunks = _read_parquet(meta_path, chunk_rows)
+        chunks = _read_parquet(source, meta_path, chunk_rows)
     else:
         raise MetaError(
-            f"{meta_path}: unsupported meta file type {suffix or '(no extension)'!r}; "
+            f"{safe_url(meta_path)}: unsupported meta file type {suffix or '(no extension)'!r}; "
             "expected .csv, .tsv, .parquet or .pq"
         )
     rows = 0
@@ -163,17 +209,26 @@ def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame
             rows += len(df)
             yield df
     if rows == 0:
-        raise MetaError(f"meta file has no rows: {meta_path}")
+        raise MetaError(f"meta file has no rows: {safe_url(meta_path)}")
 
 
-def _read_parquet(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+def _check_local_meta(meta_path: str) -> None:
+    if not os.path.exists(meta_path):
+        raise MetaError(f"meta file not found: {meta_path}")
+    if os.path.isdir(meta_path):
+        raise MetaError(f"meta file is a directory: {meta_path}")
+    if os.path.getsize(meta_path) == 0:
+        raise MetaError(f"meta file is empty (0 bytes): {meta_path}")
+
+
+def _read_parquet(source, meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     import pyarrow.parquet as pq
 
     try:
         if chunk_rows is None:
-            yield pd.read_parquet(meta_path)
+            yield pd.read_parquet(source)
             return
-        file = pq.ParquetFile(meta_path)
+        file = pq.ParquetFile(source)
         batches = file.iter_batches(batch_size=chunk_rows)
         for batch in batches:
             yield batch.to_pandas()
@@ -181,18 +236,20 @@ def _read_parquet(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFra
         raise MetaError(f"{meta_path}: cannot read as Parquet: {exc}") from None
 
 
-def _read_csv(meta_path: str, sep: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+def _read_csv(source, meta_path: str, sep: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     # utf-8-sig reads plain UTF-8 as well and drops the byte-order mark Excel writes.
     options = dict(sep=sep, encoding="utf-8-sig")
     try:
-        columns = pd.read_csv(meta_path, nrows=0, **options).columns
+        columns = pd.read_csv(source, nrows=0, **options).columns
+        if not isinstance(source, str):
+            source.seek(0)
         na_values = {c: ([""] if c in _RAW_COLUMNS else list(_PANDAS_NA)) for c in columns}
         read = dict(dtype={c: str for c in _RAW_COLUMNS if c in columns}, keep_default_na=False,
                     na_values=na_values, **options)  # fmt: skip
         if chunk_rows is None:
-            yield pd.read_csv(meta_path, **read)
+            yield pd.read_csv(source, **read)
             return
-        with pd.read_csv(meta_path, chunksize=chunk_rows, **read) as reader:
+        with pd.read_csv(source, chunksize=chunk_rows, **read) as reader:
             yield from reader
     except UnicodeDecodeError as exc:
         raise MetaError(
@@ -222,8 +279,8 @@ def _as_text(value: object) -> str | None:
 
 
 def _choose_base(meta_dir: str, originals: Sequence[str]) -> str:
-    relative = [p for p in originals if not os.path.isabs(p)][:_BASE_SAMPLE]
-    if not relative:
+    relative = [p for p in originals if not os.path.isabs(p) and not is_remote(p)][:_BASE_SAMPLE]
+    if not relative or is_remote(meta_dir):  # in object storage: relative to the meta file's prefix
         return meta_dir
     candidates = [meta_dir]
     folder = meta_dir
@@ -258,8 +315,8 @@ def batch_key_prefix(meta_path: str | os.PathLike[str]) -> str:
     The same file (by absolute path) gets the same keys in every run; two files with the same name in
     different folders do not collide. Keys hold only [a-z0-9_-], safe for Dagster and file names.
     """
-    absolute = os.path.abspath(os.fspath(meta_path))
-    stem = sanitize_key_part(Path(absolute).stem)
+    absolute = _absolute(os.fspath(meta_path))
+    stem = sanitize_key_part(Path(safe_url(absolute)).stem)
     digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{stem}-{digest}"
 

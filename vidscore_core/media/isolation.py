@@ -45,7 +45,7 @@ def is_media_error(exc: BaseException) -> bool:
 
     `DecodeError` and any exception that carries a `reason` string (e.g. "not a video") are verdicts.
     """
-    from vidscore_core.media.decode import DecodeError
+    from vidscore_core.media.errors import DecodeError
 
     return isinstance(exc, DecodeError) or isinstance(getattr(exc, "reason", None), str)
 

@@ -6,18 +6,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from PIL import Image
-
-from vidscore_core.media.decode import (
-    BACKENDS,
-    DecodeError,
-    check_file,
-    decode_video,
-    read_header,
-    read_image,
-    run_with_timeout,
-    treat_as_image,
-)
+from vidscore_core.media.backends import BACKENDS, decode_video
+from vidscore_core.media.container import read_header
+from vidscore_core.media.decode import run_with_timeout
+from vidscore_core.media.errors import DecodeError
+from vidscore_core.media.images import is_image_demuxer, probe_image, treat_as_image
+from vidscore_core.media.integrity import check_file
+from vidscore_core.media.sources import is_remote, reading
 
 PROBE_KEYS = (
     "exists", "size_bytes", "media_type", "num_frames", "fps", "width", "height", "duration_s", "codec", "error",
@@ -29,21 +24,24 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
 
     Videos: PyAV reads the header; decord's count (packets demuxed) is checked against the declared
     count and its last frame is decoded, so a cut file is reported, not shortened. When decord cannot,
-    PyAV decodes the stream once to count. Images: PIL's size, one frame.
+    PyAV decodes the stream once to count. Images: PIL's size, one frame; animated
+    images (GIF, WebP, APNG) are videos of their frames (`media.images`).
     """
     path = os.fspath(path)
     info: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
-    info["exists"] = os.path.exists(path)
-    if info["exists"] and os.path.isfile(path):
-        info["size_bytes"] = os.path.getsize(path)
+    _local_facts(path, info)
     try:
-        check_file(path)
-        if treat_as_image(path):
-            info["media_type"] = "image"
-            run_with_timeout(_probe_image, timeout_s, path, info)
-        else:
-            run_with_timeout(_probe_video, timeout_s, path, info)
+        with reading(path):  # a remote clip: one cache for the header, the count and the last frame
+            info["size_bytes"] = check_file(path)
+            info["exists"] = True
+            if treat_as_image(path):
+                info["media_type"] = "image"
+                info.update(run_with_timeout(probe_image, timeout_s, path))
+            else:
+                run_with_timeout(_probe_video, timeout_s, path, info)
     except DecodeError as exc:
+        if is_remote(path) and exc.reason.startswith("file not found"):
+            info["exists"] = False
         info["error"] = exc.reason
         info["num_frames"] = None  # an unverified count must not be used for sampling
     except Exception as exc:  # probing a corpus must not stop at one odd file: record it instead
@@ -52,19 +50,11 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
     return info
 
 
-def _probe_image(path: str, info: dict[str, Any]) -> None:
-    try:
-        with Image.open(path) as img:
-            info["width"], info["height"] = img.size
-            info["codec"] = (img.format or "").lower() or None
-    except (OSError, ValueError, SyntaxError):
-        pass  # read_image below gives the reason
-    read_image(path)  # the whole image must decode, not just its header
-    info["num_frames"] = 1
-
-
 def _probe_video(path: str, info: dict[str, Any]) -> None:
     header = read_header(path)
+    if is_image_demuxer(header.format):  # an image under a video name (a PNG renamed .mp4)
+        info.update(probe_image(path))
+        return
     if header.codec is not None:
         info["media_type"] = "video"
     info.update(
@@ -124,8 +114,15 @@ class _Probe:
 
 def _failed(path: str, reason: str) -> dict[str, Any]:
     info: dict[str, Any] = dict.fromkeys(PROBE_KEYS)
+    _local_facts(path, info)
+    info["error"] = reason
+    return info
+
+
+def _local_facts(path: str, info: dict[str, Any]) -> None:
+    """`exists` and `size_bytes` of a local file without reading it (a remote one's come from its fetch)."""
+    if is_remote(path):
+        return
     info["exists"] = os.path.exists(path)
     if info["exists"] and os.path.isfile(path):
         info["size_bytes"] = os.path.getsize(path)
-    info["error"] = reason
-    return info

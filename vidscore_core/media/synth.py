@@ -1,7 +1,8 @@
 """Synthetic clips with known motion, for the demo and for tests (no network, no scikit-image).
 
 A clip is a rigid pan over a procedural texture: every frame is an exact crop of one image, shifted by
-a whole number of pixels per frame, so the true optical flow is known.
+a whole number of pixels per frame, so the true optical flow is known. A zoom about the centre and an
+object moving over a still background are the other two motions with a known answer.
 """
 
 from __future__ import annotations
@@ -112,6 +113,54 @@ def draw_words(frame: np.ndarray, words: tuple[str, ...] = ("BREAKING NEWS", "li
         draw.text((width // 4, height // 3 + i * height // 5), word, fill=(255, 255, 255), font=font,
                   stroke_width=2, stroke_fill=(0, 0, 0))  # fmt: skip
     return np.asarray(image)
+
+
+def camera_frames(
+    image: np.ndarray, width: int, height: int, n_frames: int, pan: tuple[float, float] = (0.0, 0.0),
+    zoom: float = 1.0,
+) -> np.ndarray:
+    """[n, height, width, 3] views of `image` from a moving camera: the content moves by `pan`
+    (vx, vy) px per frame, sub-pixel allowed, and is magnified by `zoom` per frame about the frame
+    centre (> 1 zooms in, < 1 out). Frame t is the window of the first frame's size shrunk by
+    zoom**t and shifted by -t·pan, resampled to width×height (PIL BICUBIC); the first window is the
+    largest of that aspect ratio that fits in the middle of the image with room for the whole path."""
+    if n_frames < 1 or zoom <= 0:
+        raise ValueError("n_frames must be >= 1 and zoom > 0")
+    img_h, img_w = image.shape[:2]
+    last = n_frames - 1
+    travel_x, travel_y = abs(pan[0]) * last, abs(pan[1]) * last
+    grow = max(1.0, 1 / zoom**last)  # a zoom out ends on a larger window
+    fit = min((img_w - travel_x) / (width * grow), (img_h - travel_y) / (height * grow), 1.0)
+    if fit <= 0:
+        raise ValueError("the image is too small for this motion: give a larger image")
+    base_w, base_h = width * fit, height * fit
+    # The window's centre starts where the whole path stays centred in the image.
+    cx = img_w / 2 + pan[0] * last / 2
+    cy = img_h / 2 + pan[1] * last / 2
+    source = Image.fromarray(np.ascontiguousarray(image[..., :3]))
+    out = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+    for t in range(n_frames):
+        half_w, half_h = base_w / zoom**t / 2, base_h / zoom**t / 2
+        x, y = cx - pan[0] * fit * t, cy - pan[1] * fit * t
+        box = (x - half_w, y - half_h, x + half_w, y + half_h)
+        out[t] = np.asarray(source.resize((width, height), Image.Resampling.BICUBIC, box=box))
+    return out
+
+
+def object_frames(
+    background: np.ndarray, sprite: np.ndarray, n_frames: int, start: tuple[int, int], dx: int, dy: int
+) -> np.ndarray:
+    """[n, H, W, 3] frames of a still `background` with `sprite` pasted at `start` (x, y) + t·(dx, dy):
+    an object moving over a scene the camera holds still. The sprite must stay inside the frame."""
+    height, width = background.shape[:2]
+    sh, sw = sprite.shape[:2]
+    out = np.repeat(background[None, ..., :3], n_frames, axis=0)
+    for t in range(n_frames):
+        x, y = start[0] + dx * t, start[1] + dy * t
+        if x < 0 or y < 0 or x + sw > width or y + sh > height:
+            raise ValueError(f"the sprite leaves the frame at frame {t}")
+        out[t, y : y + sh, x : x + sw] = sprite[..., :3]
+    return out
 
 
 def texture_image(height: int, width: int, seed: int) -> np.ndarray:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vidscore_core.media.decode import clamp_indices
+from vidscore_core.media.frames import clamp_indices
 from vidscore_core.models.unimatch import UniMatch
 
 FLOW_FRAME_INDICES = (0, 10, 20, 30)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from vidscore_core import scores
-from vidscore_core.media.decode import DecodedFrames, FrameRequest
+from vidscore_core.media.decode import DecodedFrames
+from vidscore_core.media.frames import FrameRequest
 from vidscore_core.models.clip import ClipModel
 from vidscore_core.models.clip_preprocess import clip_crop
 from vidscore_core.scoring.engine import Item

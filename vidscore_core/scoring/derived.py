@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vidscore_core.ingest.meta import has_caption
 from vidscore_core.models.aesthetic import AestheticMLP
 from vidscore_core.models.clip import ClipModel
 
@@ -62,10 +63,6 @@ def aesthetic_values(items: Sequence[FrameEmbeddings], mlp: AestheticMLP, device
                 {**base, "aes": float(frames.mean()), "aes_frames": [float(v) for v in frames], "error": None}
             )
     return out
-
-
-def has_caption(text: object) -> bool:
-    return isinstance(text, str) and text.strip() != ""
 
 
 def matching_values(

@@ -1,4 +1,8 @@
-"""Optical-flow scoring on the engine: UniMatch on the device, or OpenCV DIS inside the workers."""
+"""Optical-flow scoring on the engine: UniMatch on the device, or OpenCV DIS inside the workers.
+
+Each clip's values also carry its object motion (models/global_motion.py), computed from the same
+flow fields while they exist: camera motion's `object_motion` reads it, and no flow is computed twice.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import numpy as np
 import torch
 
 from vidscore_core import scores
-from vidscore_core.media.decode import DecodedFrames, FrameRequest
+from vidscore_core.media.decode import DecodedFrames
+from vidscore_core.media.frames import FrameRequest
 from vidscore_core.models.flow import (
     FLOW_FRAME_INDICES,
     DISFlow,
@@ -17,13 +22,22 @@ from vidscore_core.models.flow import (
     flow_score,
     prepare_flow_frames,
 )
+from vidscore_core.models.global_motion import object_motion, object_motion_batch
 from vidscore_core.scoring.engine import Item
 
 BACKENDS = next(o for o in scores.FLOW.options if o.name == "backend").choices
 
 
 class NotAVideoError(ValueError):
-    reason = "not a video: a still image has no motion to score"
+    """A clip flow cannot score (a media error: its row's `error`, the batch goes on)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+STILL_IMAGE = "not a video: a still image has no motion to score"
+ONE_FRAME = "one frame: flow needs at least two distinct frames"
 
 
 @dataclass(frozen=True)
@@ -45,12 +59,17 @@ class FlowSampler:
     def from_frames(self, decoded: DecodedFrames) -> dict[str, Any]:
         """The payload of this clip's frames (those of `request`, from the shared pass)."""
         if decoded.is_image:
-            raise NotAVideoError(NotAVideoError.reason)
+            raise NotAVideoError(STILL_IMAGE)
+        if decoded.num_frames < 2:  # frames 0/10/20/30 would all be frame 0: no motion, not a score of 0
+            raise NotAVideoError(ONE_FRAME)
         frames = prepare_flow_frames(torch.from_numpy(np.stack(decoded.frames)))
         meta = {"indices": list(decoded.indices), "num_frames": decoded.num_frames}
         if self.backend == "dis":
-            score, pairs = flow_score(DISFlow().pair_flows(frames))
-            return {**meta, "flow": score, "flow_pairs": pairs}
+            flows = DISFlow().pair_flows(frames)
+            score, pairs = flow_score(flows)
+            residual, residual_pairs = object_motion(flows)
+            return {**meta, "flow": score, "flow_pairs": pairs, "object_motion": residual,
+                    "object_motion_pairs": residual_pairs}  # fmt: skip
         return {**meta, "frames": frames}
 
     def collate(self, payloads: list[dict[str, Any]]) -> dict[str, Any]:
@@ -85,8 +104,10 @@ class FlowScorer:
         img0 = frames[:, :-1].reshape(b * (t - 1), *frames.shape[2:])
         img1 = frames[:, 1:].reshape(b * (t - 1), *frames.shape[2:])
         flows = self.model.batch_pair_flows(img0, img1).float().reshape(b, t - 1, 2, *frames.shape[3:])
+        residuals = object_motion_batch(flows)  # camera motion's object motion, from the same fields
         out = []
         for i, meta in enumerate(data["meta"]):
             score, pairs = flow_score(flows[i])
-            out.append({**meta, "flow": score, "flow_pairs": pairs})
+            out.append({**meta, "flow": score, "flow_pairs": pairs, "object_motion": float(np.mean(residuals[i])),
+                        "object_motion_pairs": residuals[i]})  # fmt: skip
         return out

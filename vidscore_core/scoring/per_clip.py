@@ -69,6 +69,26 @@ def check_tables(tables: Sequence[str]) -> tuple[str, ...]:
     return tuple(t for t in PER_CLIP_TABLES if t in tables)
 
 
+def _uses(table: str) -> tuple[str, ...]:
+    score = scores.BY_TABLE.get(table)
+    return score.uses if score else ()
+
+
+def with_used(results: dict[str, list[ItemResult]], table: str) -> list[ItemResult]:
+    """`table`'s results, each carrying the values of the same clip in the tables its score uses
+    (under their table names); a clip one of them could not score gets that error."""
+    used = _uses(table)
+    if not used:
+        return results[table]
+    out = []
+    for i, own in enumerate(results[table]):
+        others = {u: results[u][i] for u in used}
+        error = own.error or next((r.error for r in others.values() if r.error), None)
+        values = {**own.values, **{u: r.values for u, r in others.items()}}
+        out.append(ItemResult(own.clip, values=values, error=error))
+    return out
+
+
 def score_videos(
     tables: Sequence[str],
     videos: pd.DataFrame,
@@ -91,8 +111,10 @@ def score_videos(
     if len(videos) == 0:
         return {t: empty_rows(t) for t in tables}, summary
     # The embeddings' job also takes the frame points; a score's job reads its options from `options`.
+    # The parts of the tables a score uses (camera motion: flow) run too, once, published or not.
     extra = {scores.EMBEDDINGS.table: {"points": tuple(embedding_points)}}
-    jobs = {t.table: scores.load(t.job)(settings, options, **extra.get(t.table, {})) for t in PER_CLIP if t.table in tables}
+    computed = check_tables([*tables, *(u for t in tables for u in _uses(t))])
+    jobs = {t.table: scores.load(t.job)(settings, options, **extra.get(t.table, {})) for t in PER_CLIP if t.table in computed}
     first = next(iter(jobs.values()))
     clips, unreadable = split_unreadable(videos)
     results = run_job_parts([job.part() for job in jobs.values()], clips, options, first.device, first.stats)
@@ -100,7 +122,7 @@ def score_videos(
         ItemResult(Item(index=len(clips) + i, video_id=v, path=""), error=UNREADABLE_PREFIX + e)
         for i, (v, e) in enumerate(unreadable.items())
     ]
-    frames = {t: job.rows(results[t] + skipped, batch) for t, job in jobs.items()}
+    frames = {t: jobs[t].rows(with_used(results, t) + skipped, batch) for t in tables}
     stats = first.stats
     summary.scored = stats.clips
     summary.errors = len({r.clip.index for rs in results.values() for r in rs if r.error}) + len(unreadable)

@@ -16,7 +16,9 @@ class ScoreInputs:
     """What any producer may use for one batch."""
 
     batch: str
-    videos: pd.DataFrame  # the batch's `videos` rows (video_id, path, text, error, media_type), meta order
+    # The batch's `videos` rows (video_id, path, text, error, media_type, meta_row), meta order; for a
+    # score declared `per_row`, one row per meta row (a clip listed with N captions: N rows).
+    videos: pd.DataFrame
     settings: Settings
     options: JobOptions
     embedding_rows: pd.DataFrame | None = None  # the batch's `clip_embeddings` rows, for derived scores
@@ -41,7 +43,10 @@ def aesthetic_rows(inputs: ScoreInputs) -> pd.DataFrame:
 
 
 def matching_rows(inputs: ScoreInputs) -> pd.DataFrame:
-    return _clip_job(inputs).matching_rows(inputs.frame_embeddings(), list(inputs.videos["text"]), inputs.batch)
+    videos = inputs.videos
+    return _clip_job(inputs).matching_rows(
+        inputs.frame_embeddings(), list(videos["text"]), inputs.batch, list(videos["meta_row"])
+    )
 
 
 def logit_scale_bound(settings: Settings) -> list[float]:

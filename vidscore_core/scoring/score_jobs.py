@@ -15,6 +15,7 @@ from vidscore_core.scoring import lineage
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS, ClipFrameSampler, ClipImageScorer
 from vidscore_core.scoring.derived import FrameEmbeddings, aesthetic_values, matching_values
 from vidscore_core.scoring.engine import EngineStats, Item, ItemResult
+from vidscore_core.scoring.finite import non_finite_as_errors
 from vidscore_core.scoring.options import JobOptions, combined_sha
 from vidscore_core.scoring.shared_decode import ScorePart, run_parts
 from vidscore_core.settings import Settings, resolve_device
@@ -39,7 +40,7 @@ def with_lineage(
     run_id: str,
     code_version: str,
 ) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(non_finite_as_errors(rows))
     frame.insert(1, "batch", batch)
     frame["model"] = model
     frame["weights_sha256"] = combined_sha(shas) if shas else None
@@ -249,9 +250,19 @@ class ClipJob(ScoreJob):
         )
 
     def matching_rows(
-        self, items: Sequence[FrameEmbeddings], texts: Sequence[str | None], batch: str
+        self,
+        items: Sequence[FrameEmbeddings],
+        texts: Sequence[str | None],
+        batch: str,
+        meta_rows: Sequence[int] | None = None,
     ) -> pd.DataFrame:
+        """One row per (clip, caption): `items[i]` matched with `texts[i]`, keyed by `meta_rows[i]`."""
         rows = matching_values(items, texts, self.clip)
+        if meta_rows is not None:
+            rows = [
+                {**row, "meta_row": int(m), "text": t if isinstance(t, str) else None}
+                for row, m, t in zip(rows, meta_rows, texts, strict=True)
+            ]
         params = {**self._params([0.5]), "logit_scale_exp": self.clip.logit_scale_exp, "context_length": 77}
         return with_lineage(
             rows,

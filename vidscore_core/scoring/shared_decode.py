@@ -24,7 +24,9 @@ from typing import Any, Protocol
 
 import torch
 
-from vidscore_core.media.decode import DecodedFrames, DecodeError, FrameRequest, read_frame_sets
+from vidscore_core.media.decode import DecodedFrames, read_frame_sets
+from vidscore_core.media.errors import DecodeError
+from vidscore_core.media.frames import FrameRequest
 from vidscore_core.scoring.engine import (
     OUT_OF_MEMORY,
     EngineStats,

@@ -77,8 +77,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("preset", "VARCHAR"),
         *_KEY_COLUMNS,
         ("path", "VARCHAR"),
-        ("text", "VARCHAR"),
-        *((column, "DOUBLE") for score in SCORES for column in score.filter_columns),  # registry order, as the exports
+        ("text", "VARCHAR"),  # one row per (clip, caption): a clip listed with two captions can be two rows
+        ("meta_row", "INTEGER"),
+        *(value for score in SCORES for value in score.value_columns),  # in registry order, as the exports
         ("extra", "JSON"),
         ("filter_spec", "JSON"),
         ("run_id", "VARCHAR"),
@@ -104,9 +105,14 @@ TABLES["near_duplicates"] = [
     *LINEAGE_COLUMNS,
 ]
 
+# A score scored per meta row (matching: one row per caption of a clip) also keys its rows by the meta
+# file's row, and says which caption it scored.
+LISTING_COLUMNS: list[tuple[str, str]] = [("meta_row", "INTEGER"), ("text", "VARCHAR")]
+
 # Each registered score's table: key, its columns, error, lineage (vidscore_core/scores.py).
 for _score in SCORES:
-    TABLES[_score.table] = [*_KEY_COLUMNS, *_score.columns, ("error", "VARCHAR"), *LINEAGE_COLUMNS]
+    _listing = LISTING_COLUMNS if _score.per_row else []
+    TABLES[_score.table] = [*_KEY_COLUMNS, *_listing, *_score.columns, ("error", "VARCHAR"), *LINEAGE_COLUMNS]
 
 # The column whose value names a table's partition (what `TableStore.publish` replaces whole).
 PARTITION_KEYS: dict[str, str] = {
@@ -121,17 +127,18 @@ PARTITIONED_TABLES: frozenset[str] = frozenset(t for t, key in PARTITION_KEYS.it
 # Tables users query (a view each in vidscore.duckdb); `manifests` is the pipeline's own input.
 PUBLIC_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t != "manifests")
 
-# Score tables joined into `video_scores`: table -> (alias, score column, name of its error column there).
-SCORE_TABLES: dict[str, tuple[str, str, str]] = {s.table: (s.alias, s.column, s.error_column) for s in SCORES}
-# The detail columns a filter bound reads, joined next to their score (ocr_area).
-_DETAIL_COLUMNS: dict[str, tuple[str, ...]] = {s.table: s.filter_columns[1:] for s in SCORES}
+# Score tables joined into `video_scores`: table -> (alias, its value columns (the score first), name of
+# its error column there).
+SCORE_TABLES: dict[str, tuple[str, tuple[str, ...], str]] = {
+    s.table: (s.alias, tuple(name for name, _ in s.value_columns), s.error_column) for s in SCORES
+}
 
 # videos columns left out of the view (lineage of the ingest, not of interest per video).
 _VIEW_SKIP = {"run_id", "code_version", "ingested_at"}
 
 VIEW_COLUMNS: list[str] = [
     *("video_error" if c == "error" else c for c, _ in TABLES["videos"] if c not in _VIEW_SKIP),
-    *(name for t, (_, score, err) in SCORE_TABLES.items() for name in (score, *_DETAIL_COLUMNS[t], err)),
+    *(name for _, values, err in SCORE_TABLES.values() for name in (*values, err)),
 ]
 
 _IDENTIFIERS: frozenset[str] = frozenset(
@@ -177,20 +184,31 @@ def select_sql(table: str, source: str) -> str:
 
 
 def video_scores_sql() -> str:
-    """`video_scores`: one row per `videos` row, with each score LEFT JOINed (NULL when not scored)."""
+    """`video_scores`: one row per meta row of a clip in `videos` (a clip listed with N captions: N
+    rows, each with its caption's `text`, `meta_row` and `match`; the clip's other scores repeat),
+    with each score LEFT JOINed (NULL when not scored)."""
     q = quote_ident
-    select = [
-        f"v.{q(c)} AS {q('video_error')}" if c == "error" else f"v.{q(c)}"
-        for c, _ in TABLES["videos"]
-        if c not in _VIEW_SKIP
-    ]
+    # The first per-row score table names the listing; other per-row tables join on its meta row.
+    listing = next((s.alias for s in SCORES if s.per_row), None)
+    per_listing = {name for name, _ in LISTING_COLUMNS} if listing else set()
+    select = []
+    for c, _ in TABLES["videos"]:
+        if c in _VIEW_SKIP:
+            continue
+        if c == "error":
+            select.append(f"v.{q(c)} AS {q('video_error')}")
+        elif c in per_listing:  # the listing's own caption (not scored yet, or an older row: the clip's first)
+            select.append(f"CASE WHEN {listing}.{q('meta_row')} IS NULL THEN v.{q(c)} ELSE {listing}.{q(c)} END AS {q(c)}")
+        else:
+            select.append(f"v.{q(c)}")
     joins = []
-    for table, (alias, score, err) in SCORE_TABLES.items():  # aliases: declared, unique (scores.py)
-        details = [f"{alias}.{q(c)}" for c in _DETAIL_COLUMNS[table]]
-        select += [f"{alias}.{q(score)}", *details, f"{alias}.{q('error')} AS {q(err)}"]
+    for score in SCORES:  # aliases: declared, unique (scores.py)
+        alias, values, err = SCORE_TABLES[score.table]
+        select += [*(f"{alias}.{q(value)}" for value in values), f"{alias}.{q('error')} AS {q(err)}"]
+        same_row = f" AND {alias}.{q('meta_row')} = {listing}.{q('meta_row')}" if score.per_row and alias != listing else ""
         joins.append(
-            f"LEFT JOIN {q(table)} AS {alias} "
-            f"ON {alias}.{q('video_id')} = v.{q('video_id')} AND {alias}.{q('batch')} = v.{q('batch')}"
+            f"LEFT JOIN {q(score.table)} AS {alias} "
+            f"ON {alias}.{q('video_id')} = v.{q('video_id')} AND {alias}.{q('batch')} = v.{q('batch')}{same_row}"
         )
     return (
         f"CREATE OR REPLACE VIEW {q('video_scores')} AS SELECT "

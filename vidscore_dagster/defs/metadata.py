@@ -46,15 +46,37 @@ def histogram_markdown(values: np.ndarray, title: str) -> dg.MetadataValue:
     )
 
 
+def totals_text(frame: pd.DataFrame, scored: int, errors: int, unit: str = "clips") -> dg.MetadataValue:
+    """The run's totals in one line, first in the metadata: a batch of broken files reads as such
+    ("2 clips: 0 scored, 2 errors (most often: …)"), not as an empty result."""
+    batches = frame["batch"].nunique() if "batch" in frame and len(frame) else 0
+    where = f" in {batches} batches" if batches > 1 else ""
+    line = f"{len(frame)} {unit}{where}: {scored} scored, {errors} errors"
+    if errors:
+        reason, count = next(iter(frame["error"].dropna().value_counts().items()))
+        line += f" (most often: {reason} ×{count})"
+    return dg.MetadataValue.text(line)
+
+
 def score_metadata(frame: pd.DataFrame, column: str, title: str) -> dict[str, dg.MetadataValue | int | float]:
     """Counts, mean/quantiles and a histogram of one score column."""
     if column not in frame:
         return {"scored": 0}
+    if frame[column].map(lambda v: isinstance(v, str)).any():  # a label (camera motion): counts per label
+        labels = frame[column].dropna()
+        return {
+            "dagster/row_count": int(len(frame)),
+            "scored": int(len(labels)),
+            "errors": int(frame["error"].notna().sum()) if "error" in frame else 0,
+            f"{column}_counts": dg.MetadataValue.json({str(k): int(v) for k, v in labels.value_counts().items()}),
+        }
     values = pd.to_numeric(frame[column], errors="coerce").dropna().to_numpy(dtype=float)
+    errors = int(frame["error"].notna().sum()) if "error" in frame else 0
     meta: dict = {
+        "totals": totals_text(frame, len(values), errors),
         "dagster/row_count": int(len(frame)),
         "scored": int(len(values)),
-        "errors": int(frame["error"].notna().sum()) if "error" in frame else 0,
+        "errors": errors,
     }
     if len(values):
         q = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])

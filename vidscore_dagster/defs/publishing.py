@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
+from vidscore_core.ingest.batches import read_manifest
 from vidscore_core.scoring.options import progress_lines
 from vidscore_core.settings import Settings
 from vidscore_core.tables.store import TableStore
@@ -40,6 +41,13 @@ class BatchContext:
     def videos(self) -> pd.DataFrame:
         """The batch's `videos` rows in meta file order (what every score covers)."""
         return videos_of_batch(self.store, self.batch)
+
+    def listings(self) -> pd.DataFrame:
+        """The batch's meta rows, in file order: one per listing of a clip (a clip listed with N
+        captions has N), each with its own `text` and `meta_row` and its clip's `videos` facts."""
+        manifest = read_manifest(self.store, self.batch)[["video_id", "text", "meta_row"]]
+        clips = self.videos().drop(columns=["text", "meta_row"])
+        return manifest.merge(clips, on="video_id", how="inner", validate="many_to_one")
 
 
 def videos_of_batch(store: TableStore, batch: str) -> pd.DataFrame:

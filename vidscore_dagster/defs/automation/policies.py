@@ -65,3 +65,16 @@ def score_automation_condition() -> dg.AutomationCondition | None:
     if mode == "eager":
         return dg.AutomationCondition.eager()
     return None
+
+
+def hourly_when_inputs_change(cron: str = "0 * * * *") -> dg.AutomationCondition:
+    """A whole-corpus product: at most once per cron tick, and only when some partition of any input
+    was updated since it last ran (`on_cron` would wait for every input to update instead)."""
+    changed = dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.newly_updated() | dg.AutomationCondition.will_be_requested()
+    )
+    return (
+        dg.AutomationCondition.cron_tick_passed(cron).since_last_handled()
+        & changed.since_last_handled()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(f"hourly when inputs change ({cron})")

@@ -7,7 +7,9 @@ would produce:
 * missing: a registered batch without `videos` rows (when its manifest exists), or a score table
   with fewer clips than `videos` has for the batch;
 * retryable: rows whose `error` matches `VIDSCORE_RETRYABLE_ERRORS` (decoder timeouts, CUDA out
-  of memory...), which a new attempt may well score;
+  of memory, a non-finite model output...), which a new attempt may well score. They are retried
+  once: when a batch's run for that same state succeeded and left it unchanged, the tick reports the
+  batch (its log, the skip reason) instead of retrying it every day;
 * stale: rows whose `code_version` (the source hash of the score's modules) or `weights_sha256`
   differ from the current ones, or that record another value of a score option (flow's backend).
 It requests one run per such batch, selecting the affected assets and everything they feed.
@@ -40,8 +42,9 @@ DEFAULT_CRON = "0 3 * * *"
 # RE2 syntax (DuckDB's regexp_matches): what is worth another attempt, not a broken file.
 DEFAULT_RETRYABLE = (
     r"(?i)(timed out|timeout|out of memory|CUDA error|CUBLAS_STATUS_ALLOC_FAILED|"
-    r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable)"
+    r"CUDNN_STATUS_ALLOC_FAILED|resource temporarily unavailable|non-finite model output|\(retryable\))"
 )
+FINGERPRINT_TAG = "vidscore/backfill_fingerprint"
 
 
 def downstream_map(assets: Iterable[dg.AssetsDefinition]) -> dict[str, tuple[str, ...]]:
@@ -135,6 +138,16 @@ class BatchPlan:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.summary().encode()).hexdigest()[:12]
+
+    def only_retries(self) -> bool:
+        return all(r.startswith("retryable") for why in self.reasons.values() for r in why)
+
+
+def retried_already(instance: dg.DagsterInstance, plan: BatchPlan) -> bool:
+    """A run of this schedule for the batch in this same state succeeded: retrying changed nothing."""
+    tags = {FINGERPRINT_TAG: plan.fingerprint(), "dagster/partition": plan.batch}
+    done = dg.RunsFilter(tags=tags, statuses=[dg.DagsterRunStatus.SUCCESS])
+    return bool(instance.get_run_records(done, limit=1))
 
 
 def _table_state(store: TableStore, table: str, exp: Expected, pattern: str) -> dict[str, dict[str, int]]:
@@ -248,11 +261,26 @@ def backfill_requests(
     pattern = retryable_pattern or os.environ.get("VIDSCORE_RETRYABLE_ERRORS") or DEFAULT_RETRYABLE
     plans = plan_backfill(store, settings, keys, expected, pattern)
     busy = batches_in_flight(context.instance)
-    todo = [p for p in plans if p.batch not in busy]
+    todo, given_up = [], []
+    for plan in plans:
+        if plan.batch in busy:
+            continue
+        if plan.only_retries() and retried_already(context.instance, plan):
+            context.log.warning(f"backfill {plan.batch}: retried once, unchanged, not retried again: {plan.summary()}")
+            given_up.append(plan.batch)
+        else:
+            todo.append(plan)
     limit = max_runs if max_runs is not None else int(os.environ.get("VIDSCORE_BACKFILL_MAX_RUNS") or 200)
     if not todo:
-        why = f"{len(plans) - len(todo)} batches need work but already have a run in flight" if plans else ""
-        return dg.SkipReason(why or f"all {len(keys)} batches are complete and current")
+        if not plans:
+            return dg.SkipReason(f"all {len(keys)} batches are complete and current")
+        why = []
+        if given_up:
+            why.append(f"{len(given_up)} batches keep their errors after a retry (see their rows' `error`): "
+                       f"{', '.join(given_up[:10])}")  # fmt: skip
+        if len(plans) > len(given_up):
+            why.append(f"{len(plans) - len(given_up)} batches need work but already have a run in flight")
+        return dg.SkipReason("; ".join(why))
     tick = (
         context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
         if context.scheduled_execution_time
@@ -269,6 +297,7 @@ def backfill_requests(
                 tags={
                     "vidscore/source": "backfill_schedule",
                     "vidscore/backfill_reason": plan.summary()[:1000],
+                    FINGERPRINT_TAG: plan.fingerprint(),
                 },
             )
         )

@@ -1,4 +1,5 @@
-"""Sensors: the inbox (meta files dropped in `$VIDSCORE_HOME/inbox/`) and new batches.
+"""Sensors: the inbox (meta files dropped in `$VIDSCORE_HOME/inbox/`, or `$VIDSCORE_INBOX`: a folder
+or an s3:// prefix) and new batches.
 
 The inbox sensor only notices files and requests runs; the work happens in runs:
 * a file is taken only once it has settled (not modified for `VIDSCORE_INBOX_SETTLE_S`, default
@@ -9,6 +10,8 @@ The inbox sensor only notices files and requests runs; the work happens in runs:
   `meta_files` run that ingests that copy: a file dropped twice is ingested once;
 * a file whose name is not a meta file's moves to `inbox/rejected/` with `<name>.reason.txt`; a
   file that cannot be read as a meta file fails its `meta_files` run, which says why.
+* on an s3:// prefix the same rules hold for its objects (`ingest.object_inbox`); the fingerprint is
+  the object's ETag and size, and the `meta_files` run reads the copy under `processed/` in place.
 `batches_sensor` then requests one `score_batch` run per batch a `meta_files` run registered.
 """
 
@@ -26,6 +29,7 @@ from pathlib import Path
 import dagster as dg
 
 from vidscore_core.ingest.batches import DEFAULT_BATCH_SIZE
+from vidscore_core.ingest.object_inbox import ObjectInbox
 from vidscore_dagster.defs.automation.jobs import (
     BATCH_ASSETS,
     SCORED_BY_CALLER_TAG,
@@ -190,13 +194,27 @@ def run_request(outcome: Outcome, batch_size: int) -> dg.RunRequest:
     )
 
 
+def inbox_location(default: Path) -> str:
+    """`$VIDSCORE_INBOX` (a folder or an s3:// prefix), else `$VIDSCORE_HOME/inbox`."""
+    return os.environ.get("VIDSCORE_INBOX", "").strip() or str(default)
+
+
+def _tick_limits() -> tuple[int, int, int]:
+    """(settle time in ns, files per tick, batch size) for this tick."""
+    return (
+        int(settle_seconds() * 1e9),
+        int(os.environ.get("VIDSCORE_INBOX_MAX_FILES") or 10),
+        int(os.environ.get("VIDSCORE_INGEST_BATCH_SIZE") or DEFAULT_BATCH_SIZE),
+    )
+
+
 def evaluate_inbox(context: dg.SensorEvaluationContext, vidscore: VidscoreSettings) -> dg.SensorResult:
-    settings = vidscore.settings()
-    inbox = settings.inbox_dir
+    location = inbox_location(vidscore.settings().inbox_dir)
+    if location.startswith("s3://"):
+        return evaluate_object_inbox(context, ObjectInbox(location))
+    inbox = Path(location)
     inbox.mkdir(parents=True, exist_ok=True)
-    settle_ns = int(settle_seconds() * 1e9)
-    limit = int(os.environ.get("VIDSCORE_INBOX_MAX_FILES") or 10)
-    batch_size = int(os.environ.get("VIDSCORE_INGEST_BATCH_SIZE") or DEFAULT_BATCH_SIZE)
+    settle_ns, limit, batch_size = _tick_limits()
     cursor = InboxCursor.parse(context.cursor)
     started = time.monotonic()
     outcomes: list[Outcome] = []
@@ -233,12 +251,58 @@ def evaluate_inbox(context: dg.SensorEvaluationContext, vidscore: VidscoreSettin
     return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
 
 
+def evaluate_object_inbox(context: dg.SensorEvaluationContext, inbox: ObjectInbox) -> dg.SensorResult:
+    """`evaluate_inbox` for an s3:// prefix: the same order, settling, rejection and run keys."""
+    settle_ns, limit, batch_size = _tick_limits()
+    cursor = InboxCursor.parse(context.cursor)
+    started = time.monotonic()
+    outcomes: list[Outcome] = []
+    requests: list[dg.RunRequest] = []
+    waiting: str | None = None
+    for arrival in inbox.scan(cursor.after):
+        if not is_candidate_name(arrival.name):
+            continue
+        if len(outcomes) >= limit or time.monotonic() - started > TICK_BUDGET_S:
+            break
+        if time.time_ns() - arrival.key[0] < settle_ns:
+            waiting = arrival.name  # later objects wait too, so the cursor never passes this one
+            break
+        stem, suffix = Path(arrival.name).stem, Path(arrival.name).suffix.lower()
+        if suffix not in META_SUFFIXES:
+            reason = f"not a meta file: the name must end in one of {', '.join(META_SUFFIXES)}"
+            inbox.move(arrival, REJECTED, arrival.name)
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            inbox.write_text(REJECTED, f"{arrival.name}.reason.txt", f"{arrival.name} was rejected at {stamp}:\n{reason}\n")
+            outcomes.append(Outcome(arrival.name, "", "", "rejected", "not a meta file"))
+            cursor.after = arrival.key
+            continue
+        name = f"{stem}-{arrival.fingerprint[:8]}{suffix}"
+        target = f"{inbox.url}{PROCESSED}/{name}"
+        if inbox.exists(f"{PROCESSED}/{name}"):
+            inbox.discard(arrival)
+            status = "duplicate"
+        else:
+            inbox.move(arrival, PROCESSED, name)
+            status = "queued"
+        outcome = Outcome(arrival.name, arrival.fingerprint, target, status, f"-> {PROCESSED}/{name}")
+        outcomes.append(outcome)
+        requests.append(run_request(outcome, batch_size))  # a duplicate's request has the same key
+        cursor.remember(arrival.fingerprint)
+        cursor.after = arrival.key
+        context.log.info(f"{outcome.status} {outcome.name}: {outcome.detail}")
+    if not outcomes:
+        reason = f"waiting for {waiting} to settle" if waiting else "no new meta files in the inbox"
+        return dg.SensorResult(skip_reason=reason, cursor=cursor.dump())
+    return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
+
+
 @dg.sensor(
     name="inbox_sensor",
     job=ingest_meta_file,
     minimum_interval_seconds=int(os.environ.get("VIDSCORE_INBOX_INTERVAL_S") or 30),
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Request a `meta_files` run for each meta file dropped in $VIDSCORE_HOME/inbox/ (moved "
+    description="Request a `meta_files` run for each meta file dropped in $VIDSCORE_HOME/inbox/ or "
+    "$VIDSCORE_INBOX (a folder or an s3:// prefix) (moved "
     "to inbox/processed/); files that are not meta files go to inbox/rejected/ with a reason.",
 )
 def inbox_sensor(context: dg.SensorEvaluationContext, vidscore: VidscoreSettings) -> dg.SensorResult:

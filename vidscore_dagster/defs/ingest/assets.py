@@ -1,7 +1,6 @@
 """Ingest: `meta_files` (a meta file → its batch manifests and partitions) and `videos` (probed files)."""
 
 
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -14,7 +13,7 @@ from vidscore_core.ingest.batches import (
     read_manifest,
     write_manifests,
 )
-from vidscore_core.ingest.meta import batch_key_prefix
+from vidscore_core.ingest.meta import batch_key_prefix, meta_location
 from vidscore_core.scoring import lineage
 from vidscore_core.tables.schema import PARTITIONED_TABLES
 from vidscore_core.tables.store import TableStore
@@ -27,7 +26,8 @@ from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 class MetaFileConfig(dg.Config):
     """The meta file to ingest (CSV, TSV or Parquet with a `path` column)."""
 
-    path: str = Field(description="Meta file to ingest; relative paths resolve against the run's folder.")
+    path: str = Field(description="Meta file to ingest (a path, or an s3:// URL); relative paths resolve "
+                      "against the run's folder.")
     batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, description="At most this many clips per batch.")
 
 
@@ -41,18 +41,26 @@ class MetaFileConfig(dg.Config):
 def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig, vidscore: VidscoreSettings) -> dg.MaterializeResult:
     settings = vidscore.settings()
     store = TableStore.from_settings(settings)
-    path = Path(config.path).expanduser().resolve()
-    rows = write_manifests(path, store, batch_size=config.batch_size)
+    path = meta_location(config.path)
+    summary = write_manifests(path, store, batch_size=config.batch_size)
+    rows = summary.clips
     new = [k for k in rows if not context.instance.has_dynamic_partition(BATCHES, k)]
     if new:
         context.instance.add_dynamic_partitions(BATCHES, new)
     dropped = drop_stale_batches(context, store, path, set(rows))
     _refresh_views(context, settings)
     context.log.info(f"{path}: {sum(rows.values())} clips in {len(rows)} batches ({len(new)} new)")
+    for line in summary.lines():
+        context.log.warning(f"{path}: {line}")
     return dg.MaterializeResult(
         metadata={
             "meta_file": dg.MetadataValue.path(str(path)),
             "clips": sum(rows.values()),
+            "rows": summary.rows,
+            "repeated_rows": summary.repeated_rows,
+            "repeated_paths": summary.repeated_paths,
+            "rows_without_caption": summary.no_caption,
+            "row_notes": dg.MetadataValue.json(summary.lines()),
             "batches": dg.MetadataValue.json(list(rows)),
             "new_batches": len(new),
             "dropped_batches": dg.MetadataValue.json(dropped),
@@ -61,7 +69,7 @@ def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig, vidsco
     )
 
 
-def drop_stale_batches(context: dg.AssetExecutionContext, store, path: Path, kept: set[str]) -> list[str]:
+def drop_stale_batches(context: dg.AssetExecutionContext, store, path: str, kept: set[str]) -> list[str]:
     """Batches of an earlier, longer version of this meta file: their partitions and rows go."""
     prefix = batch_key_prefix(path) + "-"
     stale = sorted(k for k in store.partitions("manifests") if k.startswith(prefix) and k not in kept)

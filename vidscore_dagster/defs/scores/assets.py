@@ -13,7 +13,7 @@ from vidscore_core import scores
 from vidscore_core.scores import EMBEDDINGS, PER_CLIP, SCORES, Score, Table
 from vidscore_core.scoring import lineage
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy, score_automation_condition
-from vidscore_dagster.defs.metadata import score_metadata
+from vidscore_dagster.defs.metadata import score_metadata, totals_text
 from vidscore_dagster.defs.partitions import batches
 from vidscore_dagster.defs.publishing import BatchContext, publish_batches, publish_tables, score_per_clip
 from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
@@ -39,11 +39,14 @@ def _table_args() -> dict:
 
 def _describe_embeddings(frame: pd.DataFrame) -> dict:
     if frame.empty:
-        return {"frames": 0, "clips": 0, "errors": 0}
+        return {"totals": totals_text(frame, 0, 0), "frames": 0, "clips": 0, "errors": 0}
+    per_clip = frame.groupby(["video_id", "batch"], as_index=False)["error"].first()  # a failed clip: one row
+    errors = int(per_clip["error"].notna().sum())
     return {
+        "totals": totals_text(per_clip, len(per_clip) - errors, errors),
         "frames": int(frame["embedding"].notna().sum()),
         "clips": int(frame["video_id"].nunique()),
-        "errors": int(frame.groupby("video_id")["error"].first().notna().sum()),
+        "errors": errors,
     }
 
 
@@ -92,7 +95,7 @@ def produce_score(ctx: BatchContext, score: Score) -> pd.DataFrame:
         raise dg.Failure(f"batch {ctx.batch!r} has no clip_embeddings yet: materialize them first")
     inputs = ScoreInputs(
         batch=ctx.batch,
-        videos=ctx.videos(),
+        videos=ctx.listings() if score.per_row else ctx.videos(),
         settings=ctx.settings,
         options=ctx.scoring.job_options(ctx.context.run.run_id, ctx.log_progress(score.name)),
         embedding_rows=ctx.store.read(EMBEDDINGS.table, [ctx.batch]),

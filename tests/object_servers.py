@@ -1,0 +1,192 @@
+"""Real servers on loopback for clips in object storage: moto's S3 server, a proxy in front of it that
+denies keys or drops requests, and a plain HTTP file server with or without Range support."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ui_helpers import free_port
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's standalone S3 server in its own process; yields its endpoint URL."""
+    exe = str(Path(sys.executable).with_name("moto_server"))  # this environment's, not another on PATH
+    if not Path(exe).exists():
+        import pytest
+
+        pytest.skip("moto_server not installed (pip install 'moto[server]', part of the dev extras)")
+    port = free_port()
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait until it accepts connections (startup takes a few seconds)
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+class _Serving:
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.server.owner = self  # type: ignore[attr-defined]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def count(self) -> int:
+        with self.lock:
+            self.requests += 1
+            return self.requests
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+class FileServer(_Serving):
+    """Serves the files under `root` by GET; with `ranges`, honours `Range: bytes=a-b` (206)."""
+
+    def __init__(self, root: Path, *, ranges: bool = True) -> None:
+        self.root, self.ranges = Path(root), ranges
+        super().__init__(_FileHandler)
+
+
+class _FileHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        owner: FileServer = self.server.owner  # type: ignore[attr-defined]
+        owner.count()
+        path = owner.root / urlsplit(self.path).path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        match = _RANGE.fullmatch(self.headers.get("Range", ""))
+        if owner.ranges and match:
+            start = int(match.group(1))
+            end = min(int(match.group(2)) + 1 if match.group(2) else len(data), len(data))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+            data = data[start:end]
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class S3Proxy(_Serving):
+    """Forwards S3 requests to `upstream`; answers 403 AccessDenied for keys in `denied`, and with
+    `drop_every` = n closes the connection without an answer on every n-th request (a reset)."""
+
+    def __init__(self, upstream: str, *, denied: tuple[str, ...] = (), drop_every: int = 0) -> None:
+        self.upstream = urlsplit(upstream)
+        self.denied, self.drop_every = denied, drop_every
+        self.dropped = 0
+        super().__init__(_ProxyHandler)
+
+
+_DENIED_XML = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"""
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _forward(self) -> None:
+        owner: S3Proxy = self.server.owner  # type: ignore[attr-defined]
+        n = owner.count()
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if owner.drop_every and n % owner.drop_every == 0:
+            owner.dropped += 1
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if any(urlsplit(self.path).path.endswith("/" + key) for key in owner.denied):
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(_DENIED_XML)))
+            self.end_headers()
+            self.wfile.write(_DENIED_XML)
+            return
+        conn = http.client.HTTPConnection(owner.upstream.hostname, owner.upstream.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        headers["Host"] = owner.upstream.netloc
+        conn.request(self.command, self.path, body=body or None, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _forward
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    """The usual AWS variables for a loopback server."""
+    return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint}  # fmt: skip
+
+
+def upload(endpoint: str, bucket: str, files: dict[str, Path]) -> None:
+    """Create `bucket` and PUT each key's file (boto3, as a user's upload would)."""
+    import boto3
+
+    env = s3_env(endpoint)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=env["AWS_REGION"],
+                          aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket=bucket)
+    for key, path in files.items():
+        client.put_object(Bucket=bucket, Key=key, Body=Path(path).read_bytes())
+
+
+__all__ = ["FileServer", "S3Proxy", "moto_server", "s3_env", "upload"]

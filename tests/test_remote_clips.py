@@ -1,0 +1,230 @@
+"""Clips in object storage: the fixture corpus on a real S3-compatible server (moto) and a plain HTTP
+server on loopback decodes and scores exactly as the local copies; failures come by kind."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixture_env import fixture_model_env
+from object_servers import FileServer, S3Proxy, moto_server, s3_env, upload
+
+from vidscore_core.ingest.meta import read_meta
+from vidscore_core.media import object_stores, probe
+from vidscore_core.media.decode import read_frame_sets
+from vidscore_core.media.frames import FrameRequest
+
+BUCKET = "clips"
+REQUESTS = [FrameRequest(points=(0.1, 0.5, 0.9)), FrameRequest(indices=(0, 10, 20, 30))]
+VIDSCORE = Path(sys.executable).with_name("vidscore")
+
+
+@pytest.fixture(scope="module")
+def media(fixtures: Path) -> Path:
+    return fixtures / "media"
+
+
+@pytest.fixture(scope="module")
+def s3(media: Path):
+    """moto on loopback with the fixture corpus under s3://clips/media/; yields its endpoint."""
+    with moto_server() as endpoint:
+        upload(endpoint, BUCKET, {f"media/{p.name}": p for p in media.iterdir()})
+        yield endpoint
+
+
+@pytest.fixture
+def aws(s3, monkeypatch):
+    def point_at(endpoint: str) -> None:
+        for key, value in s3_env(endpoint).items():
+            monkeypatch.setenv(key, value)
+        object_stores._stores.clear()  # a client per endpoint, as a fresh process would make
+
+    point_at(s3)
+    yield point_at
+    object_stores._stores.clear()
+
+
+def _clips(media: Path) -> list[str]:
+    return sorted(p.name for p in media.iterdir() if p.suffix != ".csv")
+
+
+def _same(remote, local) -> None:
+    for got, want in zip(remote, local, strict=True):
+        if isinstance(want, Exception):
+            assert isinstance(got, Exception) and got.reason == want.reason
+            continue
+        assert (got.backend, got.indices, got.num_frames) == (want.backend, want.indices, want.num_frames)
+        assert all(np.array_equal(a, b) for a, b in zip(got.frames, want.frames, strict=True))
+
+
+def test_s3_clips_decode_and_probe_as_their_local_copies_fetching_each_byte_once(media: Path, aws) -> None:
+    for name in _clips(media):
+        url = f"s3://{BUCKET}/media/{name}"
+        remote = read_frame_sets(url, REQUESTS)
+        _same(remote, read_frame_sets(media / name, REQUESTS))
+        if not isinstance(remote[0], Exception):  # one pass, both requests: never more than the file
+            assert 0 < remote[0].fetched_bytes <= (media / name).stat().st_size
+        assert probe(url) == probe(media / name)
+
+
+def test_https_clips_with_and_without_range_support(media: Path, caplog) -> None:
+    """A presigned-style URL reads by ranges; a server without ranges still works, by a full read,
+    and says so once; the query string (the signature) is never in an error."""
+    with FileServer(media) as ranged, FileServer(media, ranges=False) as whole:
+        for server in (ranged, whole):
+            for name in _clips(media):
+                url = f"{server.url}/{name}?X-Amz-Credential=AKIDSECRET&X-Amz-Signature=deadbeef"
+                _same(read_frame_sets(url, REQUESTS), read_frame_sets(media / name, REQUESTS))
+        with caplog.at_level(logging.WARNING, logger="vidscore_core.media.remote"):
+            for name in _clips(media):
+                read_frame_sets(f"{whole.url}/{name}", REQUESTS)
+        said = [r.getMessage() for r in caplog.records if "range requests" in r.getMessage()]
+        assert len(said) <= 1  # once per host and process (it may have been said above already)
+        missing = probe(f"{ranged.url}/nope.mp4?X-Amz-Signature=deadbeef")
+        assert missing["error"] == f"file not found: {ranged.url}/nope.mp4 (HTTP 404)"
+        assert missing["exists"] is False
+
+
+def test_missing_denied_and_bad_urls_are_row_errors_with_the_reason(s3, aws) -> None:
+    assert probe(f"s3://{BUCKET}/media/nope.mp4")["error"] == f"file not found: s3://{BUCKET}/media/nope.mp4 (no such key)"
+    assert probe("s3://no-such-bucket/a.mp4")["error"] == "file not found: s3://no-such-bucket/a.mp4 (no such bucket)"
+    assert probe(f"s3://{BUCKET}/")["error"].startswith("bad URL: ")
+    with S3Proxy(s3, denied=("pan_hubble_right_5px.mp4",)) as proxy:
+        aws(proxy.url)
+        denied = probe(f"s3://{BUCKET}/media/pan_hubble_right_5px.mp4")
+        assert denied["error"] == f"access denied: s3://{BUCKET}/media/pan_hubble_right_5px.mp4 (AccessDenied)"
+        assert probe(f"s3://{BUCKET}/media/pan_ihc_diag_25frames.mkv")["error"] is None
+    assert "testing" not in denied["error"]  # the secret key is never quoted
+
+
+def test_a_flaky_server_is_retried_and_the_clips_end_up_read(media: Path, s3, aws) -> None:
+    with S3Proxy(s3, drop_every=3) as proxy:
+        aws(proxy.url)
+        for name in _clips(media):
+            _same(read_frame_sets(f"s3://{BUCKET}/media/{name}", REQUESTS), read_frame_sets(media / name, REQUESTS))
+        assert proxy.dropped >= 2
+
+
+def test_a_server_that_keeps_failing_gives_a_retryable_row_error(s3, aws, monkeypatch) -> None:
+    from vidscore_core.media import remote
+
+    monkeypatch.setattr(remote, "RETRY_BASE_S", 0.01)
+    with S3Proxy(s3, drop_every=1) as proxy:
+        aws(proxy.url)
+        got = read_frame_sets(f"s3://{BUCKET}/media/pan_ihc_diag_25frames.mkv", REQUESTS)
+    assert all(isinstance(g, remote.RemoteError) and g.retryable for g in got)
+    assert got[0].reason.startswith("storage unavailable (retryable): ")
+    assert f"after {remote.RETRY_ATTEMPTS} attempts" in got[0].reason
+
+
+def test_relative_paths_resolve_against_a_meta_file_on_s3(media: Path, s3, aws, tmp_path: Path) -> None:
+    meta = pd.read_csv(media / "meta.csv")
+    meta["path"] = [Path(p).name for p in meta["path"]]  # relative to the meta file's own prefix
+    meta.loc[0, "path"] = "https://example.org/clip.mp4?sig=1"  # a URL stays what it is
+    (tmp_path / "meta.csv").write_text(meta.to_csv(index=False))
+    upload(s3, BUCKET, {"media/meta_rel.csv": tmp_path / "meta.csv"})
+    rows = read_meta(f"s3://{BUCKET}/media/meta_rel.csv")
+    assert rows["path"].tolist()[1:] == [f"s3://{BUCKET}/media/{p}" for p in meta["path"][1:]]
+    assert rows["path"][0] == "https://example.org/clip.mp4?sig=1"
+    assert len(set(rows["video_id"])) == len(rows)
+
+
+def test_score_all_on_s3_clips_gives_the_local_scores(media: Path, fixtures: Path, s3, tmp_path: Path) -> None:
+    """`vidscore score all` in a subprocess, on a meta file listing s3:// clips: |Δ| = 0 for every score."""
+    source = pd.read_csv(media / "meta.csv")
+    local, remote_meta = tmp_path / "local.csv", tmp_path / "remote.csv"
+    source.assign(path=[str(fixtures / p) for p in source["path"]]).to_csv(local, index=False)
+    source.assign(path=[f"s3://{BUCKET}/{p}" for p in source["path"]]).to_csv(remote_meta, index=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDSCORE_", "AWS_"))}
+    env.update(fixture_model_env(fixtures), **s3_env(s3), VIDSCORE_HOME=str(tmp_path / "home"))
+    outputs = []
+    for meta in (local, remote_meta):
+        out = meta.with_name(meta.stem + "_scores.csv")
+        proc = subprocess.run([str(VIDSCORE), "score", "all", str(meta), "--backend", "dis", "--device", "cpu",
+                               "--num-workers", "1", "--output", str(out)], env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(pd.read_csv(out))
+    scored_local, scored_remote = outputs
+    for column in ("aes", "match", "flow"):
+        assert scored_remote[column].equals(scored_local[column]), column
+    assert scored_remote["aes_error"].notna().tolist() == scored_local["aes_error"].notna().tolist()
+
+
+@pytest.mark.timeout(1800)
+def test_ingest_materialize_of_a_meta_file_on_s3_gives_the_local_scores(fixtures: Path, s3, tmp_path: Path) -> None:
+    """`vidscore ingest s3://…/meta.csv --materialize` (Dagster runs in the CLI's process): the meta file
+    and its clips (paths relative to the meta file) in the bucket score as the local copies do."""
+    upload(s3, BUCKET, {"meta.csv": fixtures / "media/meta.csv"})  # lists media/…, beside the clips
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VIDSCORE_", "AWS_", "DAGSTER_"))}
+    base.update(fixture_model_env(fixtures), **s3_env(s3), VIDSCORE_FLOW_BACKEND="dis")  # flow without UniMatch's CPU cost
+    query = ("SELECT v.path_original, v.num_frames, v.error AS video_error, a.aes, m.match, f.flow "
+             "FROM videos v JOIN aesthetic_scores a USING (video_id) JOIN matching_scores m USING (video_id) "
+             "JOIN flow_scores f USING (video_id) ORDER BY 1")  # fmt: skip
+    answers = []
+    for name, meta in (("local", str(fixtures / "media/meta.csv")), ("s3", f"s3://{BUCKET}/meta.csv")):
+        env = {**base, "VIDSCORE_HOME": str(tmp_path / name)}
+        proc = subprocess.run([str(VIDSCORE), "ingest", meta, "--materialize"], env=env, capture_output=True,
+                              text=True, timeout=900)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        proc = subprocess.run([str(VIDSCORE), "sql", query, "--format", "json"], env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        answers.append(json.loads(proc.stdout))
+    local, remote = answers
+    assert len(remote) == 5 and remote == local  # every score, |Δ| = 0
+    assert sum(row["aes"] is not None for row in remote) == 4
+
+
+def test_a_meta_object_dropped_on_an_s3_inbox_starts_its_ingest_run(
+    s3, aws, vidscore_env, fixtures: Path, monkeypatch, tmp_path: Path
+) -> None:
+    import dagster as dg
+
+    from vidscore_dagster.definitions import defs
+    from vidscore_dagster.defs.automation.sensors import inbox_sensor
+    from vidscore_dagster.defs.resources import VidscoreSettings
+
+    settings, store = vidscore_env
+    monkeypatch.setenv("VIDSCORE_INBOX", f"s3://{BUCKET}/inbox/")
+    monkeypatch.setenv("VIDSCORE_INBOX_SETTLE_S", "0")
+    meta = pd.read_csv(fixtures / "media/meta.csv")
+    meta["path"] = [f"s3://{BUCKET}/{p}" for p in meta["path"]]
+    (tmp_path / "corpus.csv").write_text(meta.to_csv(index=False))
+    (tmp_path / "notes.txt").write_text("not a meta file")
+    upload(s3, BUCKET, {"inbox/corpus.csv": tmp_path / "corpus.csv", "inbox/notes.txt": tmp_path / "notes.txt"})
+    resources = {"vidscore": VidscoreSettings(home=str(settings.home))}
+
+    def tick(instance, cursor=None) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return inbox_sensor(context)
+
+    import boto3
+
+    listing = boto3.client("s3", endpoint_url=s3)
+    with dg.instance_for_test() as instance:
+        result = tick(instance)
+        (request,) = result.run_requests
+        path = request.run_config["ops"]["meta_files"]["config"]["path"]
+        assert path.startswith(f"s3://{BUCKET}/inbox/processed/corpus-") and path.endswith(".csv")
+        keys = sorted(o["Key"] for o in listing.list_objects_v2(Bucket=BUCKET, Prefix="inbox/")["Contents"])
+        assert keys == [path[len(f"s3://{BUCKET}/") :], "inbox/rejected/notes.txt", "inbox/rejected/notes.txt.reason.txt"]
+        assert "no new meta files" in str(tick(instance, result.cursor).skip_reason)
+        # The same content dropped again: the same run key (Dagster launches it once).
+        upload(s3, BUCKET, {"inbox/corpus.csv": tmp_path / "corpus.csv"})
+        (again,) = tick(instance, result.cursor).run_requests
+        assert again.run_key == request.run_key
+        run = defs.resolve_job_def("ingest_meta_file").execute_in_process(
+            instance=instance, run_config=request.run_config, tags=request.tags, raise_on_error=False
+        )
+        assert run.success
+    manifests = store.read("manifests")
+    assert sorted(manifests["path"]) == sorted(meta["path"])
+    assert set(manifests["meta_file"]) == {path}
