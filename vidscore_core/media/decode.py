@@ -25,7 +25,7 @@ import numpy as np
 from vidscore_core.media.backends import BACKENDS, check_backends, decode_joint, decode_scaled, decode_video
 from vidscore_core.media.container import VideoResult, read_header
 from vidscore_core.media.errors import DecodeError
-from vidscore_core.media.frames import FrameRequest, Want
+from vidscore_core.media.frames import FrameRequest, Want, in_request_order
 from vidscore_core.media.images import is_image_demuxer, read_image_frames, resize_frames, treat_as_image
 from vidscore_core.media.integrity import check_file, check_transport_stream
 from vidscore_core.media.sources import reading, sharing_cache
@@ -176,7 +176,7 @@ def _with_scaled(
             joint = None  # decoded apart below, where each part gets its own outcome
         if joint is not None:
             full, small = joint
-            for i, got in zip(plain, _split(full, sizes), strict=True):
+            for i, got in zip(plain, [full] * len(plain) if full.is_image else _split(full, sizes), strict=True):
                 out[i] = got
             for i in scaled:
                 out[i] = small
@@ -238,12 +238,13 @@ def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFra
 
 
 def _read_joint(path: str, want: Want, size: tuple[int, int]) -> tuple[DecodedFrames, DecodedFrames] | None:
-    """`decode_joint` on a video; None for an image (still or animated) or where it does not apply."""
+    """The full-size frames `want` asks for and every frame scaled to `size`, from one pass: an image's
+    (a still: itself for both), or `decode_joint`'s; None where that does not apply."""
     with reading(path) as remote_clip:
         check_file(path)
         header = None if treat_as_image(path) else read_header(path)
         if header is None or is_image_demuxer(header.format):
-            return None
+            return _image_both(path, want, size)
         check_transport_stream(path, header)
         joint = decode_joint(path, header, want, size)
     if joint is None:
@@ -252,16 +253,30 @@ def _read_joint(path: str, want: Want, size: tuple[int, int]) -> tuple[DecodedFr
     return full, small
 
 
+def _image_both(path: str, want: Want, size: tuple[int, int]) -> tuple[DecodedFrames, DecodedFrames]:
+    """An image's frames `want` asks for, full size, and all of them scaled to `size`, from one read;
+    a still image is its one full-size frame for both."""
+    frames, _, n = read_image_frames(path, lambda n: list(range(n)))
+    h, w = frames[0].shape[:2]
+    if n == 1:
+        still = DecodedFrames(frames, [0], 1, True, "pil", w, h)
+        return still, still
+    indices = want(n)
+    full = DecodedFrames(in_request_order(dict(enumerate(frames)), indices), indices, n, False, "pil", w, h)
+    return full, DecodedFrames(resize_frames(frames, size), list(range(n)), n, False, "pil", *size)
+
+
+def _image_scaled(path: str, size: tuple[int, int]) -> DecodedFrames:
+    """A still image's one frame, full size; an animated one's frames scaled to `size` (a video of them)."""
+    return _image_both(path, lambda n: [], size)[1]
+
+
 def _read_scaled(path: str, size: tuple[int, int]) -> DecodedFrames:
     with reading(path) as remote_clip:
         check_file(path)
         header = None if treat_as_image(path) else read_header(path)
         if header is None or is_image_demuxer(header.format):
-            frames, indices, n = read_image_frames(path, lambda n: list(range(n)))
-            if n > 1:  # animated: a video of its frames, scaled like one
-                frames = resize_frames(frames, size)
-            h, w = frames[0].shape[:2]
-            return DecodedFrames(frames, indices, n, n == 1, "pil", w, h)
+            return _image_scaled(path, size)
         check_transport_stream(path, header)
         result = decode_scaled(path, header, size)
     return _video_frames(result, remote_clip)
