@@ -45,51 +45,94 @@ def maxrss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
-def planted_corpus(
-    n: int,
-    d: int,
-    *,
-    dup_frac: float,
-    size_min: int,
-    size_max: int,
-    cos_min: float,
-    cos_max: float,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, unit, star_pairs): unit[i] labels the planted group (or singleton) of row i; star_pairs
-    are (original, copy) rows. Rows are shuffled so groups are scattered over the corpus."""
-    rng = np.random.default_rng(seed)
-    x = np.empty((n, d), dtype=np.float32)
-    for s in range(0, n, 65536):  # chunked to keep temporaries small at 1M rows
-        block = rng.standard_normal((min(65536, n - s), d), dtype=np.float32)
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        x[s : s + block.shape[0]] = block
-    sizes = []
-    budget = int(round(dup_frac * n))
-    while budget >= size_min:
-        k = int(rng.integers(size_min, size_max + 1))
-        k = min(k, budget)
-        sizes.append(k)
-        budget -= k
-    perm = rng.permutation(n)
-    unit = np.empty(n, dtype=np.int64)
-    star = []
-    pos = 0
-    for g, k in enumerate(sizes):
-        rows = perm[pos : pos + k]
-        pos += k
+class PlantedCorpus:
+    """n random d-dim unit vectors made chunk by chunk (``CHUNK`` rows), never held whole: chunk k
+    is the same every time it is read (seeded by (seed, k)), so the search can read it twice and
+    the figures a third time. ``dup_frac`` of each chunk's rows form planted groups of size_min to
+    size_max rows: one original plus copies whose cosine with it is uniform in [cos_min, cos_max]
+    (x = c*b + sqrt(1-c^2)*u, u a random unit vector orthogonal to b), at shuffled rows of the chunk."""
+
+    CHUNK = 65_536
+
+    def __init__(self, n: int, d: int, *, dup_frac: float, size_min: int, size_max: int, cos_min: float,
+                 cos_max: float, seed: int) -> None:  # fmt: skip
+        self.n, self.d, self.seed = n, d, seed
+        self.dup_frac, self.size_min, self.size_max = dup_frac, size_min, size_max
+        self.cos_min, self.cos_max = cos_min, cos_max
+
+    def groups(self, k: int) -> list[np.ndarray]:
+        """Chunk k's planted groups as global row numbers, original first."""
+        start = k * self.CHUNK
+        m = min(self.CHUNK, self.n - start)
+        rng = np.random.default_rng([self.seed, k, 1])
+        sizes, budget = [], int(round(self.dup_frac * m))
+        while budget >= self.size_min:
+            size = min(int(rng.integers(self.size_min, self.size_max + 1)), budget)
+            sizes.append(size)
+            budget -= size
+        perm = rng.permutation(m) + start
+        bounds = np.cumsum(sizes)
+        return [perm[b - s : b] for s, b in zip(sizes, bounds, strict=True)]
+
+    def chunk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        start = k * self.CHUNK
+        m = min(self.CHUNK, self.n - start)
+        rng = np.random.default_rng([self.seed, k, 0])
+        x = rng.standard_normal((m, self.d), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        for rows in self.groups(k):
+            base = x[rows[0] - start].astype(np.float64)
+            for r in rows[1:]:
+                c = rng.uniform(self.cos_min, self.cos_max)
+                u = rng.standard_normal(self.d)
+                u -= (u @ base) * base
+                u /= np.linalg.norm(u)
+                x[r - start] = (c * base + np.sqrt(1 - c * c) * u).astype(np.float32)
+        return np.arange(start, start + m, dtype=np.int64), x
+
+    def read(self):
+        for k in range((self.n + self.CHUNK - 1) // self.CHUNK):
+            yield self.chunk(k)
+
+    def source(self) -> dedup.EmbeddingChunks:
+        return dedup.EmbeddingChunks(self.n, self.read)
+
+    def truth(self, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(star pairs, every in-group pair, those with exact cosine >= threshold, the groups)."""
+        star, pairs, cos, groups = [], [], [], []
+        for k in range((self.n + self.CHUNK - 1) // self.CHUNK):
+            rows, x = self.chunk(k)
+            chunk_pairs = []
+            for g in self.groups(k):
+                groups.append(g)
+                star += [(min(g[0], r), max(g[0], r)) for r in g[1:]]
+                chunk_pairs += [(min(g[a], g[b]), max(g[a], g[b])) for a in range(g.size) for b in range(a + 1, g.size)]
+            local = np.asarray(chunk_pairs, dtype=np.int64).reshape(-1, 2)
+            pairs.append(local)
+            cos.append(dedup.pair_cosine(x, local - rows[0]))
+        pairs_arr = np.concatenate(pairs)
+        true = pairs_arr[np.concatenate(cos) >= threshold]
+        return np.asarray(star, dtype=np.int64).reshape(-1, 2), pairs_arr, true, groups
+
+    def rows(self, wanted: np.ndarray) -> np.ndarray:
+        """The vectors of the (sorted) rows `wanted`, in that order."""
+        out = np.empty((wanted.size, self.d), dtype=np.float32)
+        for rows, x in self.read():
+            pos = np.searchsorted(wanted, rows)
+            hit = (pos < wanted.size) & (wanted[np.minimum(pos, wanted.size - 1)] == rows)
+            out[pos[hit]] = x[hit]
+        return out
+
+
+def planted_corpus(n: int, d: int, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The whole corpus in memory (the sweep): (x, unit labels, star pairs)."""
+    corpus = PlantedCorpus(n, d, **kw)
+    x = np.concatenate([c for _, c in corpus.read()])
+    star, _, _, groups = corpus.truth(0.0)
+    unit = np.arange(n, dtype=np.int64) + len(groups)
+    for g, rows in enumerate(groups):
         unit[rows] = g
-        base = x[rows[0]].astype(np.float64)
-        for r in rows[1:]:
-            c = rng.uniform(cos_min, cos_max)
-            u = rng.standard_normal(d)
-            u -= (u @ base) * base
-            u /= np.linalg.norm(u)
-            x[r] = (c * base + np.sqrt(1 - c * c) * u).astype(np.float32)
-            star.append((min(rows[0], r), max(rows[0], r)))
-    rest = perm[pos:]
-    unit[rest] = len(sizes) + np.arange(rest.size)
-    return x, unit, np.asarray(star, dtype=np.int64).reshape(-1, 2)
+    return x, unit, star
 
 
 def group_pairs(unit: np.ndarray, n_planted_units: int) -> np.ndarray:
@@ -207,31 +250,11 @@ def main() -> None:
             args.json.write_text(json.dumps(out, indent=2) + "\n")
         return
 
-    t0 = time.perf_counter()
-    x, unit, star = planted_corpus(
-        args.n,
-        args.d,
-        dup_frac=args.dup_frac,
-        size_min=2,
-        size_max=5,
-        cos_min=args.cos_min,
-        cos_max=args.cos_max,
-        seed=args.seed,
-    )
-    n_planted_units = int(np.sum(np.bincount(unit) > 1))
-    t_gen = time.perf_counter() - t0
-    in_group = group_pairs(unit, n_planted_units)
-    in_group_cos = dedup.pair_cosine(x, in_group)
-    true_group_pairs = in_group[in_group_cos >= args.threshold]
+    corpus = PlantedCorpus(args.n, args.d, dup_frac=args.dup_frac, size_min=2, size_max=5,
+                           cos_min=args.cos_min, cos_max=args.cos_max, seed=args.seed)  # fmt: skip
     rss_before = maxrss_gib()
-    print(
-        f"generated n={args.n} d={args.d} in {t_gen:.1f}s; planted groups={n_planted_units} "
-        f"star pairs={len(star)} in-group pairs>=thr={len(true_group_pairs)}; rss={rss_before:.2f} GiB",
-        flush=True,
-    )
-
     res, t_run = timed_run(
-        x,
+        corpus.source(),
         threshold=args.threshold,
         method=args.method,
         device=args.device,
@@ -245,10 +268,15 @@ def main() -> None:
         f"peak rss={rss_after:.2f} GiB",
         flush=True,
     )
+    search_cpu = LAST_CPU_S
 
+    # The figures, from a third pass over the corpus (after the peak above was taken).
+    t0 = time.perf_counter()
+    star, in_group, true_group_pairs, groups = corpus.truth(args.threshold)
     # Independent re-check of every reported edge (plain float64 dot of normalised rows).
-    xi = x[res.edges[:, 0]].astype(np.float64)
-    xj = x[res.edges[:, 1]].astype(np.float64)
+    edge_rows = np.unique(res.edges)
+    xe = corpus.rows(edge_rows).astype(np.float64)
+    xi, xj = xe[np.searchsorted(edge_rows, res.edges[:, 0])], xe[np.searchsorted(edge_rows, res.edges[:, 1])]
     recos = np.sum(xi * xj, axis=1) / (np.linalg.norm(xi, axis=1) * np.linalg.norm(xj, axis=1))
     below = int(np.sum(recos < args.threshold))
     found = pair_set(res.edges)
@@ -257,26 +285,22 @@ def main() -> None:
     true_found = sum(p in found for p in pair_set(true_group_pairs))
     not_planted = len(found - planted_all)
     # Every planted group must be one component (chains through the original).
-    planted_rows = np.flatnonzero(unit < n_planted_units)
-    comp_per_unit = {}
-    for r in planted_rows:
-        comp_per_unit.setdefault(int(unit[r]), set()).add(int(res.component[r]))
-    groups_whole = sum(len(c) == 1 for c in comp_per_unit.values())
+    groups_whole = sum(len(set(res.component[g].tolist())) == 1 for g in groups)
     fig = {
         "n": args.n,
         "d": args.d,
         "threshold": args.threshold,
         "method": res.method,
         "params": res.params,
-        "generate_s": round(t_gen, 1),
         "search_s": round(t_run, 1),
-        "search_cpu_s": round(LAST_CPU_S, 1),
+        "search_cpu_s": round(search_cpu, 1),
         "rss_gib_before_search": round(rss_before, 2),
         "peak_rss_gib": round(rss_after, 2),
-        "input_gib": round(x.nbytes / 2**30, 2),
+        "input_gib_if_held": round(args.n * args.d * 4 / 2**30, 2),
+        "figures_s": round(time.perf_counter() - t0, 1),
         "edges": res.n_edges,
         "groups": res.n_groups,
-        "planted_groups": n_planted_units,
+        "planted_groups": len(groups),
         "planted_groups_whole": groups_whole,
         "star_pairs": len(star),
         "star_pairs_found": star_found,
@@ -292,11 +316,15 @@ def main() -> None:
     if args.subset and args.subset < args.n:
         # Whole planted groups and singletons, drawn at random until `subset` rows.
         rng = np.random.default_rng(args.seed + 1)
+        unit = np.arange(args.n, dtype=np.int64) + len(groups)
+        for g, rows in enumerate(groups):
+            unit[rows] = g
         sizes = np.bincount(unit)
         units = rng.permutation(sizes.size)
         take = units[: int(np.searchsorted(np.cumsum(sizes[units]), args.subset)) + 1]
         sub_rows = np.flatnonzero(np.isin(unit, take))
-        xs = x[sub_rows]
+        del unit
+        xs = corpus.rows(sub_rows)
         ex, t_ex = timed_run(xs, threshold=args.threshold, method="exact", device=args.device)
         c_ex = LAST_CPU_S
         iv, t_iv = timed_run(xs, threshold=args.threshold, method="ivf", nprobe=args.nprobe, seed=args.seed)

@@ -103,14 +103,14 @@ def test_ingest_materialize_and_sql(weights_env, fixtures):
 
 def test_sql_reads_only_the_tables_and_never_creates_a_database(weights_env, fixtures, tmp_path):
     _run("ingest", str(fixtures / "media/meta.csv"))
-    for query in (
-        f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'",
-        "SELECT * FROM read_text('/etc/hostname')",
-        f"ATTACH '{tmp_path / 'other.duckdb'}' AS other (READ_WRITE)",
-        "CREATE TABLE t AS SELECT 1",
+    for query, code in (
+        (f"COPY (SELECT 1) TO '{tmp_path / 'out.csv'}'", 2),  # not a query: refused before it runs
+        ("SELECT * FROM read_text('/etc/hostname')", 1),  # a query DuckDB refuses: outside the tables
+        (f"ATTACH '{tmp_path / 'other.duckdb'}' AS other (READ_WRITE)", 2),
+        ("CREATE TABLE t AS SELECT 1", 2),
     ):
         result = CliRunner().invoke(main, ["sql", query])
-        assert result.exit_code == 1 and result.output.startswith("error: "), (query, result.output)
+        assert result.exit_code == code and result.output.startswith("error: "), (query, result.output)
         assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
     # From another folder (or with a mistyped VIDSCORE_HOME) it says where it looked, creates nothing.
@@ -162,4 +162,5 @@ def test_ingest_materialize_builds_a_preset_and_summarizes(weights_env, fixtures
     # Unknown assets are one error line before any work starts.
     result = CliRunner().invoke(main, ["ingest", str(fixtures / "media/meta.csv"), "--materialize",
                                        "--assets", "videos,flow_scorez"])  # fmt: skip
-    assert result.exit_code == 1 and result.output.startswith("error: --assets: unknown asset(s) flow_scorez")
+    assert result.exit_code == 2 and "--assets: unknown asset(s) flow_scorez" in result.output
+    assert result.output.startswith("error: ")

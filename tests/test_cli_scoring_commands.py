@@ -64,16 +64,16 @@ def scored_meta(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (["--aesmin", "nan"], "aesmin must be a finite number"),
-        (["--aesmin", "inf"], "aesmin must be a finite number"),
-        (["--flowmax", "-inf"], "flowmax must be a finite number"),
-        (["--matchmin", "NaN"], "matchmin must be a finite number"),
+        (["--aesmin", "nan"], "'--aesmin': 'nan' is not a finite number"),
+        (["--aesmin", "inf"], "'--aesmin': 'inf' is not a finite number"),
+        (["--flowmax", "-inf"], "'--flowmax': '-inf' is not a finite number"),
+        (["--matchmin", "NaN"], "'--matchmin': 'NaN' is not a finite number"),
         (["--flowmin", "5", "--flowmax", "1"], "flowmin 5.0 is above flowmax 1.0"),
         ([], "give at least one of"),
     ],
 )
 def test_filter_rejects_bad_thresholds(scored_meta: Path, tmp_path: Path, options, expected) -> None:
-    line = one_error_line(run(["filter", str(scored_meta), *options], tmp_path), 1)
+    line = one_error_line(run(["filter", str(scored_meta), *options], tmp_path), 2)  # usage errors
     assert expected in line
     assert sorted(p.name for p in tmp_path.glob("*.csv")) == ["meta_scores.csv"]  # nothing written
 
@@ -97,7 +97,7 @@ def test_usage_errors_are_one_line_too(tmp_path: Path, scored_meta: Path) -> Non
     line = one_error_line(run(["filter", str(scored_meta), "--aesmin", "five"], tmp_path), 2)
     assert "'five' is not a valid float" in line
     assert "No such command 'scroe'" in one_error_line(run(["scroe"], tmp_path), 2)
-    line = one_error_line(run(["weights", "download", "vae"], tmp_path), 1)
+    line = one_error_line(run(["weights", "download", "vae"], tmp_path), 2)
     assert "unknown model file vae" in line and "clip, aesthetic, unimatch" in line
 
 

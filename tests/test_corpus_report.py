@@ -55,7 +55,7 @@ def corpus(tmp_path_factory, fixtures):
             ingest_meta_file,
             instance_for,
             materialize_batches,
-            materialize_filtered,
+            materialize_corpus,
         )
 
         settings = Settings.from_env()
@@ -70,7 +70,7 @@ def corpus(tmp_path_factory, fixtures):
         from vidscore_core.curation.filtered_dataset import PRESETS
 
         for preset in PRESETS:  # the filter's own path, to compare the report's presets with
-            assert materialize_filtered(instance, preset)[0]
+            assert materialize_corpus(instance, "filtered_videos", {"preset": preset})[0]
         instance.dispose()
         (second / "ihc_copy.mkv").unlink()  # scored, then gone: its frame cannot be read for the sheets
         run_env = dict(os.environ)

@@ -214,7 +214,7 @@ def test_the_platforms_embeddings_are_reused_when_it_has_every_clip(vidscore_env
     meta = tmp_path / "small.csv"
     pd.DataFrame({"path": [str(clips / n) for n in names], "aes": [1.0, 2.0, 3.0]}).to_csv(meta, index=False)
     rng = np.random.default_rng(0)
-    planted = {clips / n: rng.standard_normal(16) for n in names}
+    planted = {clips / n: rng.standard_normal(768) for n in names}  # the fixture CLIP's width
     planted[clips / "other.mp4"] = planted[clips / "orig.mp4"]  # the table says: other == orig
     _publish_embeddings(store, settings, planted, sha)
 
@@ -235,25 +235,37 @@ def test_the_platforms_embeddings_are_reused_when_it_has_every_clip(vidscore_env
         False,
     )
 
-    # A clip missing from the table: everything is computed.
+    # A clip missing from the table: only that one is computed, the others are reused.
     del planted[clips / "copy.mp4"]
     _publish_embeddings(store, settings, planted, sha)
-    result, _ = _dedup(meta)
-    assert "embeddings computed" in result.output
+    result, out = _dedup(meta)
+    assert "reused from the platform's clip_embeddings, 1 computed" in result.output
+    assert _by_name(out)["orig.mp4"] == ("other.mp4", False)  # the planted vectors still count
+
+    # A clip the platform could not read (its one row has no embedding): nothing is computed for it.
+    unreadable = {"video_id": video_id_for(str(clips / "copy.mp4")), "frame_index": None, "frame_point": None,
+                  "embedding": None, "num_frames": None, "error": "truncated", "model": "clip:clip_tiny_openai.pt",
+                  "weights_sha256": sha, "params": {}, "run_id": "r1", "code_version": "test",
+                  "scored_at": pd.Timestamp("2026-01-01", tz="UTC")}  # fmt: skip
+    store.publish(pd.DataFrame([unreadable]), "clip_embeddings", "b2")
+    result, out = _dedup(meta)
+    assert "embeddings reused from the platform's clip_embeddings" in result.output
+    assert "computed" not in result.output
+    assert _by_name(out)["copy.mp4"] == ("", True)  # kept, in no group
 
 
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--threshold", "1.5"], "--threshold must be a cosine in [-1, 1], got 1.5"),
-        (["--threshold", "nan"], "--threshold must be a finite cosine"),
+        (["--threshold", "1.5"], "'--threshold': 1.5 is not in the range -1<=x<=1"),
+        (["--threshold", "nan"], "'--threshold': 'nan' is not a finite number"),
         (["--device", "tpu"], "unknown device 'tpu'"),
     ],
 )
 def test_bad_options_are_one_error_line(vidscore_env, clips, tmp_path, args, expected) -> None:
     meta = _meta(tmp_path, clips, aes=AES)
     result = CliRunner().invoke(main, ["dedup", str(meta), *args])
-    assert result.exit_code == 1
+    assert result.exit_code == (1 if "device" in args[0] else 2)  # a bad number is a usage error
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.output
     assert not meta.with_name("meta_dedup.csv").exists()

@@ -100,6 +100,7 @@ def test_two_gloo_ranks_give_the_single_process_scores(vidscore_env, tmp_path, m
     )
     assert any("all 2 ranks wrote 8 clips" in m for m in messages)
     # The parts were published as the batch's one file; no torchrun scratch is left behind.
-    assert sorted(p.name for p in (settings.home / "tables/clip_embeddings").iterdir()) == [
-        "_schema.parquet", f"batch={key}.parquet"]
+    table_dir = settings.home / "tables/clip_embeddings"
+    assert sorted(p.name for p in table_dir.iterdir()) == ["batch=!schema", f"batch={key}"]
+    assert len(list((table_dir / f"batch={key}").iterdir())) == 1
     assert not [p for p in settings.work_dir.rglob("*") if p.is_file()]

@@ -181,7 +181,7 @@ def test_only_rows_missing_a_value_are_probed_and_the_meta_wins(tmp_path, fixtur
     )  # retina (48 in the meta); hubble's 10 fails; ihc probed 25; bad unreadable
     assert [Path(p).name for p in pd.read_csv(out)["path"]] == ["pan_retina_portrait_down_3px.mp4"]
     assert notes == ["probed 2 file(s) for metadata the meta file does not give; 1 could not be read and "
-                     "fail the technical limits"]  # fmt: skip
+                     "fail the technical limits", "removed by fmin 30: 3"]  # fmt: skip
 
     calls.clear()
     out, kept, _ = filter_meta_file(meta, FilterSpec(hwmax=200_000), output=tmp_path / "hw.csv")
@@ -210,8 +210,8 @@ def test_dedup_keeps_the_rows_marked_dup_keep(tmp_path) -> None:
     [
         (["--fmin", "50", "--fmax", "10"], "fmin 50 is above fmax 10"),
         (["--aspect-min", "2", "--aspect-max", "1"], "aspect_min 2.0 is above aspect_max 1.0"),
-        (["--fpsmax", "nan"], "fpsmax must be a finite number"),
-        (["--duration-max", "inf"], "duration_max must be a finite number"),
+        (["--fpsmax", "nan"], "'--fpsmax': 'nan' is not a finite number"),
+        (["--duration-max", "inf"], "'--duration-max': 'inf' is not a finite number"),
         (["--dedup"], "has no 'dup_keep' column (needed by --dedup): run `vidscore dedup"),
     ],
 )
@@ -228,12 +228,14 @@ def test_the_console_script_reports_errors_in_one_line(column_meta, tmp_path) ->
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "error: Invalid value for '--fmin': '1.5' is not a valid integer. (see `vidscore filter --help`)"
+        "error: Invalid value for '--fmin': '1.5' is not a valid integer range. (see `vidscore filter --help`)"
     ]
     proc = subprocess.run([str(vidscore), "filter", str(column_meta), "--hwmax", "230400"], env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"wrote {column_meta.with_name('meta_hwmax230400.csv')}: kept 2 of 5 rows"
+    assert proc.stdout.strip().splitlines() == [
+        "removed by hwmax 230400: 3", f"wrote {column_meta.with_name('meta_hwmax230400.csv')}: kept 2 of 5 rows"
+    ]
 
 
 def test_a_decoder_that_aborts_costs_the_filter_one_file(tmp_path, fixtures, monkeypatch) -> None:

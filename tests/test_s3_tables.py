@@ -48,16 +48,27 @@ def test_publish_read_query_and_delete_on_s3(s3_env):
     rows = pd.DataFrame({"video_id": ["a", "b"], "aes": [5.0, None], "error": [None, "cannot decode"],
                          "params": [{"points": [0.5]}, None], "scored_at": utc_now()})  # fmt: skip
     published = store.publish(rows, "aesthetic_scores", "b0")
-    assert published.rows == 2 and published.path == f"{s3_env}/aesthetic_scores/batch=b0.parquet"
+    assert published.rows == 2 and published.path.startswith(f"{s3_env}/aesthetic_scores/batch=b0/")
     store.publish(rows.iloc[:1], "aesthetic_scores", "b1")
     assert store.partition_counts("aesthetic_scores") == {"b0": 2, "b1": 1}
     got = store.query_df("SELECT video_id, aes, params->>'$.points[0]' AS p FROM aesthetic_scores ORDER BY batch, video_id")
     assert got["video_id"].tolist() == ["a", "b", "a"] and got["p"].tolist()[0] == "0.5"
-    # Re-publishing replaces the partition whole.
-    store.publish(rows.assign(aes=7.0), "aesthetic_scores", "b0")
+    # Re-publishing replaces the partition whole, as a new object: the old one stays readable for
+    # the grace period (a query that listed it still finds it), then cleanup removes it.
+    again = store.publish(rows.assign(aes=7.0), "aesthetic_scores", "b0")
+    assert again.path != published.path and store.partition_path("aesthetic_scores", "b0") == again.path
     assert store.read("aesthetic_scores", ["b0"])["aes"].tolist() == [7.0, 7.0]
-    assert store.delete("aesthetic_scores", "b1")
+    old = published.path.removeprefix("s3://")
+    assert store.fs.get_file_info(old).type == pafs.FileType.File
+    assert store.cleanup("aesthetic_scores") == 0
+    assert store.cleanup("aesthetic_scores", grace_s=0) == 1
+    assert store.fs.get_file_info(old).type == pafs.FileType.NotFound
+    assert store.delete("aesthetic_scores", "b1") and not store.delete("aesthetic_scores", "b1")
     assert store.partitions("aesthetic_scores") == {"b0"}
+    assert store.query_df("SELECT count(*) AS n FROM aesthetic_scores")["n"].tolist() == [2]
+    # Nothing is left in staging.
+    staged = store.fs.get_file_info(pafs.FileSelector(f"{store._base}/_staging", allow_not_found=True))
+    assert staged == []
 
 
 WRITER = """

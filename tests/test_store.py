@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import duckdb
@@ -17,7 +18,7 @@ import pytest
 
 from vidscore_core.settings import Settings
 from vidscore_core.tables import schema
-from vidscore_core.tables.store import TableStore, utc_now
+from vidscore_core.tables.store import SETTLE_S, TableStore, utc_now, version_name
 from vidscore_core.tables.views import connect_read_only, write_views
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,11 +74,14 @@ def test_an_old_file_without_a_new_column_reads_it_as_null(settings: Settings) -
     store = TableStore.from_settings(settings)
     store.ensure_layout()
     old = pa.table({"video_id": ["a"], "batch": ["b0"], "aes": [6.5]})  # written before `model` existed
-    pq.write_table(old, Path(store.table_dir("aesthetic_scores")) / "batch=b0.parquet")
+    folder = Path(store.table_dir("aesthetic_scores")) / "batch=b0"
+    folder.mkdir()
+    pq.write_table(old, folder / version_name())
     got = store.query_df("SELECT video_id, aes, model FROM aesthetic_scores")
     assert got["aes"].tolist() == [6.5] and got["model"].isna().all()
-    write_views(settings)  # brings the old file to the current columns, for the views
-    assert pq.read_schema(Path(store.table_dir("aesthetic_scores")) / "batch=b0.parquet").names == [
+    write_views(settings)  # brings the old file to the current columns (as a new version), for the views
+    time.sleep(SETTLE_S)
+    assert pq.read_schema(store.partition_path("aesthetic_scores", "b0")).names == [
         c for c, _ in schema.columns("aesthetic_scores")
     ]
     con = connect_read_only(settings.db_path, store)
@@ -139,7 +143,7 @@ def test_filtered_videos_is_partitioned_by_preset(settings: Settings) -> None:
         rows = pd.DataFrame({"video_id": ["a"], "batch": ["b0"], "path": ["/a.mp4"], "filter_spec": ['{"aesmin": 5}']})
         store.publish(rows, "filtered_videos", preset)
     assert store.partitions("filtered_videos") == {"fair", "good"}
-    assert Path(store.partition_path("filtered_videos", "good")).name == "preset=good.parquet"
+    assert Path(store.partition_path("filtered_videos", "good")).parent.name == "preset=good"
 
 
 def test_rows_of_another_partition_or_unknown_columns_are_refused(settings: Settings) -> None:
@@ -211,9 +215,9 @@ def test_hostile_strings_round_trip(settings: Settings) -> None:
     # Every file stayed inside the table's folder, none hidden.
     files = [p for p in Path(store.root).rglob("*") if p.is_file()]
     videos_dir = Path(store.table_dir("videos"))
-    assert all(p.parent.parent == Path(store.root) for p in files)
-    assert sorted(p.name for p in videos_dir.iterdir() if p.name != "_schema.parquet") == sorted(
-        Path(store.partition_path("videos", b)).name for b in batches
+    assert all(p.parent.parent.parent == Path(store.root) for p in files)
+    assert sorted(p.name for p in videos_dir.iterdir() if p.name != "batch=!schema") == sorted(
+        Path(store.partition_path("videos", b)).parent.name for b in batches
     )
     assert not any(p.name.startswith(".") for p in files)
 
@@ -292,3 +296,58 @@ def test_writers_run_while_user_sessions_hold_the_database(settings: Settings) -
     finally:
         session.stdin.close()
         session.wait(timeout=60)
+
+
+def test_a_republish_is_a_new_file_and_the_old_one_stays_readable_until_cleanup(settings: Settings) -> None:
+    store = TableStore.from_settings(settings)
+    first = store.publish(_scores("b0", ["a", "b"]), "aesthetic_scores", "b0")
+    write_views(settings)
+    con = connect_read_only(settings.db_path, store)
+    try:
+        assert con.execute("SELECT count(*) FROM aesthetic_scores").fetchone() == (2,)  # a first publish shows at once
+        second = store.publish(_scores("b0", ["c"], aes=7.0), "aesthetic_scores", "b0")
+        assert second.path != first.path and Path(first.path).exists()  # a query that listed it still finds it
+        assert store.partition_path("aesthetic_scores", "b0") == second.path
+        assert _rows(store, "aesthetic_scores")["video_id"].tolist() == ["c"]
+        # The views show the old version or the new one, never both.
+        assert con.execute("SELECT list(video_id ORDER BY video_id) FROM aesthetic_scores").fetchone()[0] in (
+            ["a", "b"], ["c"])  # fmt: skip
+        time.sleep(SETTLE_S)
+        assert con.execute("SELECT video_id, aes FROM aesthetic_scores").fetchall() == [("c", 7.0)]
+    finally:
+        con.close()
+    assert store.cleanup("aesthetic_scores") == 0  # within the grace period nothing goes
+    assert store.cleanup("aesthetic_scores", grace_s=0) == 1 and not Path(first.path).exists()
+    assert _rows(store, "aesthetic_scores")["video_id"].tolist() == ["c"]
+
+
+def test_a_filter_on_batch_opens_only_that_batchs_folder(settings: Settings) -> None:
+    store = TableStore.from_settings(settings)
+    store.publish(_scores("b0", ["a"]), "aesthetic_scores", "b0")
+    write_views(settings)
+    broken = Path(store.table_dir("aesthetic_scores")) / "batch=b1"
+    broken.mkdir()
+    (broken / version_name()).write_bytes(b"not parquet at all")  # any read of this folder fails
+    con = connect_read_only(settings.db_path, store)
+    try:
+        assert con.execute("SELECT video_id FROM aesthetic_scores WHERE batch = 'b0'").fetchall() == [("a",)]
+        with pytest.raises(duckdb.Error):
+            con.execute("SELECT count(*) FROM aesthetic_scores").fetchall()
+    finally:
+        con.close()
+
+
+def test_tables_of_the_earlier_flat_layout_are_adopted(settings: Settings) -> None:
+    table_dir = Path(settings.tables_root) / "aesthetic_scores"
+    table_dir.mkdir(parents=True)
+    pq.write_table(pa.table({"video_id": ["a"], "batch": ["b 0"], "aes": [6.5]}), table_dir / "batch=b%200.parquet")
+    pq.write_table(pa.table({"video_id": pa.array([], pa.string())}), table_dir / "_schema.parquet")
+    write_views(settings)
+    store = TableStore.from_settings(settings)
+    assert store.partitions("aesthetic_scores") == {"b 0"}
+    assert not (table_dir / "_schema.parquet").exists()
+    con = connect_read_only(settings.db_path, store)
+    try:
+        assert con.execute("SELECT batch, aes FROM aesthetic_scores").fetchall() == [("b 0", 6.5)]
+    finally:
+        con.close()

@@ -107,7 +107,8 @@ def _leftovers(directory: Path) -> list[str]:
 
 
 def _publish(monkeypatch: pytest.MonkeyPatch, name: str, **changes: object) -> None:
-    """Pretend the publisher states another digest (test bytes cannot match the real ones)."""
+    """Pretend the publisher states another digest (test bytes cannot match the real ones), size unknown."""
+    changes.setdefault("expected_size", None)
     monkeypatch.setitem(weights.REGISTRY, name, dataclasses.replace(weights.REGISTRY[name], **changes))
 
 
@@ -371,15 +372,18 @@ def test_missing_lists_every_absent_file(settings: Settings, tmp_path: Path) -> 
     assert [m.name for m in weights.missing(weights.NAMES, settings)] == ["aesthetic", "unimatch"]
 
 
-def test_download_to_override_path(
+def test_download_installs_into_the_models_folder_even_with_an_override(
     tmp_path: Path, server: FileServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     override = tmp_path / "custom" / "deep" / "aes.pth"
     monkeypatch.setenv("VIDSCORE_AESTHETIC_WEIGHTS", str(override))
     server.files["/a"] = b"x" * 1000
-    _publish(monkeypatch, "aesthetic", sha256=hashlib.sha256(b"x" * 1000).hexdigest())
-    got = weights.download("aesthetic", Settings.from_env(), url=server.url("/a"), progress=True)
-    assert got == override and override.read_bytes() == b"x" * 1000
+    _publish(monkeypatch, "aesthetic", sha256=hashlib.sha256(b"x" * 1000).hexdigest(), expected_size=1000)
+    settings = Settings.from_env()
+    got = weights.download("aesthetic", settings, url=server.url("/a"), progress=True)
+    assert got == tmp_path / "models" / AESTHETIC_FILE and got.read_bytes() == b"x" * 1000
+    assert not override.parent.exists()
+    assert "VIDSCORE_AESTHETIC_WEIGHTS is set" in (weights.override_note("aesthetic", settings) or "")
 
 
 def test_unreachable_host_gives_a_manual_fallback(settings: Settings, tmp_path: Path) -> None:

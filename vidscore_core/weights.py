@@ -1,9 +1,14 @@
 """The model files vidscore needs: where they live, where they come from, how to check them.
 
 Paths follow the public contract: `$VIDSCORE_MODELS_DIR` with the upstream file names, and a per-file
-override for each (`Settings.weights`, from VIDSCORE_<NAME>_WEIGHTS). Downloads are plain HTTP GETs from the publishers' own URLs (or a
-mirror given by the user), written to a temp file next to the target, verified against the full sha256
-pinned below, then renamed into place. Nothing is installed without a full digest to check it against.
+override for each (`Settings.weights`, from VIDSCORE_<NAME>_WEIGHTS). Downloads are plain HTTP GETs from
+the publishers' own URLs (or a mirror given by the user), written to a temp file in the models folder,
+capped at the file's pinned size, verified against the full sha256 pinned below, then renamed into place
+under the official name. Nothing is installed without a full digest to check it against, and nothing is
+ever written onto a per-file override: that file is the user's.
+
+Why not torch.hub.download_url_to_file: it has no size cap (a mirror serving /dev/zero fills the disk)
+and no network timeout; both are needed here.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from vidscore_core.settings import Settings, weights_env_var
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+# The cap of a download whose size is pinned nowhere (a file with no pinned size, fetched with --url and
+# --sha256): larger than any model file vidscore uses, small enough to stop a runaway stream.
+DEFAULT_MAX_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,8 @@ class WeightFile:
     url: str
     sha256: str | None = None  # full digest, when the publisher states one
     sha256_prefix: str | None = None  # leading hex digits, torch.hub's file-name convention
-    expected_size: int | None = None  # bytes, when the publisher states it
+    expected_size: int | None = None  # exact bytes, when known; a download is capped at it
+    max_bytes: int | None = None  # an upper bound when the exact size is not known
     approx_size: str = ""  # for messages only
     elsewhere: str | None = None  # another tool's copy, used when the models dir has none
 
@@ -70,6 +79,11 @@ class WeightFile:
             return sha256.startswith(self.sha256_prefix)
         return None
 
+    @property
+    def size_cap(self) -> int:
+        """The most bytes a download of this file may bring: its size when pinned, else its bound."""
+        return self.expected_size or self.max_bytes or DEFAULT_MAX_BYTES
+
 
 # Full sha256 digests of the official files. Sources:
 # * CLIP: OpenAI publishes the digest in the download URL itself (openai/CLIP clip/clip.py `_MODELS`), and
@@ -92,6 +106,7 @@ REGISTRY: dict[str, WeightFile] = {
         relative_path="clip/ViT-L-14.pt",
         url=f"https://openaipublic.azureedge.net/clip/models/{_CLIP_SHA256}/ViT-L-14.pt",
         sha256=_CLIP_SHA256,
+        expected_size=932_768_134,
         approx_size="about 890 MB",
         elsewhere="~/.cache/clip/ViT-L-14.pt",  # where OpenAI's own `clip` package caches it
     ),
@@ -104,6 +119,7 @@ REGISTRY: dict[str, WeightFile] = {
             "sac+logos+ava1-l14-linearMSE.pth"
         ),
         sha256=_AESTHETIC_SHA256,
+        expected_size=3_714_759,
         approx_size="about 3.7 MB",
     ),
     "unimatch": WeightFile(
@@ -117,6 +133,8 @@ REGISTRY: dict[str, WeightFile] = {
         sha256=_UNIMATCH_SHA256,
         # torch.hub convention: the hex suffix of the file name is the start of its sha256.
         sha256_prefix="4e7b215d",
+        # Its exact size is stated nowhere we could check; the file is about 30 MB (7.4 M float32 values).
+        max_bytes=64 << 20,
         approx_size="about 30 MB",
     ),
 }
@@ -314,13 +332,16 @@ def fetch_url(
     sha256: str | None = None,
     sha256_prefix: str | None = None,
     expected_size: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
     progress: bool = True,
     timeout: float = 60.0,
     cache_file: Path | None = None,
 ) -> Path:
     """Stream `url` to `target` atomically: temp file in the same directory, verify, then os.replace.
 
-    On any failure the temp file is removed and `target` is left as it was (absent or the old file).
+    A body longer than `max_bytes` (or `expected_size`) is cut off and refused. On any failure, including
+    KeyboardInterrupt (the CLI raises it on SIGTERM too), the temp file is removed and `target` is left
+    as it was (absent or the old file).
     """
     from tqdm.auto import tqdm
 
@@ -348,6 +369,9 @@ def fetch_url(
             fd = -1
             length_header = response.headers.get("Content-Length")
             total = int(length_header) if length_header and length_header.isdigit() else None
+            cap = expected_size if expected_size is not None else max_bytes
+            if total is not None and total > cap:
+                raise WeightsDownloadError(_too_large(url, f"announces {total} bytes", cap, target))
             bar = tqdm(
                 total=total,
                 unit="B",
@@ -359,10 +383,15 @@ def fetch_url(
             )
             try:
                 with bar:
+                    # read1: what has arrived, so the file and the bar grow as the bytes come in.
+                    read = getattr(response, "read1", response.read)
                     while True:
-                        chunk = response.read(_CHUNK)
+                        # One byte past the cap is enough to know the body is too long.
+                        chunk = read(min(_CHUNK, cap + 1 - received))
                         if not chunk:
                             break
+                        if received + len(chunk) > cap:
+                            raise WeightsDownloadError(_too_large(url, "kept sending", cap, target))
                         out.write(chunk)
                         digest.update(chunk)
                         received += len(chunk)
@@ -381,17 +410,16 @@ def fetch_url(
             out.flush()
             os.fsync(out.fileno())
 
-        if expected_size is not None and received != expected_size:
-            raise WeightsDownloadError(
-                f"{url} served {received} bytes, expected {expected_size}; {target} was left unchanged"
-            )
         got = digest.hexdigest()
-        if (sha256 and got != sha256.lower()) or (
-            sha256_prefix and not got.startswith(sha256_prefix.lower())
+        if (
+            (sha256 and got != sha256.lower())
+            or (sha256_prefix and not got.startswith(sha256_prefix.lower()))
+            or (expected_size is not None and received != expected_size)
         ):
+            sizes = f"{expected_size} bytes, " if expected_size is not None else ""
             raise ChecksumMismatchError(
-                f"sha256 mismatch for {url}: expected {_expected(sha256, sha256_prefix)}, got {got}; "
-                f"the download was discarded and {target} was left unchanged"
+                f"sha256 mismatch for {url}: expected {sizes}{_expected(sha256, sha256_prefix)}, got "
+                f"{received} bytes, {got}; the download was discarded and {target} was left unchanged"
             )
         # mkstemp creates 0600; weights are shared read-only data (e.g. a models dir mounted into containers).
         os.chmod(tmp, 0o644)
@@ -406,6 +434,13 @@ def fetch_url(
     record_sha256(target, got, cache_file=cache_file)
     log.info("downloaded %s (%d bytes, sha256 %s) to %s", url, received, got, target)
     return target
+
+
+def _too_large(url: str, detail: str, cap: int, target: Path) -> str:
+    return (
+        f"{url} {detail}: more than the {cap} bytes this file may have; nothing was installed and "
+        f"{target} was left unchanged"
+    )
 
 
 def normalize_sha256(value: str) -> str:
@@ -450,30 +485,45 @@ def download(
     force: bool = False,
     timeout: float = 60.0,
 ) -> Path:
-    """Fetch a model file to where vidscore looks for it, and return its path.
+    """Install the official model file into $VIDSCORE_MODELS_DIR under its official name; return that path.
 
     Every download is checked against a full sha256: the one pinned in REGISTRY, or `sha256` when none is
-    pinned (`url` installs of such a file need it); a mismatch leaves nothing installed. Skips the download
-    when the file is present and verifies, unless `force`. `url` points at a mirror (http, https or file).
-    OpenAI's own cache (~/.cache/clip) is never overwritten: a bad file there makes us download into
-    $VIDSCORE_MODELS_DIR instead, which then takes precedence.
+    pinned (`url` installs of such a file need it); a mismatch leaves nothing installed. It is capped at
+    the file's pinned size (WeightFile.size_cap). Skips the download when the file vidscore would use is
+    present and verifies, unless `force`. `url` points at a mirror (http, https or file).
+    Nothing is ever written elsewhere: not onto a per-file override (the user's own file, which keeps
+    precedence; see `override_note`), nor into OpenAI's own cache (~/.cache/clip): a bad file there makes us
+    download into $VIDSCORE_MODELS_DIR instead, which then takes precedence.
     """
     spec = get(name)
     digest = expected_sha256(name, url, sha256)
-    current = spec.path(settings)
+    target = spec.default_path(settings)
+    # With an override set, the models folder's copy is the one this command manages.
+    present = target if _location(spec, settings) == "override" else spec.path(settings)
     cache_file = sha256_cache_file(settings)
-    if not force and current.is_file():
-        if file_sha256(current, cache_file=cache_file) == digest:
-            log.info("%s weights already present at %s (verified)", name, current)
-            return current
-        log.warning("%s weights at %s do not match sha256 %s; downloading again", name, current, digest)
-    target = spec.default_path(settings) if _location(spec, settings) == "openai_cache" else current
+    if not force and present.is_file():
+        if file_sha256(present, cache_file=cache_file) == digest:
+            log.info("%s weights already present at %s (verified)", name, present)
+            return present
+        log.warning("%s weights at %s do not match sha256 %s; downloading again", name, present, digest)
     return fetch_url(
         url or spec.url,
         target,
         sha256=digest,
         expected_size=spec.expected_size,
+        max_bytes=spec.size_cap,
         progress=progress,
         timeout=timeout,
         cache_file=cache_file,
+    )
+
+
+def override_note(name: str, settings: Settings) -> str | None:
+    """When a per-file override is set, a sentence saying vidscore uses it rather than the models folder."""
+    spec = get(name)
+    if _location(spec, settings) != "override":
+        return None
+    return (
+        f"{spec.env_var} is set, so vidscore uses {spec.path(settings)}, not the official file in "
+        f"{spec.default_path(settings).parent}; unset it to use the official file"
     )

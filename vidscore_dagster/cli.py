@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +13,21 @@ import click
 
 from vidscore_core import scores
 from vidscore_core.settings import Settings
+
+
+class FiniteFloat(click.FloatRange):
+    """A number option that must be finite (click's float takes nan and inf), within an optional range."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+BATCH_SIZE = click.IntRange(min=1)
+COUNT = click.IntRange(min=0)
+SECONDS = FiniteFloat(min=0, min_open=True)
 
 
 def _settings() -> Settings:
@@ -45,6 +62,7 @@ class _Cli(click.Group):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        _raise_on_sigterm()
         try:
             result = super().main(*args, standalone_mode=False, **kwargs)
         except click.UsageError as exc:
@@ -52,7 +70,11 @@ class _Cli(click.Group):
             _fail(exc.format_message() + hint, exc.exit_code)
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
+        except click.Abort as exc:  # click turns KeyboardInterrupt (Ctrl-C, and SIGTERM here) into Abort
+            if isinstance(exc.__cause__, Terminated):
+                _fail("terminated (SIGTERM); partial files were removed", 128 + signal.SIGTERM)
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                _fail("interrupted; partial files were removed", 128 + signal.SIGINT)
             _fail("aborted", 1)
         except Exception as exc:
             if os.environ.get("VIDSCORE_DEBUG"):
@@ -64,12 +86,29 @@ class _Cli(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every `finally` and cleanup runs (partial downloads and outputs)."""
+
+
+def _raise_on_sigterm() -> None:
+    def handler(signum, frame) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vidscore", prog_name="vidscore", message="%(prog)s %(version)s")
 def main() -> None:
     """vidscore: score video clips (aesthetic, motion, text matching) and filter them, on Dagster + DuckDB."""
 
 
 # -- score / filter (Open-Sora compatible) -------------------------------------------------------
+
+
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Allow --output to be the meta file itself (it is replaced)."
+)
 
 
 def score_option_flags(command):
@@ -89,14 +128,17 @@ def score_option_flags(command):
 @click.argument("meta", type=click.Path(path_type=Path))
 @click.option("--output", type=click.Path(path_type=Path),
               help="Output file (default META_<score>.csv; META_scores.csv for `all`).")  # fmt: skip
-@click.option("--bs", "batch_size", type=int, default=16, show_default=True, help="Clips per model batch.")
-@click.option("--num-workers", type=int, default=2, show_default=True, help="Decoding worker processes.")
+@click.option("--bs", "batch_size", type=BATCH_SIZE, default=16, show_default=True, help="Clips per model batch.")
+@click.option("--num-workers", type=COUNT, default=2, show_default=True,
+              help="Decoding worker processes (0: decode in this process).")  # fmt: skip
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $VIDSCORE_DEVICE or auto).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "tf32", "bf16", "fp16"]), default="auto",
               show_default=True, help="Model precision on CUDA (CPU always runs float32).")  # fmt: skip
-@click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
+@click.option("--decode-timeout", type=SECONDS, default=60.0, show_default=True, help="Seconds per clip.")
+@overwrite_option
 @score_option_flags
-def score(task, meta, output, batch_size, num_workers, device, precision, decode_timeout, **chosen) -> None:
+def score(task, meta, output, batch_size, num_workers, device, precision, decode_timeout, overwrite,
+          **chosen) -> None:  # fmt: skip
     """Score META (CSV or Parquet) and write META_aes.csv / META_flow.csv / META_match.csv.
 
     SCORE is one of the registered scores or all. `all` computes every score the installed weights
@@ -117,9 +159,12 @@ def score(task, meta, output, batch_size, num_workers, device, precision, decode
     try:
         options = JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
                              decode_timeout_s=decode_timeout, precision=precision, score_options=score_options)  # fmt: skip
-        result = score_file(task, meta, settings, options, output=output, progress=_progress_bar)
+        with _decoder_log(settings) as log:
+            result = score_file(task, meta, settings, options, output=output, progress=_progress_bar,
+                                overwrite=overwrite)  # fmt: skip
     except (MetaError, WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
+    _name_decoder_log(log)
     if task != "all":
         click.echo(f"wrote {result.output}: {result.scored[task]}")
         return
@@ -131,32 +176,45 @@ def score(task, meta, output, batch_size, num_workers, device, precision, decode
     click.echo(f"wrote {result.output}: {result.rows} rows with {columns}")
 
 
+def _decoder_log(settings: Settings):
+    """Decoder messages (FFmpeg, decord, decode workers) go to $VIDSCORE_HOME/logs/decoders.log."""
+    from vidscore_dagster.terminal import decoder_messages_to
+
+    return decoder_messages_to(settings.home / "logs" / "decoders.log")
+
+
+def _name_decoder_log(log) -> None:
+    if log.written():
+        click.echo(f"decoder messages: {log.path}")
+
+
 def score_bound_options(command):
     """One `--<flag>` option per bound the score registry declares (--aesmin, --flowmin, …)."""
     for flag, column, op in reversed(scores.FILTER_BOUNDS):
-        command = click.option(f"--{flag}", type=float, help=f"Keep rows with {column} {op} this.")(command)
+        command = click.option(f"--{flag}", type=FiniteFloat(), help=f"Keep rows with {column} {op} this.")(command)
     return command
 
 
 @main.command(name="filter")
 @click.argument("meta", type=click.Path(path_type=Path))
 @score_bound_options
-@click.option("--fmin", type=int, help="Keep clips with at least this many frames.")
-@click.option("--fmax", type=int, help="Keep clips with at most this many frames.")
-@click.option("--fpsmax", type=float, help="Keep clips with fps <= this.")
-@click.option("--hwmax", type=int, help="Keep clips with height x width <= this many pixels.")
-@click.option("--aspect-min", type=float, help="Keep clips with aspect ratio (height / width) >= this.")
-@click.option("--aspect-max", type=float, help="Keep clips with aspect ratio (height / width) <= this.")
-@click.option("--duration-min", type=float, help="Keep clips lasting at least this many seconds.")
-@click.option("--duration-max", type=float, help="Keep clips lasting at most this many seconds.")
+@click.option("--fmin", type=COUNT, help="Keep clips with at least this many frames.")
+@click.option("--fmax", type=COUNT, help="Keep clips with at most this many frames.")
+@click.option("--fpsmax", type=FiniteFloat(min=0), help="Keep clips with fps <= this.")
+@click.option("--hwmax", type=COUNT, help="Keep clips with height x width <= this many pixels.")
+@click.option("--aspect-min", type=FiniteFloat(min=0), help="Keep clips with aspect ratio (height / width) >= this.")
+@click.option("--aspect-max", type=FiniteFloat(min=0), help="Keep clips with aspect ratio (height / width) <= this.")
+@click.option("--duration-min", type=FiniteFloat(min=0), help="Keep clips lasting at least this many seconds.")
+@click.option("--duration-max", type=FiniteFloat(min=0), help="Keep clips lasting at most this many seconds.")
 @click.option("--dedup", is_flag=True, help="Keep only rows marked dup_keep by `vidscore dedup`.")
 @click.option("--probe-workers", type=click.IntRange(min=1), default=4, show_default=True,
               help="Worker processes probing files whose metadata the meta file lacks.")  # fmt: skip
 @click.option(
     "--output", type=click.Path(path_type=Path), help="Output file (default: named like Open-Sora's)."
 )
+@overwrite_option
 def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration_min, duration_max, dedup,
-               probe_workers, output, **bounds) -> None:  # fmt: skip
+               probe_workers, output, overwrite, **bounds) -> None:  # fmt: skip
     """Keep the rows of META that pass the thresholds (rows without the score are dropped).
 
     Technical limits (frames, fps, height x width, aspect ratio, duration) read the meta's num_frames,
@@ -164,31 +222,44 @@ def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration
     them; a file that cannot be read fails them. --dedup keeps the rows `vidscore dedup` marked
     dup_keep.
     """
-    from vidscore_core.curation.filters import FilterSpec, filter_meta_file
+    from vidscore_core.curation.filters import BOUNDS, FilterSpec, filter_meta_file
 
+    ctx = click.get_current_context()
     try:
         spec = FilterSpec(**bounds, fmin=fmin, fmax=fmax, fpsmax=fpsmax, hwmax=hwmax, aspect_min=aspect_min,
                           aspect_max=aspect_max, duration_min=duration_min, duration_max=duration_max,
                           dedup=dedup)  # fmt: skip
-        out, kept, total = filter_meta_file(meta, spec, output=output, probe_workers=probe_workers,
-                                            notify=click.echo)  # fmt: skip
+    except ValueError as exc:  # bounds no row could pass (a min above its max)
+        raise click.UsageError(str(exc), ctx) from None
+    if not spec.any_active():
+        flags = ", ".join(f"--{flag}" for flag, _, _ in BOUNDS)
+        raise click.UsageError(f"give at least one of {flags}, a technical limit or --dedup", ctx)
+    settings = _settings()
+    try:
+        with _decoder_log(settings) as log:
+            out, kept, total = filter_meta_file(meta, spec, output=output, probe_workers=probe_workers,
+                                                notify=click.echo, overwrite=overwrite)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:  # MetaError is a ValueError
         _fail(str(exc))
+    _name_decoder_log(log)
     click.echo(f"wrote {out}: kept {kept} of {total} rows")
 
 
 @main.command()
 @click.argument("meta", type=click.Path(path_type=Path))
-@click.option("--threshold", type=float, default=0.98, show_default=True,
+@click.option("--threshold", type=FiniteFloat(-1, 1), default=0.98, show_default=True,
               help="Cosine of the 50% frame CLIP embeddings at or above which two clips are near-duplicates.")  # fmt: skip
 @click.option("--any-resolution", is_flag=True,
               help="Also group clips of different resolutions (default: equal width x height only, as Open-Sora).")  # fmt: skip
 @click.option("--output", type=click.Path(path_type=Path), help="Output file (default META_dedup.csv).")
-@click.option("--bs", "batch_size", type=int, default=16, show_default=True, help="Clips per model batch.")
-@click.option("--num-workers", type=int, default=2, show_default=True, help="Decoding worker processes.")
+@click.option("--bs", "batch_size", type=BATCH_SIZE, default=16, show_default=True, help="Clips per model batch.")
+@click.option("--num-workers", type=COUNT, default=2, show_default=True,
+              help="Decoding worker processes (0: decode in this process).")  # fmt: skip
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N (default: $VIDSCORE_DEVICE or auto).")
-@click.option("--decode-timeout", type=float, default=60.0, show_default=True, help="Seconds per clip.")
-def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, device, decode_timeout) -> None:
+@click.option("--decode-timeout", type=SECONDS, default=60.0, show_default=True, help="Seconds per clip.")
+@overwrite_option
+def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, device, decode_timeout,
+          overwrite) -> None:  # fmt: skip
     """Mark near-duplicate clips of META: writes META_dedup.csv with dup_group and dup_keep.
 
     Clips whose 50% frame CLIP embeddings have cosine >= --threshold (and, unless --any-resolution, the
@@ -205,42 +276,66 @@ def dedup(meta, threshold, any_resolution, output, batch_size, num_workers, devi
     settings = _settings()
     try:
         check_threshold(threshold)
-        with _progress_bar("dedup") as progress:
+        with _decoder_log(settings) as log, _progress_bar("dedup") as progress:
             options = JobOptions(device=device or settings.device, batch_size=batch_size, num_workers=num_workers,
                                  decode_timeout_s=decode_timeout, progress=progress)  # fmt: skip
             out, summary = dedup_meta_file(meta, settings, options, threshold=threshold,
-                                           same_resolution=not any_resolution, output=output)  # fmt: skip
+                                           same_resolution=not any_resolution, output=output,
+                                           overwrite=overwrite)  # fmt: skip
     except (MetaError, w.WeightsMissingError, ValueError) as exc:
         _fail(str(exc))
+    _name_decoder_log(log)
     click.echo(f"wrote {out}: {summary.line()}")
 
 
 # -- platform ------------------------------------------------------------------------------------
 
 
+def _preset_help() -> str:
+    from vidscore_core.curation.filtered_dataset import PRESETS
+
+    named = "; ".join(f"{name}: {_describe_spec(spec)}" for name, spec in PRESETS.items())
+    return (f"With --materialize: also build filtered_videos with this preset ({named}), or a name of your "
+            "own given with bounds (--aesmin …, --dedup).")  # fmt: skip
+
+
+def _describe_spec(spec) -> str:
+    parts = [f"{col} {op} {value:g}" for _, col, op, value in spec.active()]
+    parts += [f"{name} {value:g}" for name, _, _, value in spec.active_limits()]
+    return ", ".join(parts + (["deduplicated"] if spec.dedup else []))
+
+
 @main.command()
 @click.argument("meta")
-@click.option("--batch-size", type=int, default=5000, show_default=True, help="Rows per batch partition.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Rows per batch partition.")  # fmt: skip
 @click.option("--materialize", is_flag=True, help="Also materialize the batches now (in this process).")
 @click.option("--assets", default="auto", show_default=True,
-              help="With --materialize: comma-separated assets (filtered_videos included), or 'auto' "
-              "(everything the weights allow).")  # fmt: skip
-@click.option("--preset", default=None, help="With --materialize: also build filtered_videos with this preset "
-              "(fair: aes >= 5.5, good: aes >= 6.5, or a name of your own).")  # fmt: skip
-def ingest(meta, batch_size, materialize, assets, preset) -> None:
+              help="With --materialize: comma-separated assets (near_duplicates and filtered_videos included), "
+              "or 'auto' (everything the weights allow).")  # fmt: skip
+@click.option("--preset", default=None, help=_preset_help())
+@score_bound_options
+@click.option("--dedup", is_flag=True, default=None, help="With --preset: keep one clip per near-duplicate group.")
+@click.pass_context
+def ingest(ctx, meta, batch_size, materialize, assets, preset, dedup, **bounds) -> None:
     """Ingest META (a `meta_files` run): batch manifests, registered as `batches` partitions in Dagster.
 
     META is a local file or an s3:// / https:// URL; its relative clip paths resolve against its location."""
+    from vidscore_core.ingest.meta import MetaError, check_meta_file
     from vidscore_core.media.sources import is_remote, safe_url
     from vidscore_core.tables.views import ViewsNotWritten, write_views
     from vidscore_dagster import runner
 
     settings = _settings()
-    if not is_remote(meta) and not Path(meta).is_file():
-        _fail(f"{meta}: no such file")
-    if batch_size < 1:
-        _fail(f"--batch-size must be >= 1, got {batch_size}")
-    names, build_filtered = _chosen_assets(settings, assets, preset) if materialize else ([], False)
+    given = {k: v for k, v in {**bounds, "dedup": dedup}.items() if v is not None}
+    spec = _preset_spec(ctx, preset, given) if materialize else None
+    if not is_remote(meta):
+        try:
+            check_meta_file(meta)
+        except MetaError as exc:
+            _fail(str(exc))
+    names, build_filtered = _chosen_assets(ctx, settings, assets, preset) if materialize else ([], False)
+    dedup_first = build_filtered and spec is not None and spec.dedup
     instance = runner.instance_for(settings)
     keys, reason = runner.ingest_meta_file(instance, meta, batch_size, scored_by_caller=materialize)
     if reason:
@@ -256,41 +351,99 @@ def ingest(meta, batch_size, materialize, assets, preset) -> None:
     if not materialize:
         click.echo("next: vidscore ingest META --materialize, or materialize the batches in `vidscore ui`")
         return
-    outcome = _materialize(instance, keys, names) if names else {}
-    failed = [k for k, ok in outcome.items() if not ok]
-    if build_filtered and not failed:
-        ok, reason = runner.materialize_filtered(instance, preset or "default")
-        click.secho(f"  filtered_videos[{preset or 'default'}]: {'ok' if ok else f'FAILED: {reason}'}",
-                    fg="green" if ok else "red")  # fmt: skip
-        failed += [] if ok else ["filtered_videos"]
-    click.echo(runner.summary(settings, keys, preset if build_filtered else None))
+    batch_names = [n for n in names if n != "near_duplicates"]
+    reasons: dict[str, str] = {}
+    with _decoder_log(settings) as log:
+        outcome = _materialize(instance, keys, batch_names, reasons) if batch_names else {}
+        failed = [k for k, ok in outcome.items() if not ok]
+        if not failed and ("near_duplicates" in names or dedup_first):
+            failed += _corpus_step(instance, "near_duplicates", {}, reasons)
+        built = False
+        if build_filtered and not failed:
+            failed += _corpus_step(instance, "filtered_videos", {"preset": preset, **given}, reasons)
+            built = "filtered_videos" not in failed
+    _name_decoder_log(log)
+    failed_batches = [k for k in keys if not outcome.get(k, True)]
+    click.echo(runner.summary(settings, [k for k in keys if k not in failed_batches], preset if built else None,
+                              failed=failed_batches))  # fmt: skip
     if failed:
-        _fail(f"{len(failed)} of {len(keys) + int(build_filtered)} step(s) failed: {', '.join(failed[:5])}")
+        _fail(f"{len(failed)} step(s) failed ({', '.join(failed[:5])}{' …' if len(failed) > 5 else ''}); "
+              f"first: {failed[0]}: {reasons.get(failed[0], 'see above')}")  # fmt: skip
 
 
-def _chosen_assets(settings: Settings, assets: str, preset: str | None) -> tuple[list[str], bool]:
-    """The batch assets to run and whether to build filtered_videos; one error line for unknown names."""
+def _preset_spec(ctx: click.Context, preset: str | None, given: dict):
+    """The FilterSpec a --preset (and bounds) asks for; a usage error for an unknown preset without bounds."""
+    from vidscore_core.curation.filtered_dataset import PRESETS
+    from vidscore_core.curation.filters import FilterSpec
+
+    if preset is None:
+        if given:
+            raise click.UsageError("bounds (--aesmin …, --dedup) need --preset NAME to store the result under", ctx)
+        return None
+    if preset not in PRESETS and not given:
+        raise click.UsageError(
+            f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}, or define {preset!r} with bounds "
+            "(--aesmin …, --dedup)", ctx)  # fmt: skip
+    base = PRESETS.get(preset, FilterSpec())
+    try:
+        return FilterSpec(**{**{k: getattr(base, k) for k in base.__dataclass_fields__}, **given})
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx) from None
+
+
+def _corpus_step(instance, name: str, config: dict, reasons: dict[str, str]) -> list[str]:
+    """Build one corpus-wide asset, print its line (kept and removed per bound for filtered_videos);
+    returns [name] when it failed."""
+    from vidscore_core.curation.filters import removed_line
+    from vidscore_dagster.runner import materialize_corpus
+
+    label = f"{name}[{config['preset']}]" if "preset" in config else name
+    ok, reason, metadata = materialize_corpus(instance, name, config)
+    if not ok:
+        click.secho(f"  {label}: FAILED: {reason}", fg="red")
+        reasons[name] = reason
+        return [name]
+    detail = ""
+    if "kept" in metadata:
+        total = metadata.get("source_rows", {}).get("videos", "?")
+        removed = removed_line(metadata.get("removed_by_bound") or {})
+        detail = f": kept {metadata['kept']} of {total} clips" + (f"; {removed}" if removed else "")
+    click.secho(f"  {label}: ok{detail}", fg="green")
+    if metadata.get("kept") == 0:
+        click.secho(f"warning: {label} kept no clip: loosen the bounds above", fg="yellow", err=True)
+    return []
+
+
+def _chosen_assets(ctx: click.Context, settings: Settings, assets: str, preset: str | None) -> tuple[list[str], bool]:
+    """The assets to run and whether to build filtered_videos; a usage error for unknown names."""
     from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, runnable_assets
 
     if assets.strip() == "auto":
         return runnable_assets(settings, scores.resolve_options()), preset is not None
     names = [a.strip() for a in assets.split(",") if a.strip()]
-    known = (*BATCH_ASSETS, "filtered_videos")
+    known = (*BATCH_ASSETS, "near_duplicates", "filtered_videos")
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        _fail(f"--assets: unknown asset(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)} or auto")
-    return [n for n in BATCH_ASSETS if n in names], "filtered_videos" in names or preset is not None
+        raise click.BadParameter(f"unknown asset(s) {', '.join(unknown) or '(none given)'}; choose from "
+                                 f"{', '.join(known)} or auto", ctx, param_hint="--assets")  # fmt: skip
+    if "filtered_videos" in names and preset is None:
+        raise click.UsageError("--assets filtered_videos needs --preset NAME", ctx)
+    chosen = [n for n in (*BATCH_ASSETS, "near_duplicates") if n in names]
+    return chosen, "filtered_videos" in names or preset is not None
 
 
-def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:
+def _materialize(instance, keys, names, reasons: dict[str, str]) -> dict[str, bool]:
+    """Materialize `names` for each batch, one line per batch; a failed batch's reason goes into `reasons`."""
     from vidscore_dagster.runner import materialize_batches
 
     click.echo(f"materializing {', '.join(names)} for {len(keys)} batch(es) …")
 
     def report(key: str, ok: bool, reason: str) -> None:
         click.secho(f"  {key}: {'ok' if ok else f'FAILED: {reason}'}", fg="green" if ok else "red")
+        if not ok:
+            reasons[key] = reason
 
-    return materialize_batches(instance, keys, names, resources=resources, on_batch=report)
+    return materialize_batches(instance, keys, names, on_batch=report)
 
 
 @main.command()
@@ -299,34 +452,44 @@ def _materialize(instance, keys, names, resources=None) -> dict[str, bool]:
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
 )
 def sql(query, fmt) -> None:
-    """Run a read-only SQL query on the tables (the views of $VIDSCORE_HOME/vidscore.duckdb)."""
+    """Run one read-only query on the tables (the views of $VIDSCORE_HOME/vidscore.duckdb).
+
+    Only SELECT (and EXPLAIN) runs: nothing is written, copied or attached. The result is printed
+    as it comes (table: NULL shown as NULL, then the row count).
+    """
     import duckdb
 
+    from vidscore_core.tables import sql_output
     from vidscore_core.tables.store import TableStore
-    from vidscore_core.tables.views import connect_read_only
+    from vidscore_core.tables.views import open_views
 
+    try:
+        sql_output.check_not_empty(query)
+    except sql_output.RefusedStatement as exc:
+        _fail(str(exc), code=2)
     settings = _settings()
     store = TableStore.from_settings(settings)
     try:
         if store.is_s3:  # views over s3:// need DuckDB's httpfs; read the tables through Arrow instead
             con = store.connect()
-        elif not settings.db_path.exists():
-            _fail(f"no vidscore database at {settings.db_path.resolve()} (VIDSCORE_HOME="
-                  f"{settings.home}): ingest a meta file first, or set VIDSCORE_HOME")  # fmt: skip
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
         else:
-            con = connect_read_only(settings.db_path, store)
+            try:
+                con = open_views(settings)
+            except FileNotFoundError:
+                _fail(f"no vidscore database at {settings.db_path.resolve()} (VIDSCORE_HOME="
+                      f"{settings.home}): ingest a meta file first, or set VIDSCORE_HOME")  # fmt: skip
         try:
-            df = con.execute(query).df()
+            sql_output.stream(con, query, fmt, sys.stdout)
         finally:
             con.close()
+    except sql_output.RefusedStatement as exc:
+        _fail(str(exc), code=2)
     except duckdb.Error as exc:
         _fail(str(exc).strip().splitlines()[0])
-    if fmt == "csv":
-        click.echo(df.to_csv(index=False), nl=False)
-    elif fmt == "json":
-        click.echo(df.to_json(orient="records", force_ascii=False, date_format="iso"))
-    else:
-        click.echo(df.to_string(index=False, max_colwidth=60) if len(df.columns) else "(no columns)")
+    except BrokenPipeError:  # e.g. `| head`: the reader has all it wanted; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @main.command()
@@ -397,10 +560,10 @@ def weights_download(names, url, sha256, force) -> None:
 
     names = names or w.NAMES
     if (url or sha256) and len(names) != 1:
-        _fail("--url and --sha256 need exactly one weight name")
+        raise click.UsageError("--url and --sha256 need exactly one weight name")
     unknown = [n for n in names if n not in w.REGISTRY]
     if unknown:
-        _fail(f"unknown model file {', '.join(unknown)}: choose from {', '.join(w.NAMES)}")
+        raise click.UsageError(f"unknown model file {', '.join(unknown)}: choose from {', '.join(w.NAMES)}")
     for name in names:
         try:
             path = w.download(name, _settings(), url=url, sha256=sha256, force=force,
@@ -408,6 +571,9 @@ def weights_download(names, url, sha256, force) -> None:
         except (w.WeightsDownloadError, ValueError, OSError) as exc:
             _fail(str(exc))
         click.echo(f"{name}: {path} (sha256 verified)")
+        note = w.override_note(name, _settings())
+        if note:
+            click.echo(f"note: {note}", err=True)
 
 
 @main.command()

@@ -95,7 +95,7 @@ def run_demo(settings: Settings, folder: Path | None = None) -> int:
     decoder_log = settings.home / "demo-decoders.log"
     with stderr_to(decoder_log):  # the broken demo files make FFmpeg and decord complain on stderr
         outcome = materialize_batches(
-            instance, keys, names, resources=resources, log_level="WARNING", on_batch=report
+            instance, keys, names, resources=resources, on_batch=report
         )
     ok = all(outcome.values())
     click.echo(f"   {'succeeded' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s")

@@ -39,7 +39,7 @@ def materialize_batches(
     *,
     resources: dict | None = None,
     on_batch: Callable[[str, bool, str], None] | None = None,
-    log_level: str = "INFO",
+    log_level: str | None = None,
 ) -> dict[str, bool]:
     """Materialize `asset_names` (with their checks) for each batch, in-process; returns success per batch."""
     from vidscore_dagster.launcher import reap_dead_runs
@@ -59,12 +59,17 @@ def _materialize(
     asset_names: Sequence[str],
     *,
     resources: dict | None = None,
-    log_level: str = "WARNING",
+    log_level: str | None = None,
     partition_key: str | None = None,
     op_config: dict | None = None,
     tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """One in-process run of the code location's `asset_names` with their checks, as the CLI launches it."""
+    """One in-process run of the code location's `asset_names` with their checks, as the CLI launches it.
+
+    Dagster's own log lines (stack traces included) go to the instance's event log, where `vidscore ui`
+    shows them, not to the terminal: the CLI prints one line per step instead. `VIDSCORE_DEBUG=1` (or an
+    explicit `log_level`) prints them too.
+    """
     from vidscore_dagster.definitions import defs
     from vidscore_dagster.defs.resources import default_resources
 
@@ -81,8 +86,13 @@ def _materialize(
         resources=resources or default_resources(),
         raise_on_error=False,
         tags={"vidscore/launched_by": "cli", **(tags or {})},
-        run_config={"ops": op_config or {}, "loggers": {"console": {"config": {"log_level": log_level}}}},
+        run_config={"ops": op_config or {}, "loggers": {"console": {"config": {"log_level": log_level or console_log_level()}}}},
     )
+
+
+def console_log_level() -> str:
+    """Dagster's terminal logging: everything with VIDSCORE_DEBUG=1, else nothing (it is in the instance)."""
+    return "DEBUG" if os.environ.get("VIDSCORE_DEBUG") else "CRITICAL"
 
 
 def ingest_meta_file(
@@ -115,13 +125,6 @@ def ingest_notes(instance: dg.DagsterInstance) -> list[str]:
     return list(notes.value) if notes is not None else []
 
 
-def materialize_filtered(instance: dg.DagsterInstance, preset: str, *, resources: dict | None = None) -> tuple[bool, str]:
-    """Build `filtered_videos` for a preset (and its checks), in-process; returns (ok, failure reason)."""
-    result = _materialize(instance, ["filtered_videos"], resources=resources,
-                          op_config={"filtered_videos": {"config": {"preset": preset}}})  # fmt: skip
-    return result.success, "" if result.success else failure_reason(result)
-
-
 def materialize_report(instance: dg.DagsterInstance, *, resources: dict | None = None) -> tuple[str, str]:
     """Build `corpus_report` in-process; returns (its summary line, "") or ("", the failure reason)."""
     result = _materialize(instance, ["corpus_report"], resources=resources)
@@ -130,8 +133,26 @@ def materialize_report(instance: dg.DagsterInstance, *, resources: dict | None =
     return str(result.asset_materializations_for_node("corpus_report")[0].metadata["summary"].value), ""
 
 
-def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) -> str:
-    """What the batches hold now: rows, scores, errors by reason, where to look next."""
+def materialize_corpus(
+    instance: dg.DagsterInstance, name: str, config: dict | None = None, *, resources: dict | None = None
+) -> tuple[bool, str, dict]:
+    """Build an unpartitioned asset (`near_duplicates`, `filtered_videos`) and its checks, in-process;
+    returns (ok, failure reason, the materialization's metadata as plain values)."""
+    result = _materialize(instance, [name], resources=resources,
+                          op_config={name: {"config": config or {}}})  # fmt: skip
+    if not result.success:
+        return False, failure_reason(result), {}
+    events = result.asset_materializations_for_node(name)
+    metadata = {k: v.value for k, v in events[0].metadata.items()} if events else {}
+    return True, "", metadata
+
+
+def summary(settings: Settings, keys: Sequence[str], preset: str | None = None,
+            failed: Sequence[str] = ()) -> str:  # fmt: skip
+    """What the batches hold now: rows, scores, errors by reason, where to look next (files that exist).
+
+    `keys` are the batches this run built; `failed` the ones it could not (named, not counted).
+    """
     from vidscore_core.scores import SCORES
     from vidscore_core.tables.schema import quote_ident
     from vidscore_core.tables.store import TableStore
@@ -159,24 +180,59 @@ def summary(settings: Settings, keys: Sequence[str], preset: str | None = None) 
         f"summary: {int(totals['clips'])} clips in {len(keys)} batch(es), {int(totals['unreadable'])} unreadable; "
         f"scored: {scored}",
     ]
+    if failed:  # their tables may hold an earlier run's rows: not this run's result
+        lines.append(f"  not counted: {len(failed)} failed batch(es): {', '.join(failed[:5])}"
+                     f"{' …' if len(failed) > 5 else ''}")  # fmt: skip
     lines += [f"  {int(n)} × {reason}" for reason, n in zip(errors["reason"], errors["n"], strict=True)]
     lines.append(f"tables: {store.root} (SQL views: {settings.db_path})")
-    if preset:
-        lines.append(f"filtered: {settings.exports_dir / f'filtered_{preset}.csv'}")
+    export = settings.exports_dir / f"filtered_{preset}.csv" if preset else None
+    if export is not None and export.is_file():
+        lines.append(f"filtered: {export}")
     lines.append('next: vidscore sql "SELECT path, aes, flow, match FROM video_scores ORDER BY aes DESC LIMIT 10"')
     return "\n".join(lines)
 
 
 def failure_reason(result: dg.ExecuteInProcessResult) -> str:
-    """The first failed step and its error message, for a one-line report."""
+    """The first failed step and the cause of its failure, for a one-line report.
+
+    The cause is the innermost error under Dagster's wrappers (a step error, "Exceeded max_retries"), shown
+    without its module path: "meta_files: MetaError: meta.csv: no 'path' column" reads as
+    "meta_files: meta.csv: no 'path' column" for vidscore's own user-facing errors.
+    """
+    retried: dict[str, object] = {}
     for event in result.all_events:
+        data = event.event_specific_data
+        if event.event_type_value == "STEP_UP_FOR_RETRY" and getattr(data, "error", None) is not None:
+            retried[event.step_key] = data.error
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError",):
-                error = error.cause
-            message = error.message.strip().splitlines()[0]
-            return f"{event.step_key}: {message}"
+            error = _cause(event.step_failure_data.error)
+            wrapper = error.message.startswith(("Exceeded max_retries", "dagster."))
+            if wrapper and event.step_key in retried:
+                error = _cause(retried[event.step_key])
+            return f"{event.step_key}: {_message(error)}"
     return "the run did not succeed (see the run in the Dagster UI)"
+
+
+# vidscore's errors whose message is written for the user: shown without their class name.
+_USER_ERRORS = ("MetaError", "OutputError", "WeightsMissingError", "WeightsDownloadError", "ChecksumMismatchError")
+
+
+def _cause(error):
+    """The innermost error under Dagster's own wrappers (its classes, or a retry request)."""
+    while error.cause is not None and ((error.cls_name or "").startswith("Dagster")
+                                       or error.message.startswith("dagster.")):  # fmt: skip
+        error = error.cause
+    return error
+
+
+def _message(error) -> str:
+    text = " ".join(line.strip() for line in error.message.strip().splitlines() if line.strip())
+    head, sep, rest = text.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == error.cls_name and error.cls_name in _USER_ERRORS:
+        return rest
+    if sep and "." in head and head.rsplit(".", 1)[-1] == error.cls_name:
+        return f"{error.cls_name}: {rest}"  # the class, not its module path
+    return text
 
 
 def set_pool_limits(instance: dg.DagsterInstance | None = None) -> dict[str, int]:

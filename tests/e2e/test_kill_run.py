@@ -6,8 +6,8 @@ Nobody calls any repair code afterwards. What a user must see:
 * the killed run ends FAILURE, and its `gpu` slot is freed;
 * the next run in the `gpu` pool (another batch) succeeds;
 * nothing half-written is visible: the killed batch's partition is still the previous complete
-  version, byte for byte, and the views' globs match only published `batch=*.parquet` files
-  (and `_schema.parquet`).
+  version, byte for byte, and the views' globs match only published versions
+  `batch=<key>/<stamp>-<id>.parquet` (and the schema file).
 No timed asserts: each wait is a generous timeout that only ends a hung test.
 """
 
@@ -52,11 +52,11 @@ def visible_files(store, table: str) -> list[str]:
     """What the table's view reads: the files DuckDB's glob (the one tables/views.py uses) matches."""
     con = duckdb.connect()
     try:
-        pattern = f"{store.table_dir(table)}/*.parquet".replace("'", "''")
+        pattern = f"{store.table_dir(table)}/{schema.partition_key(table)}=*/*.parquet".replace("'", "''")
         rows = con.execute(f"SELECT file FROM glob('{pattern}')").fetchall()
     finally:
         con.close()
-    return sorted(os.path.basename(r[0]) for r in rows)
+    return sorted(os.path.relpath(r[0], store.table_dir(table)) for r in rows)
 
 
 def progress(instance: dg.DagsterInstance, run_id: str, label: str) -> tuple[int, int] | None:
@@ -188,11 +188,14 @@ def test_kill_9_mid_step_frees_the_pool_and_leaves_no_partial_partition(platform
     assert sha256(published) == before, "the killed run changed the published partition"
     assert store.partition_counts(KILLED_TABLE)[big] == len(rows)
     for table in schema.PUBLIC_TABLES:
-        published_name = re.compile(rf"{re.escape(schema.partition_key(table))}=[^./][^/]*\.parquet")
+        key = re.escape(schema.partition_key(table))
+        published_name = re.compile(rf"{key}=[^./][^/]*/\d{{8}}T\d{{12}}Z-[0-9a-f]{{8}}\.parquet")
         names = visible_files(store, table)
-        strays = [n for n in names if n != "_schema.parquet" and not published_name.fullmatch(n)]
-        assert not strays, f"{table}: files other than published partitions match the view's glob: {strays}"
-    assert set(visible_files(store, KILLED_TABLE)) == {"_schema.parquet", published.name}
+        strays = [n for n in names if n != f"{schema.partition_key(table)}=!schema/schema.parquet"
+                  and not published_name.fullmatch(n)]  # fmt: skip
+        assert not strays, f"{table}: files other than published versions match the view's glob: {strays}"
+    schema_file = f"{schema.partition_key(KILLED_TABLE)}=!schema/schema.parquet"
+    assert set(visible_files(store, KILLED_TABLE)) == {schema_file, f"{published.parent.name}/{published.name}"}
 
     # The next run in the gpu pool proceeds: another batch, then the killed one again.
     nxt = platform.submit(

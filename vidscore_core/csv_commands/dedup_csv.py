@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vidscore_core.curation.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
-from vidscore_core.ingest.meta import file_columns, read_meta
+from vidscore_core.ingest.meta import check_output, file_columns, numeric_column, read_meta
 from vidscore_core.settings import Settings
 
 DEDUP_POINT = 0.5  # the middle frame
@@ -90,23 +90,28 @@ def dedup_meta_file(
     output: str | os.PathLike[str] | None = None,
     reuse: bool = True,
     probe_workers: int = 4,
+    overwrite: bool = False,
 ) -> tuple[Path, DedupSummary]:
     """Write META_dedup.csv (or `output`): every input row and column plus `dup_group` and `dup_keep`.
 
     `options` is a `scoring.options.JobOptions` (device, batch size, workers, decode timeout) for the
-    embeddings it has to compute; `reuse=False` never reads the platform's table.
+    embeddings it has to compute; `reuse=False` never reads the platform's table. The output path is
+    checked before any work (`check_output`; `overwrite` allows it to be the meta file).
     """
     threshold = check_threshold(threshold)
     meta_path = Path(meta_path)
+    target = check_output(Path(output) if output else default_output(meta_path), meta_path, overwrite=overwrite)
     read = read_meta(meta_path, drop_duplicates=False)
     clips = read.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
     ids = [str(v) for v in clips["video_id"]]
 
-    found = platform_embeddings(settings, ids) if reuse else None
-    source = "reused from the platform's clip_embeddings"
-    if found is None:
-        found = compute_embeddings(clips, settings, options)
-        source = "computed"
+    found, known = platform_embeddings(settings, ids) if reuse else ({}, set())
+    # Only clips the platform never tried are computed: one it could not read has no embedding to find.
+    todo = clips[[vid not in known for vid in ids]]
+    if len(todo):
+        found = {**found, **compute_embeddings(todo.reset_index(drop=True), settings, options)}
+    source = ("reused from the platform's clip_embeddings" if not len(todo) else "computed" if not known
+              else f"reused from the platform's clip_embeddings, {len(todo)} computed")  # fmt: skip
     embedded = [i for i, vid in enumerate(ids) if vid in found]
     emb_ids = [ids[i] for i in embedded]
 
@@ -138,7 +143,6 @@ def dedup_meta_file(
     row_ids = [str(v) for v in read["video_id"]]
     out["dup_group"] = pd.Series([group_of.get(v) for v in row_ids], index=out.index, dtype=object)
     out["dup_keep"] = pd.Series([keep_of.get(v, True) for v in row_ids], index=out.index, dtype=bool)
-    target = Path(output) if output else default_output(meta_path)
     _write(out, target)
     summary = DedupSummary(
         rows=len(out),
@@ -171,41 +175,40 @@ def compute_embeddings(clips: pd.DataFrame, settings: Settings, options) -> dict
     return out
 
 
-def platform_embeddings(settings: Settings, video_ids: Sequence[str]) -> dict[str, np.ndarray] | None:
-    """video_id -> 50 % frame embedding from the platform's `clip_embeddings` table, or None unless it
-    has one for every clip in `video_ids`.
+def platform_embeddings(settings: Settings, video_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], set[str]]:
+    """(video_id -> 50 % frame embedding, the ids the platform's `clip_embeddings` table has a row for):
+    a clip in the second but not the first could not be read there.
 
     With the CLIP weights installed, only rows made by that file (by sha256) count; without them, the
-    rows must all come from one weights file. A clip scored in several runs takes its latest row.
+    rows must all come from one weights file (else nothing counts). A clip scored in several runs takes
+    its latest row.
     """
     import pyarrow.compute as pc
 
     from vidscore_core.tables.store import TableStore
 
     wanted = sorted(set(video_ids))
-    if not wanted:
-        return None
     store = TableStore.from_settings(settings)
-    if not store.partition_files("clip_embeddings"):
-        return None
-    expr = pc.field("video_id").isin(wanted) & (pc.field("frame_point") == DEDUP_POINT)
-    expr &= pc.field("embedding").is_valid()
+    if not wanted or not store.partition_files("clip_embeddings"):
+        return {}, set()
+    # The 50 % frame's row, or the one row (no frame, NULL embedding) of a clip that could not be read.
+    expr = pc.field("video_id").isin(wanted) & (
+        (pc.field("frame_point") == DEDUP_POINT) | pc.field("frame_point").is_null()
+    )
     columns = ["video_id", "embedding", "weights_sha256", "scored_at"]
     rows = store.dataset("clip_embeddings").to_table(columns=columns, filter=expr).to_pandas()
-    if rows.empty:
-        return None
     sha = _clip_sha(settings)
     if sha is not None:
         rows = rows[rows["weights_sha256"] == sha]
     elif rows["weights_sha256"].nunique(dropna=False) > 1:
-        return None
+        return {}, set()
     rows = rows.sort_values("scored_at", kind="stable").drop_duplicates("video_id", keep="last")
-    if len(rows) != len(wanted):
-        return None
-    return {
+    found = {
         str(v): np.asarray(e, dtype=np.float32)
         for v, e in zip(rows["video_id"], rows["embedding"], strict=True)
+        if e is not None
     }
+    return found, {str(v) for v in rows["video_id"]}
 
 
 def _clip_sha(settings: Settings) -> str | None:
@@ -222,12 +225,7 @@ def clip_resolutions(clips: pd.DataFrame, *, workers: int = 4) -> list[str]:
     the same-resolution rule it matches nothing."""
     from vidscore_core.curation.filters import probe_paths
 
-    def numeric(name: str) -> pd.Series:
-        if name in clips.columns:
-            return pd.to_numeric(clips[name], errors="coerce")
-        return pd.Series(float("nan"), index=clips.index)
-
-    width, height = numeric("width"), numeric("height")
+    width, height = numeric_column(clips, "width"), numeric_column(clips, "height")
     known = (width > 0) & (height > 0)
     missing = [str(p) for p, ok in zip(clips["path"], known, strict=True) if not ok]
     infos = probe_paths(missing, workers=workers) if missing else {}
@@ -249,7 +247,7 @@ def _first_aes(read: pd.DataFrame, video_ids: Sequence[str]) -> np.ndarray:
         return np.full(len(video_ids), np.nan)
     first = read.drop_duplicates(subset="video_id", keep="first")
     by_id = pd.Series(
-        pd.to_numeric(first["aes"], errors="coerce").to_numpy(), index=first["video_id"].astype(str)
+        numeric_column(first, "aes").to_numpy(), index=first["video_id"].astype(str)
     )
     return by_id.reindex(list(video_ids)).to_numpy(dtype=np.float64)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from vidscore_core import scores, weights
-from vidscore_core.ingest.meta import MetaError, file_columns, read_meta, write_table
+from vidscore_core.ingest.meta import MetaError, check_output, file_columns, read_meta, write_table
 from vidscore_core.scores import Score, Skipped
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
 from vidscore_core.scoring.options import JobOptions
@@ -136,12 +136,17 @@ def score_file(
     *,
     output: str | Path | None = None,
     progress: ProgressFactory | None = None,
+    overwrite: bool = False,
 ) -> Result:
     """Score a meta file with score `name` (or `all` the scores that can run) and write the output.
 
+    The output path is checked before any work (`check_output`; `overwrite` allows it to be the meta file).
     Raises WeightsMissingError (listing every missing file), MetaError or ValueError when nothing can run.
     """
     meta_path = Path(meta_path)
+    column = "scores" if name == ALL else scores.get(name).column
+    target = check_output(Path(output) if output else default_output(meta_path, column), meta_path,
+                          overwrite=overwrite)  # fmt: skip
     meta = read_meta(meta_path, drop_duplicates=False)
     chosen, skipped = choose(name, meta, settings, options)
     out = file_columns(meta)
@@ -155,7 +160,6 @@ def score_file(
         out[score.error_column] = by_score[score.name]["error"].tolist()
         errors = int(out[score.error_column].notna().sum())
         scored[score.name] = f"{len(out) - errors} scored, {errors} with errors"
-    target = Path(output) if output else default_output(meta_path, "scores" if name == ALL else chosen[0].column)
     write_table(out, target)
     return Result(output=target, rows=len(out), scored=scored, skipped=skipped)
 

@@ -5,19 +5,24 @@ resolutions are given, they have the same resolution, as Open-Sora does). Groups
 components of that graph, so chains (A~B, B~C, A!~C) form one group: a clip re-encoded twice drifts
 a little each time and must still land with its original.
 
-Every method is a *candidate* search followed by one exact re-check. The re-check computes the
-cosine in float64 from the float32 inputs (dot / (|a| |b|)) for each candidate pair and keeps the
-pair only when it is >= ``threshold``. All methods therefore share one decision rule, and no method
-can ever report a pair below the threshold; the approximate method can only miss pairs (recall),
-never invent them.
+Every method is a *candidate* search followed by one exact re-check. The search runs on the rows
+normalised and projected onto their first ``PROJECTED_DIM`` principal axes (fitted on the first
+``PCA_SAMPLE`` rows): an orthonormal projection never lengthens a distance, and for unit vectors
+cosine >= t is distance^2 <= 2 - 2t, so every true pair is within that radius in the projection
+too. The projection is what makes 10 M clips fit: 256 bytes a row instead of 3 KiB, and rows can
+arrive in chunks (``EmbeddingChunks``) that are read twice, never held whole. The re-check computes
+the cosine in float64 from the original float32 rows for each candidate pair and keeps it only
+when >= ``threshold``: all methods share one decision rule, and no method can ever report a pair
+below the threshold; the approximate method can only miss pairs (recall), never invent them.
 
-* ``"exact"``: blockwise matrix multiply over upper-triangle tiles (torch; bounded memory: one
-  tile at a time). Used for small corpora and whenever a CUDA device is given.
-* ``"ivf"``: a faiss inverted-file index (spherical k-means, inner product) and a range search per
-  row over ``nprobe`` lists. Pairs are searched from both ends, which raises recall further.
-* ``"auto"``: exact when ``n <= EXACT_MAX_N`` (a few seconds on a 2-core CPU, see
-  ``bench/results/dedup-cpu-2core.md``) or the device is CUDA; ivf otherwise. With ``resolution``
-  the choice is made per resolution, and ``method`` reports what ran (e.g. ``"exact+ivf"``).
+* ``"exact"``: blockwise distances over upper-triangle tiles (torch; one tile at a time): every
+  pair within the radius, so complete by construction. Used for small corpora and whenever a
+  CUDA device is given.
+* ``"ivf"``: a faiss inverted-file index (k-means lists, L2) and a range search per row over
+  ``nprobe`` lists. Pairs are searched from both ends, which raises recall further.
+* ``"auto"``: exact when ``n <= EXACT_MAX_N`` or the device is CUDA; ivf otherwise. With
+  ``resolution`` the choice is made per resolution, and ``method`` reports what ran (e.g.
+  ``"exact+ivf"``).
 
 Group ids: the smallest video id in the component when ``video_ids`` are given (stable across runs
 and across row order), else the smallest row index.
@@ -26,24 +31,42 @@ and across row order), else the smallest row index.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 DEFAULT_THRESHOLD = 0.98
-# Largest partition searched exactly under method="auto" on CPU. Measured on the 2-core machine
-# (d=768, bench/results/dedup-cpu-2core.md): exact 0.8 / 4.0 / 17.5 / 83 s at 10k / 20k / 40k / 80k
-# rows, ivf 0.5 / 2.3 / 12.5 / 11.4 s. Up to 20k exact costs a few seconds and is complete by
-# construction; beyond it exact grows as n^2 and ivf as ~n^1.5.
+# Largest partition searched exactly under method="auto" on CPU: exact grows as n^2, ivf as ~n^1.5
+# (bench/results/dedup-cpu-2core.md).
 EXACT_MAX_N = 20_000
-# Candidate slack below the threshold for the float32 (CPU) and float16 (CUDA) searches. The
-# float16 bound: rounding each unit-vector input to 11 significant bits moves a dot product by at
-# most ~2 * 2**-11 < 1e-3 (Cauchy-Schwarz), so 4e-3 leaves a wide margin; candidates are re-checked.
-_SLACK_FP32 = 1e-4
-_SLACK_FP16 = 4e-3
-_SLACK_IVF = 1e-3
+# Dimensions the search runs in, and the rows the principal axes are fitted on. 64 keeps unrelated
+# random 768-d rows far outside the radius (their projected distance^2 is ~ 2 * chi2_64 / 768) and
+# real CLIP embeddings, whose variance sits in few axes, further still.
+PROJECTED_DIM = 64
+PCA_SAMPLE = 65_536
+CHUNK_ROWS = 65_536
+# Float32 rounding of the projected distances is far below this; candidates are re-checked exactly.
+_SLACK = 1e-3
+
+
+@dataclass(frozen=True)
+class EmbeddingChunks:
+    """n rows of embeddings too large to hold at once: ``read()`` yields ``(rows, x)`` chunks, rows
+    the row numbers (0..n-1, each exactly once) and x their (k, d) float32 embeddings. It is called
+    twice: once to project every row, once to fetch the rows of candidate pairs."""
+
+    n: int
+    read: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+
+    @classmethod
+    def of(cls, x: np.ndarray, chunk: int = CHUNK_ROWS) -> EmbeddingChunks:
+        def read() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for s in range(0, x.shape[0], chunk):
+                yield np.arange(s, min(s + chunk, x.shape[0]), dtype=np.int64), x[s : s + chunk]
+
+        return cls(int(x.shape[0]), read)
 
 
 @dataclass
@@ -65,7 +88,7 @@ class DedupResult:
 
 
 def near_duplicate_groups(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | EmbeddingChunks,
     *,
     threshold: float = DEFAULT_THRESHOLD,
     resolution: Sequence[Hashable] | np.ndarray | None = None,
@@ -79,28 +102,28 @@ def near_duplicate_groups(
 ) -> DedupResult:
     """Connected components of the graph {cosine >= threshold [and same resolution]}.
 
-    ``embeddings`` is (n, d), ideally float32 and L2-normalised (rows that are not are normalised
-    for the candidate search; the exact re-check uses the true cosine, and zero rows never match).
+    ``embeddings`` is an (n, d) array or ``EmbeddingChunks`` (rows need not be normalised: the
+    search normalises them, the re-check uses the true cosine, and zero rows never match).
     ``resolution`` restricts edges to rows with equal values (e.g. "1280x720"); each resolution is
     searched on its own, which is both exact for the restriction and cheaper (a missing resolution,
-    None, is a value of its own: such clips only match each other). ``device="cuda"``
-    runs the exact search on that GPU. ``block_size`` is the exact-search tile edge (default 4096
-    on CPU, 16384 on CUDA: fewer, larger launches). ``nlist``/``nprobe`` override the ivf defaults.
+    None, is a value of its own: such clips only match each other). ``device="cuda"`` runs the
+    exact search on that GPU. ``block_size`` is the exact-search tile edge (default 4096 on CPU,
+    16384 on CUDA). ``nlist``/``nprobe`` override the ivf defaults.
     """
-    x = np.asarray(embeddings)
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be (n, d), got shape {x.shape}")
+    if isinstance(embeddings, np.ndarray) or not isinstance(embeddings, EmbeddingChunks):
+        x = np.asarray(embeddings)
+        if x.ndim != 2:
+            raise ValueError(f"embeddings must be (n, d), got shape {x.shape}")
+        source = EmbeddingChunks.of(x)
+    else:
+        x, source = None, embeddings
     if method not in ("auto", "exact", "ivf"):
         raise ValueError(f"method must be 'auto', 'exact' or 'ivf', got {method!r}")
     if not -1.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a cosine in [-1, 1], got {threshold}")
-    n = x.shape[0]
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
-    search_x = x
-    if n and float(np.max(np.abs(norms - 1.0))) > 1e-3:
-        safe = np.where(norms > 0, norms, 1.0)
-        search_x = (x / safe[:, None]).astype(np.float32)
+    n = source.n
+    y = project(source, seed=seed)
+    cut = float(2.0 - 2.0 * threshold + _SLACK)  # squared distance of unit rows at the threshold
 
     if resolution is None:
         partitions = [np.arange(n, dtype=np.int64)]
@@ -114,26 +137,28 @@ def near_duplicate_groups(
         partitions = np.split(order.astype(np.int64), bounds) if n else []
 
     used: set[str] = set()
-    params: dict[str, Any] = {"same_resolution": resolution is not None}
+    params: dict[str, Any] = {"same_resolution": resolution is not None, "projected_dim": int(y.shape[1])}
     pair_chunks: list[np.ndarray] = []
     for rows in partitions:
         if rows.size < 2:
             continue
         part_method = _resolve_method(method, rows.size, device)
         used.add(part_method)
-        sub = search_x[rows] if rows.size != n else search_x
+        sub = y[rows] if rows.size != n else y
         if part_method == "exact":
-            cand = _exact_candidates(sub, threshold, device=device, block_size=block_size)
+            cand = _exact_candidates(sub, cut, device=device, block_size=block_size)
             params.setdefault("device", str(device or "cpu"))
             params.setdefault("block_size", block_size or (16384 if _is_cuda(device) else 4096))
         else:
-            cand, ivf_params = _ivf_candidates(sub, threshold, nlist=nlist, nprobe=nprobe, seed=seed)
+            cand, ivf_params = _ivf_candidates(sub, cut, nlist=nlist, nprobe=nprobe, seed=seed)
             params.setdefault("ivf", []).append(ivf_params)
+        del sub
         if cand.size:
             pair_chunks.append(rows[cand])
+    del y
 
     cand_pairs = np.concatenate(pair_chunks) if pair_chunks else np.empty((0, 2), np.int64)
-    cos = pair_cosine(x, cand_pairs, norms=norms)
+    cos = pair_cosine(x, cand_pairs) if x is not None else _chunked_pair_cosine(source, cand_pairs)
     keep = cos >= threshold
     edges, cos = cand_pairs[keep], cos[keep]
     params["n_candidates"] = int(cand_pairs.shape[0])
@@ -150,6 +175,76 @@ def near_duplicate_groups(
         threshold=float(threshold),
         params=params,
     )
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (float32); zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    return (x / np.where(norms > 0, norms, 1.0)[:, None]).astype(np.float32, copy=False)
+
+
+def project(source: EmbeddingChunks, *, seed: int = 0) -> np.ndarray:
+    """(n, PROJECTED_DIM) float32: every row normalised, then projected onto the principal axes of
+    the first PCA_SAMPLE rows (rows of at most PROJECTED_DIM dimensions are only normalised).
+    One pass over the chunks; only the sample and the projection are held."""
+    y: np.ndarray | None = None
+    axes: np.ndarray | None = None
+    waiting: list[tuple[np.ndarray, np.ndarray]] = []  # rows read before the axes are fitted
+    held = 0
+
+    def place(rows: np.ndarray, unit: np.ndarray) -> None:
+        nonlocal y
+        out = unit if axes is None else unit @ axes
+        if y is None:
+            y = np.zeros((source.n, out.shape[1]), dtype=np.float32)
+        y[rows] = out
+
+    for rows, x in source.read():
+        if x.shape[0] == 0:
+            continue
+        unit = _unit_rows(x)
+        if axes is None and unit.shape[1] > PROJECTED_DIM:
+            waiting.append((np.asarray(rows, dtype=np.int64), unit))
+            held += unit.shape[0]
+            if held < min(PCA_SAMPLE, source.n):
+                continue
+            axes = principal_axes(np.concatenate([u for _, u in waiting])[:PCA_SAMPLE], PROJECTED_DIM)
+            for r, u in waiting:
+                place(r, u)
+            waiting = []
+        else:
+            place(np.asarray(rows, dtype=np.int64), unit)
+    if waiting:  # fewer rows than the sample: fit on all of them
+        axes = principal_axes(np.concatenate([u for _, u in waiting]), PROJECTED_DIM)
+        for r, u in waiting:
+            place(r, u)
+    return y if y is not None else np.zeros((source.n, 1), dtype=np.float32)
+
+
+def principal_axes(sample: np.ndarray, k: int) -> np.ndarray:
+    """(d, k) orthonormal columns: the k directions of largest variance of the sample."""
+    centred = sample.astype(np.float64) - sample.mean(axis=0, dtype=np.float64)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    return np.ascontiguousarray(vectors[:, ::-1][:, :k], dtype=np.float32)
+
+
+def _chunked_pair_cosine(source: EmbeddingChunks, pairs: np.ndarray) -> np.ndarray:
+    """`pair_cosine` for rows that come in chunks: one pass keeps only the rows of the pairs."""
+    needed = np.unique(pairs)
+    if needed.size == 0:
+        return np.empty(0, dtype=np.float64)
+    held: np.ndarray | None = None
+    for rows, x in source.read():
+        rows = np.asarray(rows, dtype=np.int64)
+        pos = np.searchsorted(needed, rows)
+        hit = (pos < needed.size) & (needed[np.minimum(pos, needed.size - 1)] == rows)
+        if hit.any():
+            if held is None:
+                held = np.zeros((needed.size, x.shape[1]), dtype=np.float32)
+            held[pos[hit]] = x[hit]
+    assert held is not None
+    return pair_cosine(held, np.searchsorted(needed, pairs))
 
 
 def choose_keep(
@@ -225,32 +320,23 @@ def _is_cuda(device: Any) -> bool:
     return device is not None and str(device).startswith("cuda")
 
 
-def _exact_candidates(
-    x: np.ndarray, threshold: float, *, device: str | None, block_size: int | None
-) -> np.ndarray:
-    """All pairs i < j whose (fp32, or fp16 on CUDA) dot product is within slack of the threshold.
-
-    Upper-triangle tiles of block_size^2 keep memory at one tile; torch uses every CPU thread.
-    """
+def _exact_candidates(y: np.ndarray, cut: float, *, device: str | None, block_size: int | None) -> np.ndarray:
+    """All pairs i < j whose squared distance is <= cut, over upper-triangle tiles of
+    block_size^2 (memory: one tile at a time; torch uses every CPU thread)."""
     import torch
 
-    n = x.shape[0]
-    cuda = _is_cuda(device)
-    block_size = block_size or (16384 if cuda else 4096)
+    n = y.shape[0]
+    block_size = block_size or (16384 if _is_cuda(device) else 4096)
     dev = torch.device(device if device is not None else "cpu")
-    xt = torch.from_numpy(x).to(dev)
-    slack = _SLACK_FP32
-    if cuda:
-        xt = xt.half()  # tensor cores; the slack covers the rounding, the re-check restores exactness
-        slack = _SLACK_FP16
-    cut = threshold - slack
+    yt = torch.from_numpy(np.ascontiguousarray(y)).to(dev)
+    sq = (yt * yt).sum(dim=1)
     found: list[torch.Tensor] = []
     with torch.inference_mode():
         for a in range(0, n, block_size):
-            xa = xt[a : a + block_size]
+            ya, sa = yt[a : a + block_size], sq[a : a + block_size]
             for b in range(a, n, block_size):
-                tile = xa @ xt[b : b + block_size].T
-                hit = tile >= cut
+                dist = sa[:, None] + sq[b : b + block_size][None, :] - 2.0 * (ya @ yt[b : b + block_size].T)
+                hit = dist <= cut
                 if a == b:
                     hit = torch.triu(hit, diagonal=1)
                 idx = hit.nonzero()
@@ -269,64 +355,57 @@ def default_nlist(n: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Lists probed per row. Measured on random 768-d data with planted pairs (200k rows, 1789
-    lists): recall of pairs >= 0.98 was 99.98 % at 4 and 100 % at 8, 16, 32 and 64; 8 it is, with
-    both ends of every pair searched. Scan cost grows linearly with it."""
+    """Lists probed per row; both ends of every pair are searched (bench/results/dedup-*.md)."""
     return max(1, min(nlist, 8))
 
 
 def _ivf_candidates(
-    x: np.ndarray, threshold: float, *, nlist: int | None, nprobe: int | None, seed: int
+    y: np.ndarray, cut: float, *, nlist: int | None, nprobe: int | None, seed: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Candidate pairs from a faiss IVF-Flat inner-product range search, each pair once (i < j)."""
+    """Candidate pairs (i < j, each once) from a faiss IVF-Flat L2 range search at radius^2 cut."""
     import faiss
 
-    n, d = x.shape
-    nl = nlist or default_nlist(n)
-    nl = max(1, min(nl, n))
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    n, d = y.shape
+    nl = max(1, min(nlist or default_nlist(n), n))
     npb = max(1, min(nprobe or default_nprobe(nl), nl))
-    quantizer = faiss.IndexFlatIP(d)
-    index = faiss.IndexIVFFlat(quantizer, d, nl, faiss.METRIC_INNER_PRODUCT)
-    index.cp.spherical = True  # centroids on the unit sphere: assignment by cosine
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nl, faiss.METRIC_L2)
     index.cp.niter = 10
     index.cp.seed = seed
     train_n = min(n, 40 * nl)
     rng = np.random.default_rng(seed)
-    sample = x if train_n == n else x[np.sort(rng.choice(n, size=train_n, replace=False))]
+    sample = y if train_n == n else y[np.sort(rng.choice(n, size=train_n, replace=False))]
     index.train(sample)
-    # One coarse-quantizer pass serves both the add (nearest list) and the search (nprobe nearest
-    # lists): the queries are the corpus itself, so faiss would otherwise compute it twice.
-    step = 16384
+    del sample
+    # One coarse-quantizer pass per chunk serves both the add (nearest list) and the search
+    # (nprobe nearest lists): the queries are the corpus itself.
+    step = CHUNK_ROWS
     probe_d = np.empty((n, npb), dtype=np.float32)
     probe_i = np.empty((n, npb), dtype=np.int64)
     for s in range(0, n, step):
-        probe_d[s : s + step], probe_i[s : s + step] = quantizer.search(x[s : s + step], npb)
-    for s in range(0, n, step):
-        xs = np.ascontiguousarray(x[s : s + step])
+        probe_d[s : s + step], probe_i[s : s + step] = quantizer.search(y[s : s + step], npb)
+        ys = y[s : s + step]
         assign = np.ascontiguousarray(probe_i[s : s + step, 0])
-        ids = np.arange(s, s + xs.shape[0], dtype=np.int64)
-        index.add_core(xs.shape[0], faiss.swig_ptr(xs), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
+        ids = np.arange(s, s + ys.shape[0], dtype=np.int64)
+        index.add_core(ys.shape[0], faiss.swig_ptr(ys), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
     if index.ntotal != n:
         raise RuntimeError(f"faiss index holds {index.ntotal} rows, expected {n}")
     index.nprobe = npb
-    radius = float(threshold - _SLACK_IVF)
     chunks: list[np.ndarray] = []
     for s in range(0, n, step):
-        lims, _, labels = index.range_search_preassigned(
-            x[s : s + step], radius, probe_i[s : s + step], probe_d[s : s + step]
-        )
+        lims, _, labels = index.range_search_preassigned(y[s : s + step], cut, probe_i[s : s + step], probe_d[s : s + step])
         counts = np.diff(lims).astype(np.int64)
         qi = np.repeat(np.arange(s, s + counts.size, dtype=np.int64), counts)
         lj = labels.astype(np.int64)
         other = qi != lj
         if other.any():
             a, b = qi[other], lj[other]
-            chunks.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
-    params = {"nlist": nl, "nprobe": npb, "train_rows": int(train_n), "niter": 10, "radius": radius}
+            chunks.append(np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0))
+    params = {"nlist": nl, "nprobe": npb, "train_rows": int(train_n), "niter": 10, "radius2": cut}
     if not chunks:
         return np.empty((0, 2), np.int64), params
-    pairs = np.unique(np.concatenate(chunks), axis=0)  # found from both ends: keep each pair once
-    return pairs, params
+    return np.unique(np.concatenate(chunks), axis=0), params  # found from both ends: each pair once
 
 
 def _group_ids(

@@ -36,18 +36,42 @@ ORDER BY v.batch, v.meta_row
 )
 
 
+# Only `keep` from near_duplicates: its other columns (aes, width, …) would make the bounds ambiguous.
+_DEDUP_JOIN = "LEFT JOIN (SELECT video_id, batch, keep FROM near_duplicates) n USING (video_id, batch)"
+# Clips without a 50 % frame embedding have no group: nothing to deduplicate them against.
+_DEDUP_CLAUSE = "coalesce(n.keep, TRUE)"
+
+
+def _dedup_join(store: TableStore, spec: FilterSpec) -> str:
+    if not spec.dedup:
+        return ""
+    if not store.partitions("near_duplicates"):
+        raise ValueError("dedup asked for, but `near_duplicates` has not been materialized yet")
+    return _DEDUP_JOIN
+
+
 def select_rows(store: TableStore, spec: FilterSpec) -> pd.DataFrame:
     """Readable clips that pass `spec`: one row per (clip, caption), even if ingested in two batches."""
     predicate, params = spec.sql("v.")
-    dedup_join = ""
     if spec.dedup:
-        if not store.partitions("near_duplicates"):
-            raise ValueError("dedup asked for, but `near_duplicates` has not been materialized yet")
-        # Clips without a 50 % frame embedding have no group: nothing to deduplicate them against.
-        # Only `keep`: near_duplicates also has an `aes` column, which would make the bounds ambiguous.
-        dedup_join = "LEFT JOIN (SELECT video_id, batch, keep FROM near_duplicates) n USING (video_id, batch)"
-        predicate = f"({predicate}) AND coalesce(n.keep, TRUE)"
-    return store.query_df(CANDIDATES_SQL.format(predicate=predicate, dedup_join=dedup_join), params)
+        predicate = f"({predicate}) AND {_DEDUP_CLAUSE}"
+    return store.query_df(CANDIDATES_SQL.format(predicate=predicate, dedup_join=_dedup_join(store, spec)), params)
+
+
+def removed_by_bound(store: TableStore, spec: FilterSpec) -> dict[str, int]:
+    """Readable (clip, caption) rows each bound of `spec` removes on its own ("aesmin 5.0" -> 3, "dedup" -> 1)."""
+    clauses = [*spec.sql_clauses("v."), *([("dedup", "coalesce(v.keep, TRUE)", [])] if spec.dedup else [])]
+    if not clauses:
+        return {}
+    counts = ", ".join(f"count(*) FILTER (WHERE NOT coalesce({c}, FALSE))" for _, c, _ in clauses)
+    candidates = (
+        f"SELECT v.*{', n.keep' if spec.dedup else ''} FROM video_scores v\n"
+        f"{_dedup_join(store, spec)}\nWHERE v.video_error IS NULL\n"
+        "QUALIFY row_number() OVER (PARTITION BY v.video_id, v.text ORDER BY v.batch, v.meta_row) = 1"
+    )
+    params = [p for _, _, ps in clauses for p in ps]
+    row = store.query_df(f"SELECT {counts} FROM ({candidates}) v", params).iloc[0]
+    return {label: int(n) for (label, _, _), n in zip(clauses, row.tolist(), strict=True)}
 
 
 def source_counts(store: TableStore) -> dict[str, int]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from vidscore_core.ingest.meta import numeric_column
 from vidscore_core.scores import FILTER_BOUNDS, SCORES
 
 # (spec field, score column, comparison), from the score registry, in Open-Sora datautil's order.
@@ -48,10 +49,7 @@ def technical_columns(df: pd.DataFrame) -> pd.DataFrame:
     (num_frames, fps, height, width, duration_s or duration); NaN where they cannot be derived."""
 
     def col(*names: str) -> pd.Series:
-        for name in names:
-            if name in df.columns:
-                return pd.to_numeric(df[name], errors="coerce")
-        return pd.Series(float("nan"), index=df.index)
+        return numeric_column(df, *names)
 
     frames, fps, height, width = col("num_frames"), col("fps"), col("height"), col("width")
     duration = col("duration_s", "duration")
@@ -115,38 +113,53 @@ class _FilterRules:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
-    def mask(self, df: pd.DataFrame) -> pd.Series:
-        """Rows that pass every bound (missing score: pass only with keep_unscored)."""
-        keep = pd.Series(True, index=df.index)
+    def bound_masks(self, df: pd.DataFrame) -> list[tuple[str, pd.Series]]:
+        """(label, rows passing it) per active bound, limit and dedup; label e.g. "aesmin 5.0"."""
+        out: list[tuple[str, pd.Series]] = []
         for name, column, op, value in self.active():
             if column not in df.columns:
                 raise ValueError(f"cannot apply {name}: the table has no {column!r} column (score it first)")
-            scores = pd.to_numeric(df[column], errors="coerce")
+            scores = numeric_column(df, column)
             passed = scores >= value if op == ">=" else scores <= value
-            keep &= passed | (scores.isna() if self.keep_unscored else False)
+            out.append((f"{name} {value}", passed | (scores.isna() if self.keep_unscored else False)))
         if self.active_limits():
             technical = technical_columns(df)
-            for _, column, op, value in self.active_limits():
-                values = technical[column]
-                keep &= (values >= value) if op == ">=" else (values <= value)  # unknown metadata fails
+            for name, column, op, value in self.active_limits():
+                values = technical[column]  # unknown metadata fails
+                out.append((f"{name} {value}", (values >= value) if op == ">=" else (values <= value)))
         if self.dedup:
             if "dup_keep" not in df.columns:
                 raise ValueError("cannot apply --dedup: the table has no 'dup_keep' column (run `vidscore dedup` first)")
-            keep &= df["dup_keep"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+            out.append(("dedup", df["dup_keep"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))))
+        return out
+
+    def mask(self, df: pd.DataFrame) -> pd.Series:
+        """Rows that pass every bound (missing score: pass only with keep_unscored)."""
+        keep = pd.Series(True, index=df.index)
+        for _, passed in self.bound_masks(df):
+            keep &= passed
         return keep
+
+    def sql_clauses(self, alias: str = "") -> list[tuple[str, str, list[float]]]:
+        """(label, SQL predicate, its parameters) per active bound and limit, labelled as `bound_masks`."""
+        out = []
+        for name, column, op, value in self.active():
+            col = f'{alias}"{column}"'
+            clause = f"{col} {op} ?"
+            out.append((f"{name} {value}", f"({clause} OR {col} IS NULL)" if self.keep_unscored else clause, [value]))
+        for name, column, op, value in self.active_limits():
+            out.append((f"{name} {value}", f"coalesce({LIMIT_SQL[column]} {op} ?, FALSE)", [value]))
+        return out
 
     def sql(self, alias: str = "") -> tuple[str, list[float]]:
         """The same predicate in SQL (parameterized), for the DuckDB tables."""
-        clauses, params = [], []
-        for _, column, op, value in self.active():
-            col = f'{alias}"{column}"'
-            clause = f"{col} {op} ?"
-            clauses.append(f"({clause} OR {col} IS NULL)" if self.keep_unscored else clause)
-            params.append(value)
-        for _, column, op, value in self.active_limits():
-            clauses.append(f"coalesce({LIMIT_SQL[column]} {op} ?, FALSE)")
-            params.append(value)
-        return (" AND ".join(clauses) or "TRUE"), params
+        clauses = self.sql_clauses(alias)
+        return (" AND ".join(c for _, c, _ in clauses) or "TRUE"), [p for _, _, ps in clauses for p in ps]
+
+
+def removed_line(removed: dict[str, int]) -> str:
+    """"removed by aesmin 5.0: 3, dedup: 1" (each bound alone: a row failing two counts in both)."""
+    return "removed by " + ", ".join(f"{label}: {n}" for label, n in removed.items()) if removed else ""
 
 
 # Thresholds; None means "no bound": one per registered score bound (aesmin, flowmin, flowmax,
@@ -173,6 +186,7 @@ def filter_meta_file(
     *,
     probe_workers: int = 4,
     notify: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, int, int]:
     """Filter a meta file on scores, technical limits and `dup_keep`; returns (output path, rows kept,
     rows read).
@@ -180,15 +194,19 @@ def filter_meta_file(
     Every row and column as written (duplicates too, paths as in the file). Technical limits read the
     meta's own columns (`technical_columns`) and probe a file only for the rows where a limit's value
     cannot be derived from them; a file that cannot be read fails every limit it was probed for.
-    `notify` receives one line about the probing, when any was needed. Only the meta reader is
+    `notify` receives one line about the probing, when any was needed, then one with the rows each bound
+    removed (`removed_line`). The output path is checked
+    first (`check_output`; `overwrite` allows it to be the meta file). Only the meta reader is
     imported, not the scoring stack, so filtering a file with its metadata takes a fraction of a second.
     """
-    from vidscore_core.ingest.meta import file_columns, read_meta, write_table
+    from vidscore_core.ingest.meta import check_output, file_columns, read_meta, write_table
 
     meta = Path(meta)
     if not spec.any_active():
         flags = ", ".join(f"--{flag}" for flag, _, _ in BOUNDS)
         raise ValueError(f"give at least one of {flags}, a technical limit or --dedup")
+    target = Path(output) if output else meta.with_name(f"{meta.stem}{spec.suffix()}{meta.suffix or '.csv'}")
+    check_output(target, meta, overwrite=overwrite)
     read = read_meta(meta, drop_duplicates=False)
     df = file_columns(read)
     absent = spec.missing_columns(df.columns)
@@ -210,8 +228,13 @@ def filter_meta_file(
         if probed and notify is not None:
             bad = f"; {unreadable} could not be read and fail the technical limits" if unreadable else ""
             notify(f"probed {probed} file(s) for metadata the meta file does not give{bad}")
-    kept = df[spec.mask(view)]
-    target = Path(output) if output else meta.with_name(f"{meta.stem}{spec.suffix()}{meta.suffix or '.csv'}")
+    masks = spec.bound_masks(view)
+    keep = pd.Series(True, index=df.index)
+    for _, passed in masks:
+        keep &= passed
+    kept = df[keep]
+    if notify is not None:
+        notify(removed_line({label: int((~passed).sum()) for label, passed in masks}))
     write_table(kept, target)
     return target, len(kept), len(df)
 
@@ -268,17 +291,12 @@ def with_probed_metadata(
     probed = pd.DataFrame(facts, index=df.index[positions], columns=list(PROBE_COLUMNS)).reindex(df.index)
     probed_t = technical_columns(probed)
 
-    def numeric(name: str) -> pd.Series:
-        if name in df.columns:
-            return pd.to_numeric(df[name], errors="coerce")
-        return pd.Series(float("nan"), index=df.index)
-
     own_pair = own["hw"].notna() & own["aspect_ratio"].notna()
     view = df.copy()
     view["num_frames"] = own["num_frames"].where(own["num_frames"].notna(), probed_t["num_frames"])
     view["fps"] = own["fps"].where(own["fps"].notna(), probed_t["fps"])
-    view["height"] = numeric("height").where(own_pair, probed["height"])
-    view["width"] = numeric("width").where(own_pair, probed["width"])
+    view["height"] = numeric_column(df, "height").where(own_pair, probed["height"])
+    view["width"] = numeric_column(df, "width").where(own_pair, probed["width"])
     view["duration_s"] = own["duration"].where(own["duration"].notna(), probed_t["duration"])
     unreadable = sum(1 for info in infos.values() if info.get("error"))
     return view, len(infos), unreadable

@@ -8,14 +8,21 @@ group to keep. Lineage records the threshold, the method that ran and the embedd
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from vidscore_core.curation.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
+from vidscore_core.curation.dedup import (
+    DEFAULT_THRESHOLD,
+    EmbeddingChunks,
+    choose_keep,
+    near_duplicate_groups,
+)
 from vidscore_core.scoring import lineage
 from vidscore_core.tables.store import TableStore
 
@@ -35,30 +42,50 @@ class DedupSettings:
 def middle_frame_clips(store: TableStore) -> pd.DataFrame:
     """One row per readable clip with a 50 % frame embedding (first batch wins for a clip listed
     twice): video_id, batch, model, width, height, aes. Reads no embedding."""
-    return _middle_frame(store, with_embeddings=False)[0]
-
-
-def middle_frame_embeddings(store: TableStore) -> tuple[pd.DataFrame, np.ndarray]:
-    """`middle_frame_clips` and the (n, d) float32 embedding matrix in the same order."""
-    return _middle_frame(store, with_embeddings=True)
-
-
-def _middle_frame(store: TableStore, *, with_embeddings: bool) -> tuple[pd.DataFrame, np.ndarray | None]:
     table = store.dataset("clip_embeddings").to_table(
-        columns=["video_id", "batch", "model", *(["embedding"] if with_embeddings else [])],
+        columns=["video_id", "batch", "model"],
         filter=(pc.field("frame_point") == MIDDLE_FRAME) & pc.field("embedding").is_valid(),
     )
-    rows = table.select(["video_id", "batch", "model"]).to_pandas()
-    rows["row"] = np.arange(len(rows))
     info = store.query_df(
         "SELECT v.video_id, v.batch, v.width, v.height, a.aes FROM videos v "
         "LEFT JOIN aesthetic_scores a USING (video_id, batch) WHERE v.error IS NULL"
     )
-    rows = rows.merge(info, on=["video_id", "batch"], how="inner")
+    rows = table.to_pandas().merge(info, on=["video_id", "batch"], how="inner")
     rows = rows.sort_values(["video_id", "batch"], kind="stable").drop_duplicates("video_id", keep="first")
-    rows = rows.reset_index(drop=True)
-    matrix = _matrix(table.column("embedding"), rows["row"].to_numpy()) if with_embeddings else None
-    return rows.drop(columns=["row"]), matrix
+    return rows.reset_index(drop=True)
+
+
+def middle_frame_embeddings(store: TableStore) -> tuple[pd.DataFrame, np.ndarray]:
+    """`middle_frame_clips` and the (n, d) float32 embedding matrix in the same order."""
+    clips = middle_frame_clips(store)
+    chunks = list(middle_frame_chunks(store, clips).read())
+    if not chunks:
+        return clips, np.zeros((len(clips), 0), np.float32)
+    matrix = np.zeros((len(clips), chunks[0][1].shape[1]), np.float32)
+    for rows, x in chunks:
+        matrix[rows] = x
+    return clips, matrix
+
+
+def middle_frame_chunks(store: TableStore, clips: pd.DataFrame) -> EmbeddingChunks:
+    """The 50 % frame embeddings of `clips` (rows in its order), read one partition file at a time
+    each time they are needed: 10 M clips never sit in memory at 3 KiB each."""
+    by_batch = {batch: (pd.Index(part["video_id"]), part.index.to_numpy(np.int64))
+                for batch, part in clips.groupby("batch", sort=False)}  # fmt: skip
+    files = store.partition_files("clip_embeddings")
+
+    def read() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch, (ids, rows) in by_batch.items():
+            if batch not in files:
+                continue
+            table = pq.read_table(files[batch], filesystem=store.fs, columns=["video_id", "frame_point", "embedding"])
+            table = table.filter((pc.field("frame_point") == MIDDLE_FRAME) & pc.field("embedding").is_valid())
+            at = ids.get_indexer(table.column("video_id").to_pandas())
+            found = at >= 0
+            if found.any():
+                yield rows[at[found]], _matrix(table.column("embedding"), np.flatnonzero(found))
+
+    return EmbeddingChunks(len(clips), read)
 
 
 def _matrix(column: pa.ChunkedArray, take: np.ndarray) -> np.ndarray:
@@ -74,12 +101,13 @@ def _matrix(column: pa.ChunkedArray, take: np.ndarray) -> np.ndarray:
 
 def compute(store: TableStore, settings: DedupSettings, run_id: str) -> pd.DataFrame:
     """The rows of `near_duplicates` for the corpus as the tables hold it now."""
-    clips, embeddings = middle_frame_embeddings(store)
+    clips = middle_frame_clips(store)
+    embeddings = middle_frame_chunks(store, clips)
     resolution = None
     if settings.same_resolution:
         resolution = [f"{w}x{h}" for w, h in zip(clips["width"], clips["height"], strict=True)]
     result = near_duplicate_groups(
-        embeddings if len(clips) else np.zeros((0, 1), np.float32),
+        embeddings,
         threshold=settings.threshold,
         resolution=resolution,
         video_ids=clips["video_id"].to_numpy(),

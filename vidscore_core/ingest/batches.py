@@ -34,7 +34,7 @@ INGEST_CODE = ("vidscore_core.ingest.batches", "vidscore_core.media.probe", "vid
 
 
 def _json_cell(value: object) -> object:
-    if isinstance(value, float) and value != value:  # NaN: an empty cell
+    if value is pd.NA or (isinstance(value, float) and value != value):  # an empty cell
         return None
     if hasattr(value, "item"):  # numpy scalars
         return value.item()

@@ -7,11 +7,14 @@ every row (`read_meta(drop_duplicates=True)` gives one row per clip where that i
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
 import posixpath
 import re
+import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -110,7 +113,7 @@ def read_meta_chunks(
         out = df.rename(columns={c: input_column_name(c) for c in df.columns})
         out["path"] = pd.Series(resolved, index=out.index, dtype=object)
         if "text" in out.columns:
-            out["text"] = pd.Series([_as_text(v) for v in out["text"].tolist()], index=out.index, dtype=object)
+            out["text"] = pd.Series(_captions(out["text"].tolist(), meta_path, offset), index=out.index, dtype=object)
         out["path_original"] = pd.Series(originals, index=out.index, dtype=object)
         # A presigned URL's query string (its signature) changes with every signing: not part of the id.
         out["video_id"] = pd.Series([video_id_for(safe_url(p)) for p in resolved], index=out.index, dtype=object)
@@ -187,11 +190,25 @@ def _open_remote(meta_path: str) -> remote.RemoteFile:
     return clip.open()
 
 
+def check_meta_file(meta_path: str | os.PathLike[str]) -> None:
+    """MetaError unless `meta_path` is a non-empty regular file (not a folder, FIFO or device)."""
+    meta_path = os.fspath(meta_path)
+    if not os.path.exists(meta_path):
+        raise MetaError(f"meta file not found: {meta_path}")
+    if os.path.isdir(meta_path):
+        raise MetaError(f"meta file is a directory: {meta_path}")
+    kind = _special_file_kind(meta_path)
+    if kind:
+        raise MetaError(f"meta file is {kind}, not a regular file: {meta_path}")
+    if os.path.getsize(meta_path) == 0:
+        raise MetaError(f"meta file is empty (0 bytes): {meta_path}")
+
+
 def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
     if is_remote(meta_path):
         source: str | remote.RemoteFile = _open_remote(meta_path)
     else:
-        _check_local_meta(meta_path)
+        check_meta_file(meta_path)
         source = meta_path
     suffix = Path(safe_url(meta_path)).suffix.lower()
     if suffix in CSV_SUFFIXES:
@@ -212,26 +229,29 @@ def _load_table(meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame
         raise MetaError(f"meta file has no rows: {safe_url(meta_path)}")
 
 
-def _check_local_meta(meta_path: str) -> None:
-    if not os.path.exists(meta_path):
-        raise MetaError(f"meta file not found: {meta_path}")
-    if os.path.isdir(meta_path):
-        raise MetaError(f"meta file is a directory: {meta_path}")
-    if os.path.getsize(meta_path) == 0:
-        raise MetaError(f"meta file is empty (0 bytes): {meta_path}")
+def _special_file_kind(path: str) -> str | None:
+    """What a path that is not a regular file is ("a FIFO (named pipe)", "a character device", …)."""
+    mode = os.stat(path).st_mode
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), None)
 
 
 def _read_parquet(source, meta_path: str, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # Integer columns stay integers when they have nulls (pandas' default makes them float).
+    nullable_ints = {
+        pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(), pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(),
+        pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+    }.get  # fmt: skip
     try:
-        if chunk_rows is None:
-            yield pd.read_parquet(source)
-            return
         file = pq.ParquetFile(source)
-        batches = file.iter_batches(batch_size=chunk_rows)
+        batches = file.iter_batches(batch_size=chunk_rows or max(file.metadata.num_rows, 1))
         for batch in batches:
-            yield batch.to_pandas()
+            yield batch.to_pandas(types_mapper=nullable_ints)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise MetaError(f"{meta_path}: cannot read as Parquet: {exc}") from None
 
@@ -240,17 +260,23 @@ def _read_csv(source, meta_path: str, sep: str, chunk_rows: int | None) -> Itera
     # utf-8-sig reads plain UTF-8 as well and drops the byte-order mark Excel writes.
     options = dict(sep=sep, encoding="utf-8-sig")
     try:
+        header = pd.read_csv(source, nrows=1, header=None, dtype=str, keep_default_na=False, **options)
+        names = header.iloc[0].tolist() if len(header) else []
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:  # pandas would rename the second one (`path.1`) and read the first silently
+            raise MetaError(f"{safe_url(meta_path)}: the header names {', '.join(repr(c) for c in repeated)} "
+                            "more than once; give each column its own name")  # fmt: skip
+        _rewind(source)
         columns = pd.read_csv(source, nrows=0, **options).columns
-        if not isinstance(source, str):
-            source.seek(0)
+        _rewind(source)
         na_values = {c: ([""] if c in _RAW_COLUMNS else list(_PANDAS_NA)) for c in columns}
-        read = dict(dtype={c: str for c in _RAW_COLUMNS if c in columns}, keep_default_na=False,
-                    na_values=na_values, **options)  # fmt: skip
+        # Every column as text; _typed_columns then picks types that write back what was read.
+        read = dict(dtype=str, keep_default_na=False, na_values=na_values, **options)
         if chunk_rows is None:
-            yield pd.read_csv(source, **read)
+            yield _typed_columns(pd.read_csv(source, **read))
             return
         with pd.read_csv(source, chunksize=chunk_rows, **read) as reader:
-            yield from reader
+            yield from map(_typed_columns, reader)
     except UnicodeDecodeError as exc:
         raise MetaError(
             f"{meta_path}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
@@ -260,6 +286,59 @@ def _read_csv(source, meta_path: str, sep: str, chunk_rows: int | None) -> Itera
         raise MetaError(f"meta file is empty (no header, no rows): {meta_path}") from None
     except pd.errors.ParserError as exc:
         raise MetaError(f"{meta_path}: cannot parse as CSV: {exc}") from None
+
+
+def _rewind(source) -> None:
+    if not isinstance(source, str):  # a remote meta file: an open, seekable reader
+        source.seek(0)
+
+
+def numeric_column(df: pd.DataFrame, *names: str) -> pd.Series:
+    """The first of `names` that `df` has, as float64 (NaN where empty or not a number); all NaN if none.
+
+    Whatever the column's dtype: integer columns with blanks are read as nullable integers (Int64).
+    """
+    for name in names:
+        if name in df.columns:
+            return pd.to_numeric(df[name], errors="coerce").astype("float64")
+    return pd.Series(float("nan"), index=df.index)
+
+
+def _typed_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Types for a CSV read as text, chosen so each value writes back as it was written: whole numbers
+    stay integers even with blank cells (pandas would make 640 a float, written back as 640.0), other
+    numbers are floats, anything else stays text."""
+    for column in df.columns:
+        if column in _RAW_COLUMNS:
+            continue
+        values = df[column]
+        present = values.dropna().astype(str)
+        if present.empty:
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers[values.notna()].isna().any():
+            continue  # some text: the column stays text
+        if present.str.fullmatch(r"[+-]?\d{1,18}").all():
+            df[column] = numbers.astype("Int64") if values.isna().any() else numbers.astype("int64")
+        else:
+            df[column] = numbers.astype("float64")
+    return df
+
+
+def _captions(values: list, meta_path: str, offset: int) -> list[str | None]:
+    """The `text` cells as str; bytes (a binary Parquet column) must be UTF-8: a caption is tokenized."""
+    out = []
+    for row, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MetaError(
+                    f"{meta_path}: column 'text', row {offset + row} (0-based) is not valid UTF-8 (byte "
+                    f"0x{exc.object[exc.start]:02x} at offset {exc.start}): captions must be UTF-8 text"
+                ) from None
+        out.append(_as_text(value))
+    return out
 
 
 def _as_text(value: object) -> str | None:
@@ -339,14 +418,59 @@ def check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
+class OutputError(ValueError):
+    """An output path that cannot be written, found before any work is done; the message says why."""
+
+
+def check_output(target: str | os.PathLike[str], meta: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Fail now, not after the scoring, when `target` cannot take the output of a command reading `meta`.
+
+    Refused: a directory, the meta file itself (unless `overwrite`), a name or path too long for its file
+    system, and a place where no file can be created (a read-only file system, no permission, a file where
+    a folder should be). Changes nothing: the folders `write_table` would create are only looked at.
+    """
+    target = Path(target)
+    if target.is_dir():
+        raise OutputError(f"output {target} is a directory: give a file name")
+    if not overwrite and target.exists() and Path(meta).exists() and os.path.samefile(target, meta):
+        raise OutputError(
+            f"output {target} is the input meta file: give another --output, or --overwrite to replace it"
+        )
+    folder = Path(os.path.abspath(target)).parent
+    while not folder.exists():  # the nearest folder that exists: write_table creates the rest
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise OSError(errno.ENOTDIR, f"{folder} is not a folder")
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+        if any(len(os.fsencode(part)) > name_max for part in target.parts):
+            raise OSError(errno.ENAMETOOLONG, f"File name too long (more than {name_max} bytes)")
+        if len(os.fsencode(os.path.abspath(target))) >= os.pathconf(folder, "PC_PATH_MAX"):
+            raise OSError(errno.ENAMETOOLONG, "File name too long (the whole path)")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".vidscore-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write output {target}: {exc.strerror or exc}") from None
+    return target
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a meta table: CSV, or Parquet for a .parquet/.pq name, published with one rename."""
+    """Write a meta table: CSV, or Parquet for a .parquet/.pq name, published with one rename.
+
+    The temporary file beside it is removed on any failure or interrupt: no partial file survives.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df.to_parquet(tmp, index=False)
-    else:
-        df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    # A short name of its own (the output's name may be as long as the file system allows).
+    tmp = path.with_name(f".{path.name[:64]}.{os.getpid()}.tmp")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -20,6 +20,7 @@ leave behind). Workers are forked where the platform allows it (fast to start an
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import os
 import pickle
@@ -100,6 +101,10 @@ def _serve(conn: Connection, other_end: Connection | None, fn: Callable[[Any], A
     if other_end is not None:
         other_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a handler inherited from the parent (the CLI's) is not ours
+    # A decoder that crashes this process is an expected outcome the supervisor reports in the clip's row:
+    # no "Fatal Python error" dump from a faulthandler inherited through fork (pytest enables one).
+    faulthandler.disable()
     if "torch" in sys.modules:  # as DataLoader workers do: the parallelism is across workers
         sys.modules["torch"].set_num_threads(1)
     while True:

@@ -1,24 +1,30 @@
-"""The table store: one Parquet file per (table, partition), published atomically; DuckDB reads them.
+"""The table store: Parquet files per (table, partition), published atomically; DuckDB reads them.
 
-Layout under the root (`Settings.tables_root`, a folder or `s3://bucket/prefix`):
-`<table>/_schema.parquet` (zero rows, the table's current columns: it keeps an empty table
-queryable and gives old files the columns added since) and `<table>/<key column>=<key>.parquet`.
+Layout under the root (`Settings.tables_root`, a folder or `s3://bucket/prefix`), hive style so
+DuckDB prunes a filter on the partition key to one folder without opening the others:
 
-A step writes a partition's whole file and publishes it in one step: on a POSIX file system
-(local or shared) it writes a temporary name in the same folder, fsyncs and renames; on S3 the
-object appears only when its upload completes. Whoever publishes last wins whole; a reader sees the
-old file or the new one, never a mix, and no lock is ever taken. Queries run in a private
-in-memory DuckDB over these files, so no process ever waits for another's database file.
+    <table>/<key column>=!schema/schema.parquet          zero rows, the table's current columns
+    <table>/<key column>=<key>/<stamp>-<id>.parquet      one file per publish, never rewritten
+
+A publish writes a new file under a new name (`<stamp>` is the UTC time it became visible, `<id>`
+random): on a POSIX file system it writes a temporary name, fsyncs and renames; on S3 it uploads
+to a staging key and copies it into place. A file's name never changes its content, so no reader
+(or DuckDB's file and metadata caches) can see a footer of one version and data of another. The
+current version of a partition is its newest file; older ones stay readable for `GRACE_S` after
+being superseded, so a query that listed them still finds them, then `cleanup` removes them.
+Deleting a partition publishes an empty tombstone version. No lock is ever taken, and queries run
+in a private DuckDB over these files, so no process ever waits for another's database file.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,8 +52,17 @@ _SCALAR_ARROW: dict[str, pa.DataType] = {
     "BOOLEAN": pa.bool_(),
     "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
 }
-SCHEMA_FILE = "_schema.parquet"
+SCHEMA_FOLDER_VALUE = "!schema"  # "!" is percent-encoded in every real key: no partition is named so
+SCHEMA_FILE = "schema.parquet"
 VIDEO_SCORES_TABLES = frozenset({"videos", *schema.SCORE_TABLES})
+# A superseded version stays readable this long after its successor appeared: a query that listed it
+# before then still finds it. Longer than any query; the disk cost is one old file per republish.
+GRACE_S = 3600.0
+# The views show a republished version once it is this old (views.py explains why); publishing makes
+# a file visible within this of its stamp.
+SETTLE_S = 1.0
+_STAMP = "%Y%m%dT%H%M%S%fZ"
+_VERSION_NAME = re.compile(r"(\d{8}T\d{12}Z)-([0-9a-f]{8})(-deleted)?\.parquet")
 
 
 def arrow_type(duckdb_type: str) -> pa.DataType:
@@ -61,21 +76,32 @@ def arrow_schema(table: str) -> pa.Schema:
     return pa.schema([pa.field(c, arrow_type(t)) for c, t in schema.columns(table)])
 
 
-def partition_file_name(table: str, key: str) -> str:
-    """`batch=<key>.parquet`: keys are percent-encoded where needed, so none escapes its folder."""
+def partition_folder_name(table: str, key: str) -> str:
+    """`batch=<key>`: keys are percent-encoded where needed (DuckDB decodes hive values the same
+    way), so none escapes its folder."""
     if not key:
         raise ValueError("partition key must be a non-empty string")
     name = quote(key, safe="-_.")
     if name.startswith("."):
         name = "%2E" + name[1:]
-    return f"{schema.partition_key(table)}={name}.parquet"
+    return f"{schema.partition_key(table)}={name}"
 
 
-def _key_of(table: str, file_name: str) -> str | None:
+def _key_of(table: str, folder_name: str) -> str | None:
     prefix = schema.partition_key(table) + "="
-    if not (file_name.startswith(prefix) and file_name.endswith(".parquet")):
+    if not folder_name.startswith(prefix) or folder_name == prefix + SCHEMA_FOLDER_VALUE:
         return None
-    return unquote(file_name[len(prefix) : -len(".parquet")])
+    return unquote(folder_name[len(prefix) :])
+
+
+def version_name(deleted: bool = False) -> str:
+    """A new version's file name: the UTC time now, sortable, and a random id."""
+    stamp = datetime.now(timezone.utc).strftime(_STAMP)
+    return f"{stamp}-{uuid.uuid4().hex[:8]}{'-deleted' if deleted else ''}.parquet"
+
+
+def _stamp_of(name: str) -> datetime:
+    return datetime.strptime(name[: name.index("-")], _STAMP).replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -120,31 +146,40 @@ class TableStore:
         return f"{self.root}/{table}"
 
     def partition_path(self, table: str, key: str) -> str:
-        return f"{self.table_dir(table)}/{partition_file_name(table, key)}"
+        """The current file of partition `key` (KeyError when it has none)."""
+        return self._as_url(self.partition_files(table)[key])
 
     def _fs_path(self, table: str, name: str = "") -> str:
         return f"{self._base}/{table}" + (f"/{name}" if name else "")
 
+    def _as_url(self, fs_path: str) -> str:
+        return f"s3://{fs_path}" if self.is_s3 else fs_path
+
+    def _schema_path(self, table: str) -> str:
+        return self._fs_path(table, f"{schema.partition_key(table)}={SCHEMA_FOLDER_VALUE}/{SCHEMA_FILE}")
+
     def ensure_layout(self, tables: Iterable[str] | None = None) -> None:
-        """Write each table's `_schema.parquet` when missing or outdated. Idempotent and atomic;
+        """Write each table's schema file when missing or outdated. Idempotent and atomic;
         checked once per table and store, since every publish calls it."""
         for table in tables or schema.TABLES:
             if table in self._laid_out:
                 continue
+            if not self.is_s3:
+                _adopt_flat_files(Path(self._fs_path(table)), table)
             if not self._schema_file_current(table):
-                self._write(arrow_schema(table).empty_table(), table, SCHEMA_FILE)
+                self._write_file(arrow_schema(table).empty_table(), self._schema_path(table))
             self._laid_out.add(table)
 
     def _schema_file_current(self, table: str) -> bool:
         try:
-            return pq.read_schema(self._fs_path(table, SCHEMA_FILE), filesystem=self.fs).equals(arrow_schema(table))
+            return pq.read_schema(self._schema_path(table), filesystem=self.fs).equals(arrow_schema(table))
         except (FileNotFoundError, OSError, pa.ArrowInvalid):
             return False
 
     # -- writing -------------------------------------------------------------------------------
 
     def publish(self, df: pd.DataFrame | pa.Table, table: str, key: str) -> Published:
-        """Replace partition `key` of `table` with these rows, atomically (see the module docstring).
+        """Make these rows partition `key` of `table`, as a new version (see the module docstring).
 
         The rows are typed after schema.py; a missing key column is filled in; rows of another
         partition or unknown columns are refused with ValueError before anything is written.
@@ -154,48 +189,100 @@ class TableStore:
         if key_col not in arrow.column_names:
             arrow = arrow.append_column(key_col, pa.array([key] * arrow.num_rows, pa.string()))
         check_keys(arrow, table, key_col, key)
-        arrow = _conform(arrow, table)
-        self.ensure_layout([table])
-        name = partition_file_name(table, key)
-        size = self._write(arrow, table, name)
-        return Published(table, key, self.partition_path(table, key), arrow.num_rows, size)
+        return self._publish_version(_conform(arrow, table), table, key)
 
-    def _write(self, arrow: pa.Table, table: str, name: str) -> int:
-        final = self._fs_path(table, name)
+    def _publish_version(self, arrow: pa.Table, table: str, key: str, deleted: bool = False) -> Published:
+        self.ensure_layout([table])
+        folder = self._fs_path(table, partition_folder_name(table, key))
         if self.is_s3:
-            # An S3 object becomes visible only when its (multipart) upload completes: atomic.
-            pq.write_table(arrow, final, filesystem=self.fs)
-            return int(self.fs.get_file_info(final).size)
-        return write_parquet(arrow, final).stat().st_size
+            # Upload under a staging key, then copy into place with a fresh stamp: the object appears
+            # whole when the copy completes, within SETTLE_S of its stamp.
+            staging = f"{self._base}/_staging/{uuid.uuid4().hex}.parquet"
+            pq.write_table(arrow, staging, filesystem=self.fs)
+            try:
+                final = f"{folder}/{version_name(deleted)}"
+                self.fs.copy_file(staging, final)
+            finally:
+                self.fs.delete_file(staging)
+            size = int(self.fs.get_file_info(final).size)
+        else:
+            path = write_parquet(arrow, Path(folder), name=lambda: version_name(deleted))
+            final, size = str(path), path.stat().st_size
+        self.cleanup(table, [key])
+        return Published(table, key, self._as_url(final), arrow.num_rows, size)
+
+    def _write_file(self, arrow: pa.Table, fs_path: str) -> None:
+        if self.is_s3:
+            pq.write_table(arrow, fs_path, filesystem=self.fs)  # an S3 object appears whole
+        else:
+            write_parquet(arrow, fs_path)
 
     def delete(self, table: str, key: str) -> bool:
-        """Remove partition `key` of `table`; False when it did not exist."""
-        path = self._fs_path(table, partition_file_name(table, key))
-        try:
-            self.fs.delete_file(path)
-        except FileNotFoundError:
+        """Remove partition `key` of `table` (an empty tombstone version); False when it had none."""
+        if key not in self.partition_files(table):
             return False
+        self._publish_version(arrow_schema(table).empty_table(), table, key, deleted=True)
         return True
+
+    def cleanup(self, table: str, keys: Iterable[str] | None = None, grace_s: float = GRACE_S) -> int:
+        """Remove versions superseded more than `grace_s` ago (of partitions `keys`, or all), and
+        partitions deleted that long ago; returns the number of files removed."""
+        cutoff = datetime.now(timezone.utc).timestamp() - grace_s
+        if keys is None:
+            versions = self._versions(table)
+        else:
+            versions = {k: v for key in keys for k, v in self._versions(table, key).items()}
+        removed = 0
+        for key, names in versions.items():
+            doomed = [old for old, new in itertools.pairwise(names) if _stamp_of(new).timestamp() < cutoff]
+            if names[-1].endswith("-deleted.parquet") and _stamp_of(names[-1]).timestamp() < cutoff:
+                doomed.append(names[-1])
+            folder = self._fs_path(table, partition_folder_name(table, key))
+            for name in doomed:
+                try:
+                    self.fs.delete_file(f"{folder}/{name}")
+                    removed += 1
+                except FileNotFoundError:
+                    pass  # another publisher's cleanup got there first
+            if len(doomed) == len(names) and not self.is_s3:
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass  # a new version arrived meanwhile
+        return removed
 
     # -- reading -------------------------------------------------------------------------------
 
-    def partition_files(self, table: str) -> dict[str, str]:
-        """Published partitions of `table`: key -> file system path."""
+    def _versions(self, table: str, key: str | None = None) -> dict[str, list[str]]:
+        """Every partition's (or partition `key`'s) version file names, oldest first, from one
+        listing of the table's (or the partition's) folder."""
         schema.columns(table)
-        selector = pafs.FileSelector(self._fs_path(table), allow_not_found=True)
-        found: dict[str, str] = {}
+        base = self._fs_path(table)
+        where = base if key is None else f"{base}/{partition_folder_name(table, key)}"
+        selector = pafs.FileSelector(where, recursive=True, allow_not_found=True)
+        found: dict[str, list[str]] = {}
         for info in self.fs.get_file_info(selector):
-            key = _key_of(table, info.base_name)
-            if key is not None and info.type == pafs.FileType.File:
-                found[key] = info.path
-        return found
+            parent, _, name = info.path[len(base) + 1 :].rpartition("/")
+            if info.type != pafs.FileType.File or "/" in parent or not _VERSION_NAME.fullmatch(name):
+                continue
+            key = _key_of(table, parent)
+            if key is not None:
+                found.setdefault(key, []).append(name)
+        return {key: sorted(names) for key, names in found.items()}
+
+    def partition_files(self, table: str) -> dict[str, str]:
+        """Published partitions of `table`: key -> file system path of its current version."""
+        out = {}
+        for key, names in self._versions(table).items():
+            if not names[-1].endswith("-deleted.parquet"):
+                out[key] = self._fs_path(table, f"{partition_folder_name(table, key)}/{names[-1]}")
+        return out
 
     def partitions(self, table: str) -> set[str]:
         return set(self.partition_files(table))
 
     def has(self, table: str, key: str) -> bool:
-        info = self.fs.get_file_info(self._fs_path(table, partition_file_name(table, key)))
-        return info.type == pafs.FileType.File
+        return key in self.partition_files(table)
 
     def dataset(self, table: str, keys: Iterable[str] | None = None) -> pds.Dataset:
         """An Arrow dataset over the table's partitions (all, or `keys`), with the current columns."""
@@ -211,7 +298,8 @@ class TableStore:
 
     def connect(self, keys: Iterable[str] | None = None, sql: str | None = None) -> duckdb.DuckDBPyConnection:
         """A private in-memory DuckDB with the tables as views (restricted to partitions `keys`): the
-        tables `sql` names, or all. Nothing is locked or written: it reads the files as they are now.
+        tables `sql` names, or all. Nothing is locked or written: it reads the current versions as
+        they are now (one listing per table, files that stay readable while it runs).
         """
         keys = list(keys) if keys is not None else None
         con = duckdb.connect()
@@ -387,18 +475,51 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def write_parquet(data: pd.DataFrame | pa.Table, path: str | os.PathLike[str]) -> Path:
+def write_parquet(
+    data: pd.DataFrame | pa.Table, path: str | os.PathLike[str], name: Callable[[], str] | None = None
+) -> Path:
     """Write a local Parquet file under a temporary name, fsync, then rename: it appears complete or
-    not at all (the rename must never expose a file whose data is not on disk)."""
+    not at all (the rename must never expose a file whose data is not on disk). With `name`, `path`
+    is the folder and `name()` gives the file's name just before the rename (a version's stamp)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    folder = path if name else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{uuid.uuid4().hex}.{os.getpid()}.tmp"
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
     try:
         pq.write_table(table, tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        final = folder / name() if name else path
+        os.replace(tmp, final)
+    except OSError as exc:  # Arrow's messages name no file: say which one, and the system's reason
+        raise _with_path(exc, path) from exc
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+    return final
+
+
+def _adopt_flat_files(table_dir: Path, table: str) -> None:
+    """Move files of the earlier flat layout (`<table>/batch=<key>.parquet`, `_schema.parquet`) into
+    partition folders as their first version; readers of that layout only ever listed them."""
+    if not table_dir.is_dir():
+        return
+    prefix = schema.partition_key(table) + "="
+    for entry in table_dir.iterdir():
+        if entry.name == "_schema.parquet":
+            entry.unlink(missing_ok=True)  # ensure_layout writes the new one
+        elif entry.is_file() and entry.name.startswith(prefix) and entry.name.endswith(".parquet"):
+            folder = table_dir / entry.name[: -len(".parquet")]
+            folder.mkdir(exist_ok=True)
+            os.replace(entry, folder / version_name())
+
+
+def _with_path(exc: OSError, path: Path) -> OSError:
+    """`exc` as "[Errno 28] No space left on device: '<path>'" (Arrow puts the errno in its text only)."""
+    code = exc.errno
+    if code is None:
+        found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+        code = int(found.group(1)) if found else None
+    if code is None:
+        return OSError(f"cannot write {path}: {exc}")
+    return OSError(code, os.strerror(code), str(path))

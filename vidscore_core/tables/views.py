@@ -1,20 +1,31 @@
 """`$VIDSCORE_HOME/vidscore.duckdb`: views over the tables' Parquet files, for any DuckDB client.
 
-The views read `<table>/*.parquet` through a glob, so publishing a partition never touches this
-file: it is written only when it is missing or the table definitions changed (`vidscore ingest`,
-`vidscore ui`, `vidscore views`, and best-effort by the `meta_files` step, which gives up at once
-when a user session holds the file). Scoring runs never open it.
+The views read `<table>/<key>=*/*.parquet` through a glob (hive style: a filter on the key opens
+one folder), so publishing a partition never touches this file: it is written only when it is
+missing or the table definitions changed (`vidscore ingest`, `vidscore ui`, `vidscore views`, and
+best-effort by the `meta_files` step, which gives up at once when a user session holds the file).
+Scoring runs never open it.
+
+A partition's folder may hold older versions for a grace period (store.py); each view keeps the
+rows of one file per folder, picked by a subquery over the same glob. DuckDB lists the files to
+scan before it runs that subquery, so the pick must be a file the scan listed: the newest file at
+least `SETTLE_S` old (publishing makes a file visible within that of its stamp, so it was listed),
+or, when the folder has none that old, its oldest file (if the scan missed it, it missed the whole
+folder: the partition did not exist yet). A republished partition thus shows its new rows after
+`SETTLE_S`; a first publish shows at once.
 """
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
 
 from vidscore_core.settings import Settings
 from vidscore_core.tables import schema
-from vidscore_core.tables.store import TableStore, set_utc
+from vidscore_core.tables.store import SETTLE_S, TableStore, set_utc
 
 FINGERPRINT_TABLE = "vidscore_views"
 
@@ -31,37 +42,76 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def table_source(store: TableStore, table: str) -> str:
+    """A relation of `table`'s current rows (raw Parquet columns) as a SQL expression."""
+    glob = _sql_literal(f"{store.table_dir(table)}/{schema.partition_key(table)}=*/*.parquet")
+    # Every file has the table's current columns (publish conforms them; write_views upgrades older
+    # ones), so no union_by_name: with it, DuckDB reads a footer at bind time and the data later.
+    # Version names start with their UTC stamp: the newest settled one is the greatest such name.
+    settled = f"strftime(timezone('UTC', now()) - INTERVAL {SETTLE_S * 1e6:.0f} MICROSECOND, '%Y%m%dT%H%M%S%fZ')"
+    current = (
+        f"SELECT coalesce(max(file) FILTER (WHERE parse_filename(file) <= {settled}), min(file)) "
+        f"FROM glob({glob}) GROUP BY parse_dirpath(file)"
+    )
+    return (
+        f"(SELECT * FROM read_parquet({glob}, hive_partitioning = true, hive_types_autocast = false) "
+        f"WHERE filename IN ({current}))"
+    )
+
+
 def view_statements(store: TableStore) -> list[str]:
     """CREATE VIEW statements for every public table and `video_scores`."""
     statements = []
     for table in schema.PUBLIC_TABLES:
-        glob = _sql_literal(f"{store.table_dir(table)}/*.parquet")
-        # Every file has the table's current columns (publish conforms them; write_views upgrades older
-        # ones), so no union_by_name: with it, DuckDB reads a footer at bind time and the data later,
-        # and a partition republished in between was seen torn (bench/results/tables-cpu-2core.md).
-        source = f"read_parquet({glob}, hive_partitioning = false)"
         statements.append(
-            f"CREATE OR REPLACE VIEW {schema.quote_ident(table)} AS {schema.select_sql(table, source)}"
+            f"CREATE OR REPLACE VIEW {schema.quote_ident(table)} AS "
+            f"{schema.select_sql(table, table_source(store, table))}"
         )
     statements.append(schema.video_scores_sql())
     return statements
 
 
 def _wanted_fingerprint(store: TableStore) -> str:
-    return f"{schema.fingerprint()}:{store.root}"
+    """The table definitions and the views' SQL (which names the tables' location)."""
+    views = hashlib.sha256("\n".join(view_statements(store)).encode()).hexdigest()[:16]
+    return f"{schema.fingerprint()}:{views}:{store.root}"
+
+
+def _held_by_another(exc: duckdb.Error) -> bool:
+    """DuckDB's error when another connection holds the file (its lock, or another configuration)."""
+    text = str(exc).lower()
+    return "lock" in text or "different configuration" in text
+
+
+def _set_aside(db_path: Path) -> None:
+    """Move an unreadable database (and its WAL) out of the way: it holds only views, rebuilt from
+    the tables, but it is kept beside under a new name for whoever wants to look at it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for path in (db_path, db_path.with_name(db_path.name + ".wal")):
+        if path.exists():
+            path.replace(path.with_name(f"{path.name}.corrupt-{stamp}"))
 
 
 def current(db_path: Path, store: TableStore) -> bool:
-    """Whether the file's views are those of this code and table location (read-only look)."""
+    """Whether the file's views are those of this code and table location (read-only look). An
+    unreadable file is set aside (False); a file another process holds raises ViewsBusyError."""
     if not db_path.exists():
         return False
     try:
         con = duckdb.connect(str(db_path), read_only=True)
-    except duckdb.IOException as exc:
-        raise ViewsBusyError(str(exc)) from exc
+    except duckdb.Error as exc:
+        if _held_by_another(exc):
+            raise ViewsBusyError(str(exc)) from exc
+        _set_aside(db_path)
+        return False
     try:
         row = con.execute(f"SELECT value FROM {FINGERPRINT_TABLE} WHERE name = 'fingerprint'").fetchone()
+        con.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()  # reads every view's block
     except duckdb.CatalogException:
+        return False
+    except duckdb.Error:
+        con.close()
+        _set_aside(db_path)
         return False
     finally:
         con.close()
@@ -160,14 +210,36 @@ def migrate_native_tables(con: duckdb.DuckDBPyConnection, store: TableStore) -> 
 
 
 def connect_read_only(db_path: Path, store: TableStore) -> duckdb.DuckDBPyConnection:
-    """Open the views read-only with external access off: only the tables' folder can be read."""
+    """Open the views read-only with external access off: only the tables' folder can be read.
+
+    DuckDB's allowed directories allow writes too: callers that run a user's SQL must also refuse
+    statements other than queries (`vidscore_core.tables.sql_output.check_query`).
+    """
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         set_utc(con)
         if not store.is_s3:
             con.execute(f"SET allowed_directories = [{_sql_literal(store.root + '/')}]")
         con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")  # no statement can loosen the settings above
     except BaseException:
         con.close()
         raise
     return con
+
+
+def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """`connect_read_only` on `settings.db_path`, rebuilding the file first when it is unreadable
+    (it holds only views). FileNotFoundError when there is none; ViewsBusyError when another
+    process holds it."""
+    db_path = settings.db_path
+    if not db_path.exists():
+        raise FileNotFoundError(db_path)
+    store = TableStore.from_settings(settings)
+    try:
+        if current(db_path, store):
+            return connect_read_only(db_path, store)
+    except ViewsBusyError:
+        return connect_read_only(db_path, store)  # another reader: share the file as it is
+    write_views(settings)  # outdated or set aside as unreadable: written anew
+    return connect_read_only(db_path, store)

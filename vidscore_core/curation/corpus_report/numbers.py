@@ -31,6 +31,7 @@ from vidscore_core.curation.filtered_dataset import PRESETS
 from vidscore_core.curation.filters import FilterSpec
 from vidscore_core.tables.schema import quote_ident
 from vidscore_core.tables.store import TableStore, set_utc
+from vidscore_core.tables.views import table_source
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 HISTOGRAM_BINS = 40
@@ -138,10 +139,8 @@ def tables_connection(store: TableStore, tables: Sequence[str]) -> Iterator[duck
         else:
             con = duckdb.connect()
             set_utc(con)
-            for table in tables:
-                glob = f"{store.table_dir(table)}/*.parquet".replace("'", "''")
-                con.execute(f"CREATE VIEW {quote_ident(table)} AS "
-                            f"SELECT * FROM read_parquet('{glob}', hive_partitioning = false)")  # fmt: skip
+            for table in tables:  # each partition's current version, as `vidscore.duckdb`'s views read it
+                con.execute(f"CREATE VIEW {quote_ident(table)} AS SELECT * FROM {table_source(store, table)}")
         try:
             con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
             con.execute(f"SET temp_directory = '{spill}'")

@@ -11,10 +11,15 @@ Read from the environment when the code location loads, so a deployment tunes th
 from __future__ import annotations
 
 import os
+import warnings
 
 import dagster as dg
 
 DEFAULT_PARTITIONS_PER_RUN = 4
+
+# `backfill_policy` is marked beta; vidscore pins Dagster's version, and users cannot act on the warning
+# (printed on every CLI, demo and UI start).
+warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
 
 def _int_env(name: str, default: int) -> int:

@@ -8,8 +8,14 @@ import pandas as pd
 import pydantic
 from pydantic import Field
 
-from vidscore_core.curation.filtered_dataset import PRESETS, select_rows, source_counts, write_exports
-from vidscore_core.curation.filters import BOUNDS, LIMITS, FilterSpec
+from vidscore_core.curation.filtered_dataset import (
+    PRESETS,
+    removed_by_bound,
+    select_rows,
+    source_counts,
+    write_exports,
+)
+from vidscore_core.curation.filters import BOUNDS, LIMITS, FilterSpec, removed_line
 from vidscore_core.scores import SCORES
 from vidscore_core.scoring import lineage
 from vidscore_core.tables.store import TableStore
@@ -67,6 +73,7 @@ def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig, vid
     store = TableStore.from_settings(settings)
     sources = source_counts(store)
     rows = select_rows(store, spec)
+    removed = removed_by_bound(store, spec)
     exports = write_exports(rows, settings.exports_dir, config.preset)
     table = rows.assign(
         preset=config.preset,
@@ -76,7 +83,8 @@ def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig, vid
         filtered_at=pd.Timestamp(lineage.utc_now()),
     )
     kept = store.publish(table, "filtered_videos", config.preset).rows
-    context.log.info(f"preset {config.preset}: kept {kept} of {sources['videos']} clips ({spec.to_json()})")
+    context.log.info(f"preset {config.preset}: kept {kept} of {sources['videos']} clips; {removed_line(removed)} "
+                     f"({spec.to_json()})")  # fmt: skip
     meta = score_metadata(rows.assign(error=None), "aes", "aesthetic score of kept clips") if kept else {}
     return dg.MaterializeResult(
         metadata={
@@ -87,6 +95,8 @@ def filtered_videos(context: dg.AssetExecutionContext, config: FilterConfig, vid
             "filter_spec": dg.MetadataValue.json(json.loads(spec.to_json())),
             "source_rows": dg.MetadataValue.json(sources),
             "kept": kept,
+            # Readable clips each bound removes on its own (a clip failing two counts in both).
+            "removed_by_bound": dg.MetadataValue.json(removed),
             "export_csv": dg.MetadataValue.path(str(exports["csv"])),
             "export_parquet": dg.MetadataValue.path(str(exports["parquet"])),
         }
