@@ -25,6 +25,11 @@ plus the few wheels that `bench/README.md` lists, and writes one JSON and one Ma
    the function the Dagster `clip_embeddings` and `flow_scores` assets call, then the aesthetic and
    matching rows from the stored embeddings as those assets compute them.
 5. **targets** of issue 11, evaluated from the figures above.
+6. **text_and_shots**: the `ocr` detector (PP-OCRv4 through onnxruntime's CUDA provider) and the
+   `shots` network (TransNetV2, float32) on the device against the same models on the CPU (fixture
+   frames with and without drawn words; two fixture clips joined), their throughput (1024×1024
+   frames/s, 48×27 frames/s), and the CPU cost of decoding every frame at 48×27 next to the CLIP
+   frames alone.
 
 `--dry-run` runs all of it on CPU at toy sizes (fixture CLIP, 2 clips, a 32×64 flow resolution in
 the throughput and end-to-end sections, fp32 parity with one flow clip) so CI proves the script works
@@ -785,6 +790,115 @@ def unimatch_throughput(args, device: str, fixtures: Path, work: Path, precision
 
 
 # ----------------------------------------------------------------------------------------------------
+# 6. text and shots: the ocr detector and the shots network on the device
+# ----------------------------------------------------------------------------------------------------
+
+OCR_AREA_TOLERANCE = 0.002  # |Δocr_area| between the device and the CPU on the same frame
+SHOT_PROBABILITY_TOLERANCE = 1e-3  # max |Δp| of TransNetV2 float32, device vs CPU
+
+
+def _ocr_on_device(args, device: str, crops, timing: dict) -> dict:
+    """Boxes on the device vs the CPU for the same 1024×1024 crops, and frames/s per batch size."""
+    import numpy as np
+
+    from vidscore_core.models.ppocr_det import TextDetector, covered_fraction
+
+    cpu = TextDetector(device="cpu", box_threshold=0.3).detect(crops)
+    try:
+        detector = TextDetector(device=device, box_threshold=0.3)
+    except RuntimeError as exc:  # onnxruntime without its CUDA provider: the job would fail the same way
+        return {"status": "unavailable", "reason": str(exc)}
+    got = detector.detect(crops)
+    frames = []
+    for a, b in zip(cpu, got, strict=True):
+        area_cpu, area_device = covered_fraction(a, 1024, 1024), covered_fraction(b, 1024, 1024)
+        frames.append({"cpu_boxes": len(a), "device_boxes": len(b), "cpu_area": area_cpu, "device_area": area_device,
+                       "ok": len(a) == len(b) and abs(area_cpu - area_device) <= OCR_AREA_TOLERANCE})  # fmt: skip
+    batches = {}
+    for n in args.ocr_batches:
+        batch = np.repeat(crops[-1:], n, axis=0)
+        t = timed(lambda batch=batch: detector.detect(batch), device, **timing)
+        batches[str(n)] = {"frames_per_s": n / t["median_s"], "timing": t}
+        log(f"ocr batch {n}: {n / t['median_s']:.1f} frames/s")
+    return {"providers": detector.session.get_providers(), "frames": frames, "pass": all(f["ok"] for f in frames),
+            "batches": batches}  # fmt: skip
+
+
+def _shots_on_device(args, device: str, small, timing: dict) -> dict:
+    """TransNetV2 probabilities on the device vs the CPU for the same frames, and frames/s."""
+    import numpy as np
+    import torch
+
+    from vidscore_core.models import transnetv2
+
+    frames = torch.from_numpy(small)
+    cpu = transnetv2.predict_probabilities(transnetv2.load_transnetv2(device="cpu"), frames)
+    model = transnetv2.load_transnetv2(device=device)
+    got = transnetv2.predict_probabilities(model, frames.to(device))
+    delta = float(np.abs(cpu - got).max())
+    same_shots = transnetv2.shots_from_probabilities(cpu) == transnetv2.shots_from_probabilities(got)
+    batches = {}
+    gen = torch.Generator().manual_seed(0)
+    for n in args.shot_windows:
+        windows = torch.randint(0, 256, (n, transnetv2.WINDOW, 27, 48, 3), generator=gen, dtype=torch.uint8).to(device)
+
+        def step(windows=windows) -> None:
+            with torch.inference_mode():
+                model(windows)
+
+        reset_peak(device)
+        t = timed(step, device, **timing)
+        # Each window contributes its 50 middle frames to a clip's predictions.
+        batches[str(n)] = {"frames_per_s": n * transnetv2.STEP / t["median_s"], "timing": t,
+                           "peak_gpu_gib": peak_memory_gib(device)}  # fmt: skip
+        log(f"transnetv2 {n} windows: {batches[str(n)]['frames_per_s']:.0f} frames/s")
+    return {"max_abs_delta": delta, "same_shots": same_shots, "shots": transnetv2.shots_from_probabilities(got),
+            "pass": delta <= SHOT_PROBABILITY_TOLERANCE and same_shots, "batches": batches}  # fmt: skip
+
+
+def text_and_shots(args, device: str, fixtures: Path, work: Path) -> dict:
+    import numpy as np
+
+    from vidscore_core.media import read_frames, read_scaled_frames
+    from vidscore_core.media.synth import draw_words, write_clip
+    from vidscore_core.models.transnetv2 import FRAME_SIZE
+    from vidscore_core.scoring.ocr_frames import OCR_FRAME_INDEX, square_crop
+    from vidscore_core.scoring.shot_frames import FRAME_SIZE as SHOT_SIZE
+
+    timing = dict(warmup=args.warmup, min_iters=args.min_iters, max_iters=args.max_iters,
+                  min_seconds=args.min_seconds)  # fmt: skip
+    media = fixtures / "media"
+    names = ["pan_hubble_right_5px.mp4", "pan_retina_portrait_down_3px.mp4", "image_colorwheel.jpg"]
+    names = names[: args.ocr_frames]
+    plain = [read_frames(media / n, indices=[OCR_FRAME_INDEX]).frames[0] for n in names]
+    crops = np.stack([square_crop(f) for f in plain] + [square_crop(draw_words(f)) for f in plain])
+    out: dict[str, Any] = {"ocr": _ocr_on_device(args, device, crops, timing)}
+
+    first = read_frames(media / "pan_hubble_right_5px.mp4", indices=list(range(48))).frames
+    second = [f.transpose(1, 0, 2) for f in read_frames(media / "pan_retina_portrait_down_3px.mp4",
+                                                          indices=list(range(48))).frames]  # fmt: skip
+    joined = write_clip(work / "joined.mp4", [*first, *(np.ascontiguousarray(f) for f in second)])
+    small = np.stack(read_scaled_frames(joined, FRAME_SIZE).frames)
+    out["shots"] = {**_shots_on_device(args, device, small, timing), "join_frame": len(first)}
+
+    # Decoding (CPU, one clip at a time): every frame at 48×27 next to the CLIP frames alone.
+    clip = media / "pan_hubble_right_5px.mp4"
+    scaled = timed(lambda: read_scaled_frames(clip, SHOT_SIZE), "cpu", **timing)
+    sparse = timed(lambda: read_frames(clip, points=(0.1, 0.5, 0.9)), "cpu", **timing)
+    out["decode"] = {"clip": clip.name, "every_frame_48x27_s": scaled["median_s"], "clip_frames_s": sparse["median_s"]}
+    ok = [out["shots"]["pass"], out["ocr"].get("pass", True)]
+    out["pass"] = all(ok)
+    out["notes"] = [
+        "ocr: boxes of confidence > 0.3 on 1024x1024 crops of frame 10 (fixture frames, and the same with "
+        f"drawn words); device vs CPU: same box count and |Δarea| <= {OCR_AREA_TOLERANCE}. 'unavailable' when "
+        "onnxruntime has no CUDA provider (install onnxruntime-gpu): the ocr job then fails on CUDA.",
+        f"shots: two fixture clips joined at frame {len(first)}; device vs CPU float32: max |Δp| <= "
+        f"{SHOT_PROBABILITY_TOLERANCE} and the same shots. Throughput: random 100-frame windows, 50 frames each.",
+    ]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
 # 4. end to end: the assets' code path on a generated corpus
 # ----------------------------------------------------------------------------------------------------
 
@@ -1285,6 +1399,7 @@ def markdown(report: dict) -> str:
     figs = ", ".join(f"{k}: {_fmt(v['pairs_per_s'])} pairs/s" for k, v in u.get("pairs_per_s", {}).items())
     lines.append(f"| {u.get('target')} | {figs or '–'}; reference: not measured | needs the reference run |")
     lines += ["", u.get("note", ""), ""]
+    lines += text_and_shots_markdown(report.get("text_and_shots", {}))
     errors = [k for k, v in report.items() if isinstance(v, dict) and v.get("status") == "error"]
     if errors:
         lines += ["## Errors", ""]
@@ -1305,6 +1420,35 @@ def markdown(report: dict) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
+def text_and_shots_markdown(ts: dict) -> list[str]:
+    lines = ["## 6. Text and shots (ocr, shots)", ""]
+    unavailable = _unavailable(ts)
+    if unavailable:
+        return lines + unavailable
+    ocr, shots, decode = ts.get("ocr", {}), ts.get("shots", {}), ts.get("decode", {})
+    if ocr.get("status") == "unavailable":
+        lines += [f"ocr on the device: unavailable ({ocr.get('reason')})", ""]
+    else:
+        lines += [f"ocr providers {ocr.get('providers')}; device vs CPU boxes agree: **{ocr.get('pass')}**", "",
+                  "| frame | CPU boxes | device boxes | CPU area | device area |", "|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for i, f in enumerate(ocr.get("frames", [])):
+            lines.append(f"| {i} | {f['cpu_boxes']} | {f['device_boxes']} | {_fmt(f['cpu_area'], 4)} | "
+                         f"{_fmt(f['device_area'], 4)} |")  # fmt: skip
+        figs = ", ".join(f"batch {k}: {_fmt(v['frames_per_s'])}" for k, v in ocr.get("batches", {}).items())
+        lines += ["", f"ocr throughput (1024×1024 frames/s): {figs}", ""]
+    figs = ", ".join(f"{k} windows: {_fmt(v['frames_per_s'])}" for k, v in shots.get("batches", {}).items())
+    lines += [
+        f"TransNetV2 on the device: max |Δp| vs CPU {_fmt(shots.get('max_abs_delta'), 6)}, same shots "
+        f"{shots.get('same_shots')} ({shots.get('shots')}; join at frame {shots.get('join_frame')}); "
+        f"frames/s: {figs}",
+        "",
+        f"Decoding {decode.get('clip')} on the CPU: every frame at 48×27 {_fmt(decode.get('every_frame_48x27_s'), 4)} s, "
+        f"the three CLIP frames alone {_fmt(decode.get('clip_frames_s'), 4)} s.",
+        "",
+    ]
+    return lines + [f"* {n}" for n in ts.get("notes", [])] + [""]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1318,7 +1462,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu: full sizes on CPU (default cuda)")
     p.add_argument("--precisions", default=None, help="comma list (default: every JobOptions precision)")
-    p.add_argument("--sections", default="parity,clip,unimatch,e2e", help="comma list of sections to run")
+    p.add_argument("--sections", default="parity,clip,unimatch,e2e,text_shots", help="comma list of sections to run")
     p.add_argument("--budget-s", type=float, default=None,
                    help="after this many seconds, skip the remaining throughput measurements and the end-to-end "
                    "section (default 360; 3600 with --dry-run)")  # fmt: skip
@@ -1352,6 +1496,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.e2e_clip_size = (160, 96) if dry else (640, 360)
     args.e2e_frames = 32
     args.flow_size = (32, 64) if dry else (320, 576)  # UniMatch needs multiples of 32
+    args.ocr_batches = [1] if dry else [1, 8, 32]
+    args.ocr_frames = 1 if dry else 3  # fixture frames compared, each also with drawn words
+    args.shot_windows = [2] if dry else [16, 64, 256]
     if dry and args.flow_parity_clips is None:
         args.flow_parity_clips = 1
     args.warmup = 0 if dry else 2
@@ -1435,10 +1582,12 @@ def main(argv: list[str] | None = None) -> int:
             }
         else:
             section(report, "end_to_end", lambda: end_to_end(args, device, fixtures, work, budget, clip_file))
+    if "text_shots" in wanted:
+        section(report, "text_and_shots", lambda: text_and_shots(args, device, fixtures, work))
     report["targets"] = evaluate_targets(report, args.dry_run)
     report["total_seconds"] = round(budget.elapsed, 1)
     failed = [k for k, v in report.items() if isinstance(v, dict) and v.get("status") == "error"]
-    parity_ok = report.get("parity", {}).get("pass") is not False
+    parity_ok = report.get("parity", {}).get("pass") is not False and report.get("text_and_shots", {}).get("pass") is not False
     report["verdict"] = "pass" if not failed and parity_ok else "fail"
     report["failed_sections"] = failed
 

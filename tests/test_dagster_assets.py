@@ -52,7 +52,8 @@ def test_definitions_load_with_contract_names():
     assert pools["per_clip_scores"] == "gpu" and pools["aesthetic_scores"] == "gpu"
     per_clip = next(a for a in defs.assets if a.node_def.name == "per_clip_scores")
     assert {k.to_user_string() for k in per_clip.keys} == {
-        "clip_embeddings", "flow_scores", "camera_motion_scores", "luminance_scores", "blur_scores"
+        "clip_embeddings", "flow_scores", "camera_motion_scores", "luminance_scores", "blur_scores",
+        "ocr_scores", "shot_scores",
     } and per_clip.can_subset  # fmt: skip
     assert pools["videos"] is None and pools["filtered_videos"] is None and pools["meta_files"] is None
 

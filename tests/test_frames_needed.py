@@ -77,6 +77,11 @@ def test_every_score_reads_a_file_by_what_it_holds(media, tmp_path: Path, fixtur
     assert scored.loc["anim.gif", "flow"] == scored.loc["gif_named.mp4", "flow"]
     # An animation is scored on its frames at 10/50/90 %, not on its first frame as a still.
     assert scored.loc["anim.png", "aes"] != scored.loc["still.png", "aes"]
+    # Shots: a still has none to count; an animation of one smooth pan is one shot, as a video would be.
+    for still in ("still.png", "png_named.mp4", "still.gif"):
+        assert pd.isna(scored.loc[still, "shots"]) and scored.loc[still, "shots_error"].startswith("not a video"), still
+    for moving in ("two_frames.mp4", "anim.gif", "anim.webp", "anim.png", "gif_named.mp4"):
+        assert scored.loc[moving, "shots"] == 1 and pd.isna(scored.loc[moving, "shots_error"]), moving
 
     # UniMatch refuses the same inputs with the same reasons, before any model time.
     refused = {k: media[k] for k in ("png_named.mp4", "one_frame.mp4", "still.gif")}

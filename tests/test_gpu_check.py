@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("environment", "parity", "clip_throughput", "unimatch_throughput", "end_to_end")
+SECTIONS = ("environment", "parity", "clip_throughput", "unimatch_throughput", "end_to_end", "text_and_shots")
 HEADINGS = (
     "## 1. Parity",
     "## 2. CLIP ViT-L/14 throughput",
     "## 3. UniMatch throughput",
     "## 4. End to end",
     "## 5. Targets",
+    "## 6. Text and shots",
 )
 
 
@@ -105,3 +106,17 @@ def test_dry_run_throughput_and_end_to_end_figures(dry_run):
     for key in ("aesthetic_model_side", "aes_plus_match", "unimatch_vs_reference"):
         assert targets[key]["target"]
     assert targets["unimatch_vs_reference"]["met"] is None  # needs the reference run
+
+
+@pytest.mark.timeout(1200)
+def test_dry_run_compares_the_text_and_shot_models_on_the_device_with_the_cpu(dry_run):
+    proc, out = dry_run
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = json.loads(next(out.glob("gpu_check-*.json")).read_text())["text_and_shots"]
+    assert report["pass"] is True
+    frames = report["ocr"]["frames"]
+    assert [f["cpu_boxes"] > 0 for f in frames] == [False, True]  # a fixture frame, then with drawn words
+    assert all(f["ok"] for f in frames) and all(b["frames_per_s"] > 0 for b in report["ocr"]["batches"].values())
+    shots = report["shots"]
+    assert shots["same_shots"] and len(shots["shots"]) == 2 and abs(shots["shots"][1][0] - shots["join_frame"]) <= 2
+    assert report["decode"]["every_frame_48x27_s"] > 0

@@ -221,3 +221,30 @@ def test_an_out_of_memory_in_one_part_splits_that_part_only(fixtures: Path) -> N
     assert [r.error for r in results["clip"]] == [None, None, None] and clip_part.batches == [3]
     assert [r.error for r in results["flow"]] == [None, OUT_OF_MEMORY, None]
     assert results["flow"][2].values["indices"] == [0, 10, 20, 30] and stats.oom_splits > 0
+
+
+@pytest.mark.parametrize("name", MEDIA[:3])
+def test_a_scaled_request_gets_every_frame_small_and_the_others_their_frames(fixtures: Path, name: str) -> None:
+    import cv2
+
+    path = fixtures / "media" / name
+    scaled_request = FrameRequest(size=(48, 27))
+    clip, scaled = read_frame_sets(path, [CLIP_FRAMES, scaled_request])
+    alone = read_frames(path, points=CLIP_FRAMES.points)
+    assert clip.indices == alone.indices and all(np.array_equal(a, b) for a, b in zip(clip.frames, alone.frames, strict=True))
+    assert scaled.num_frames == alone.num_frames and scaled.indices == list(range(alone.num_frames))
+    assert all(f.shape == (27, 48, 3) and f.dtype == np.uint8 for f in scaled.frames)
+    # The small frames are the clip's frames, scaled: close to an area-average of the full frames.
+    for index, full in zip(alone.indices, alone.frames, strict=True):
+        expected = cv2.resize(full, (48, 27), interpolation=cv2.INTER_AREA).astype(float)
+        assert np.abs(scaled.frames[index].astype(float) - expected).mean() < 6
+
+
+def test_a_scaled_request_reports_a_cut_file_and_gives_an_image_whole(fixtures: Path) -> None:
+    request = FrameRequest(size=(48, 27))
+    (cut,) = read_frame_sets(fixtures / "media/bad_truncated.mp4", [request])
+    assert isinstance(cut, DecodeError) and cut.reason.startswith("truncated")
+    (image,) = read_frame_sets(fixtures / "media/image_colorwheel.jpg", [request])
+    assert image.is_image and image.frames[0].shape == (370, 371, 3)
+    with pytest.raises(ValueError):
+        FrameRequest(indices=(0,), size=(48, 27))

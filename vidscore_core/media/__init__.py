@@ -1,6 +1,6 @@
 """Reading clips and images: verified frame counts, reference frame indices, probing."""
 
-from vidscore_core.media.decode import DecodedFrames, read_frame_sets, read_frames
+from vidscore_core.media.decode import DecodedFrames, read_frame_sets, read_frames, read_scaled_frames
 from vidscore_core.media.errors import DecodeError
 from vidscore_core.media.frames import FrameRequest, clamp_indices, frame_indices_at
 from vidscore_core.media.images import IMAGE_EXTENSIONS, is_image_path
@@ -18,4 +18,5 @@ __all__ = [
     "probe_many",
     "read_frame_sets",
     "read_frames",
+    "read_scaled_frames",
 ]

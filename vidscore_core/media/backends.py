@@ -168,3 +168,69 @@ def _pyav_pass(path: str, header: VideoHeader, wanted: set[int]) -> tuple[int, d
     if count == 0:
         raise DecodeError("no decodable video frames")
     return count, got
+
+
+def decode_scaled(path: str, header: VideoHeader, size: tuple[int, int]) -> VideoResult:
+    """Every frame as uint8 RGB of `size` (width, height), converted and scaled in one swscale step
+    (bicubic, the `ffmpeg -s WxH` default), counted and held against the header as `_pyav_pass` does."""
+    if header.declares_duration:
+        check_duration(header, *packet_span(path))
+    small, _ = _scaled_pass(path, header, size, set())
+    check_declared(header, len(small), "decodable")
+    if not small:
+        raise DecodeError("no decodable video frames")
+    return VideoResult(header, len(small), list(range(len(small))), small, "pyav-scaled")
+
+
+def decode_joint(path: str, header: VideoHeader, want: Want, size: tuple[int, int]) -> tuple[VideoResult, VideoResult] | None:
+    """One sequential decode serving full-size requests (`want`) and every frame scaled to `size`.
+    Only for streams whose RGB the sparse decoder gives (8-bit 4:2:0, limited range), so the full-size
+    frames are those `decode_video` gives; None when that does not hold (another pixel format, a frame
+    count other than the header's or the packets' count): the caller decodes them apart then."""
+    if header.declares_duration:
+        check_duration(header, *packet_span(path))
+    guess = header.declared_frames or count_packets(path)
+    if not guess:
+        return None
+    passed = _scaled_pass(path, header, size, set(want(guess)), sparse_formats_only=True)
+    if passed is None:
+        return None
+    small, full = passed
+    n = len(small)
+    check_declared(header, n, "decodable")
+    if n != guess:
+        return None
+    indices = want(n)
+    return (VideoResult(header, n, indices, in_request_order(full, indices), "pyav"),
+            VideoResult(header, n, list(range(n)), small, "pyav-scaled"))  # fmt: skip
+
+
+def _scaled_pass(
+    path: str, header: VideoHeader, size: tuple[int, int], wanted: set[int], *, sparse_formats_only: bool = False
+) -> tuple[list[np.ndarray], dict[int, np.ndarray]] | None:
+    """Every frame scaled to `size`, and the `wanted` ones also at full size; None when
+    `sparse_formats_only` and the stream is not one the sparse decoder takes."""
+    import av
+
+    enable_ffmpeg_error_log()
+    width, height = size
+    small: list[np.ndarray] = []
+    full: dict[int, np.ndarray] = {}
+    try:
+        with av.logging.Capture(), av.open(media_input(path)) as container:
+            stream = container.streams.best("video")
+            if stream is None:
+                raise DecodeError("no video stream", final=True)
+            if sparse_formats_only and not sparse.takes(stream.codec_context):
+                return None
+            for frame in container.decode(stream):
+                if len(small) in wanted:
+                    full[len(small)] = frame.to_ndarray(format="rgb24")
+                small.append(frame.reformat(width=width, height=height, format="rgb24", interpolation="BICUBIC")
+                             .to_ndarray())  # fmt: skip
+    except DecodeError:
+        raise
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        check_declared(header, len(small), "decodable")
+        raise DecodeError(f"cannot decode frame {len(small)}: {ffmpeg_reason(exc)}") from None
+    return small, full

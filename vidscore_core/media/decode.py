@@ -18,17 +18,20 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from vidscore_core.media.backends import BACKENDS, check_backends, decode_video
-from vidscore_core.media.container import read_header
+from vidscore_core.media.backends import BACKENDS, check_backends, decode_joint, decode_scaled, decode_video
+from vidscore_core.media.container import VideoResult, read_header
 from vidscore_core.media.errors import DecodeError
-from vidscore_core.media.frames import FrameRequest, Want
-from vidscore_core.media.images import is_image_demuxer, read_image_frames, treat_as_image
-from vidscore_core.media.integrity import check_file
+from vidscore_core.media.frames import FrameRequest, Want, in_request_order
+from vidscore_core.media.images import is_image_demuxer, read_image_frames, resize_frames, treat_as_image
+from vidscore_core.media.integrity import check_file, check_transport_stream
 from vidscore_core.media.sources import reading, sharing_cache
+
+if TYPE_CHECKING:
+    from vidscore_core.media.remote import RemoteClip
 
 T = TypeVar("T")
 
@@ -85,22 +88,27 @@ def read_frame_sets(
     check_backends(backends)
     path = os.fspath(path)
     with sharing_cache(path):  # a remote clip's bytes are fetched once for all the passes below
+        if any(r.size is not None for r in requests):
+            return _with_scaled(path, requests, timeout_s, backends)
         return _read_frame_sets(path, requests, timeout_s, backends)
+
+
+def read_scaled_frames(
+    path: str | os.PathLike[str], size: tuple[int, int], *, timeout_s: float | None = 60.0
+) -> DecodedFrames:
+    """Every frame of a video as uint8 RGB of `size` (width, height), converted and scaled in one
+    swscale step (bicubic, the `ffmpeg -s WxH` default); a still image gives its one frame, full size,
+    an animated one its frames scaled.
+
+    The frame count is the frames that decode, held against the header as `read_frames` does (a cut
+    file is an error, never a shorter clip)."""
+    return run_with_timeout(_read_scaled, timeout_s, os.fspath(path), tuple(size))
 
 
 def _read_frame_sets(
     path: str, requests: Sequence[FrameRequest], timeout_s: float | None, backends: Sequence[str]
 ) -> list[DecodedFrames | DecodeError]:
-    sizes: list[int] = []
-
-    def union(n: int) -> list[int]:
-        sizes.clear()
-        wanted: list[int] = []
-        for request in requests:
-            got = request.want(n)
-            sizes.append(len(got))
-            wanted.extend(got)
-        return wanted
+    union, sizes = _union(requests)
 
     def each_alone() -> list[DecodedFrames | DecodeError]:
         out: list[DecodedFrames | DecodeError] = []
@@ -121,12 +129,67 @@ def _read_frame_sets(
         return each_alone()
     if joint.is_image:  # one frame whatever is asked
         return [joint] * len(requests)
+    return _split(joint, sizes)
+
+
+def _union(requests: Sequence[FrameRequest]) -> tuple[Want, list[int]]:
+    """A `want` giving every request's indices one after the other, and the list it fills with their counts."""
+    sizes: list[int] = []
+
+    def union(n: int) -> list[int]:
+        sizes.clear()
+        wanted: list[int] = []
+        for request in requests:
+            got = request.want(n)
+            sizes.append(len(got))
+            wanted.extend(got)
+        return wanted
+
+    return union, sizes
+
+
+def _split(joint: DecodedFrames, sizes: list[int]) -> list[DecodedFrames]:
     out, start = [], 0
     for size in sizes:
         end = start + size
         out.append(replace(joint, frames=joint.frames[start:end], indices=joint.indices[start:end]))
         start = end
     return out
+
+
+def _with_scaled(
+    path: str, requests: Sequence[FrameRequest], timeout_s: float | None, backends: Sequence[str]
+) -> list[DecodedFrames | DecodeError]:
+    """`read_frame_sets` when some requests read every frame scaled. One sequential pass serves them
+    all where its full-size pixels are the sparse decoder's (`decode_joint`); otherwise the scaled
+    frames come from their own pass and the others from the usual one."""
+    plain = [i for i, r in enumerate(requests) if r.size is None]
+    scaled = [i for i, r in enumerate(requests) if r.size is not None]
+    out: list[DecodedFrames | DecodeError | None] = [None] * len(requests)
+    if plain and len({requests[i].size for i in scaled}) == 1:
+        union, sizes = _union([requests[i] for i in plain])
+        try:
+            joint = run_with_timeout(_read_joint, timeout_s, path, union, requests[scaled[0]].size)
+        except DecodeError as exc:
+            if exc.final:
+                return [exc] * len(requests)
+            joint = None  # decoded apart below, where each part gets its own outcome
+        if joint is not None:
+            full, small = joint
+            for i, got in zip(plain, [full] * len(plain) if full.is_image else _split(full, sizes), strict=True):
+                out[i] = got
+            for i in scaled:
+                out[i] = small
+            return out  # type: ignore[return-value]
+    if plain:
+        for i, got in zip(plain, _read_frame_sets(path, [requests[i] for i in plain], timeout_s, backends), strict=True):
+            out[i] = got
+    for i in scaled:
+        try:
+            out[i] = run_with_timeout(_read_scaled, timeout_s, path, requests[i].size)
+        except DecodeError as exc:
+            out[i] = exc
+    return out  # type: ignore[return-value]
 
 
 def run_with_timeout(fn: Callable[..., T], timeout_s: float | None, *args: object) -> T:
@@ -169,6 +232,59 @@ def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFra
             h, w = (result.frames[0].shape[:2]) if result.frames else (result.header.height, result.header.width)
             decoded = DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h,
                                     result.fell_back)  # fmt: skip
+    if remote_clip is not None:
+        decoded.fetched_bytes = remote_clip.stats.bytes_fetched
+    return decoded
+
+
+def _read_joint(path: str, want: Want, size: tuple[int, int]) -> tuple[DecodedFrames, DecodedFrames] | None:
+    """The full-size frames `want` asks for and every frame scaled to `size`, from one pass: an image's
+    (a still: itself for both), or `decode_joint`'s; None where that does not apply."""
+    with reading(path) as remote_clip:
+        check_file(path)
+        header = None if treat_as_image(path) else read_header(path)
+        if header is None or is_image_demuxer(header.format):
+            return _image_both(path, want, size)
+        check_transport_stream(path, header)
+        joint = decode_joint(path, header, want, size)
+    if joint is None:
+        return None
+    full, small = (_video_frames(result, remote_clip) for result in joint)
+    return full, small
+
+
+def _image_both(path: str, want: Want, size: tuple[int, int]) -> tuple[DecodedFrames, DecodedFrames]:
+    """An image's frames `want` asks for, full size, and all of them scaled to `size`, from one read;
+    a still image is its one full-size frame for both."""
+    frames, _, n = read_image_frames(path, lambda n: list(range(n)))
+    h, w = frames[0].shape[:2]
+    if n == 1:
+        still = DecodedFrames(frames, [0], 1, True, "pil", w, h)
+        return still, still
+    indices = want(n)
+    full = DecodedFrames(in_request_order(dict(enumerate(frames)), indices), indices, n, False, "pil", w, h)
+    return full, DecodedFrames(resize_frames(frames, size), list(range(n)), n, False, "pil", *size)
+
+
+def _image_scaled(path: str, size: tuple[int, int]) -> DecodedFrames:
+    """A still image's one frame, full size; an animated one's frames scaled to `size` (a video of them)."""
+    return _image_both(path, lambda n: [], size)[1]
+
+
+def _read_scaled(path: str, size: tuple[int, int]) -> DecodedFrames:
+    with reading(path) as remote_clip:
+        check_file(path)
+        header = None if treat_as_image(path) else read_header(path)
+        if header is None or is_image_demuxer(header.format):
+            return _image_scaled(path, size)
+        check_transport_stream(path, header)
+        result = decode_scaled(path, header, size)
+    return _video_frames(result, remote_clip)
+
+
+def _video_frames(result: VideoResult, remote_clip: RemoteClip | None) -> DecodedFrames:
+    h, w = result.frames[0].shape[:2]
+    decoded = DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h)
     if remote_clip is not None:
         decoded.fetched_bytes = remote_clip.stats.bytes_fetched
     return decoded

@@ -43,17 +43,26 @@ def clamp_indices(n: int, indices: Sequence[int]) -> list[int]:
 class FrameRequest:
     """Which frames one score reads: sampling `points` (int(p·n), clamped), fixed `indices`
     (clamped) or every `step`-th frame from 0 (0, step, 2·step, … < n); all frames when none is
-    given. The indices depend on the verified count n."""
+    given. The indices depend on the verified count n.
+
+    `size` (width, height): every frame, scaled by FFmpeg's swscale while converting to RGB, so no
+    full-size RGB frame is ever made (shot detection reads every frame at 48×27).
+    """
 
     points: tuple[float, ...] | None = None
     indices: tuple[int, ...] | None = None
     step: int | None = None
+    size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.points, self.indices, self.step)) > 1:
             raise ValueError("give one of points, indices or step")
         if self.step is not None and (int(self.step) != self.step or self.step < 1):
             raise ValueError(f"step must be a positive integer, got {self.step!r}")
+        if self.size is not None and (self.points, self.indices, self.step) != (None, None, None):
+            raise ValueError("a scaled request reads every frame: give no points, indices or step with size")
+        if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
+            raise ValueError(f"size must be (width, height) > 0, got {self.size}")
         self.want(1)  # validate before any decoding
 
     def want(self, n: int) -> list[int]:

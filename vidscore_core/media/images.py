@@ -98,6 +98,11 @@ def read_image_frames(path: str, want: Callable[[int], list[int]]) -> tuple[list
         return [got[i] for i in indices], list(indices), n
 
 
+def resize_frames(frames: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
+    """Frames scaled to `size` (width, height), bicubic (as a scaled video request gets them)."""
+    return [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BICUBIC)) for f in frames]
+
+
 def read_image(path: str) -> np.ndarray:
     """One RGB frame exactly as the reference's pil_loader sees it (`Image.convert("RGB")`)."""
     return read_image_frames(path, lambda n: [0])[0][0]

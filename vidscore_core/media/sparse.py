@@ -26,6 +26,11 @@ SPARSE_PIXEL_FORMATS = frozenset({"yuv420p"})
 _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 
+def takes(ctx) -> bool:
+    """Whether a stream's RGB (PyAV's conversion) is decord's bit for bit: 8-bit 4:2:0, limited range."""
+    return ctx.pix_fmt in SPARSE_PIXEL_FORMATS and ctx.color_range != _FULL_RANGE
+
+
 def decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool) -> VideoResult:
     """Decode only what the wanted frames need: seek to the keyframe before each, and skip the
     non-reference frames (most B-frames) on the way, since nothing else is built from them.
@@ -41,7 +46,7 @@ def decode_sparse(path: str, header: VideoHeader, want: Want, verify_last: bool)
             if stream is None:
                 raise DecodeError("no video stream", final=True)
             ctx = stream.codec_context
-            if ctx.pix_fmt not in SPARSE_PIXEL_FORMATS or ctx.color_range == _FULL_RANGE:
+            if not takes(ctx):
                 raise DecoderDeclined(f"sparse decoding does not take {ctx.pix_fmt} (range {ctx.color_range})")
             span = PacketSpan()
             packets = []

@@ -101,6 +101,20 @@ def pan_frames(image: np.ndarray, width: int, height: int, n_frames: int, dx: in
     return out
 
 
+def draw_words(frame: np.ndarray, words: tuple[str, ...] = ("BREAKING NEWS", "live 2026")) -> np.ndarray:
+    """The frame with white, black-outlined words drawn around its centre (on-screen text for OCR)."""
+    from PIL import ImageFont
+
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    height, width = frame.shape[:2]
+    font = ImageFont.load_default(size=max(12, min(height, width) // 12))
+    for i, word in enumerate(words):
+        draw.text((width // 4, height // 3 + i * height // 5), word, fill=(255, 255, 255), font=font,
+                  stroke_width=2, stroke_fill=(0, 0, 0))  # fmt: skip
+    return np.asarray(image)
+
+
 def camera_frames(
     image: np.ndarray, width: int, height: int, n_frames: int, pan: tuple[float, float] = (0.0, 0.0),
     zoom: float = 1.0,

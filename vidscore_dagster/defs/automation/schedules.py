@@ -86,6 +86,7 @@ class Expected:
 
 def current_lineage(settings: Settings, score_options: scores.ScoreOptions) -> tuple[dict[str, Expected], list[str]]:
     """Expected lineage per score table, and notes on what could not be determined."""
+    score_options = scores.resolve_options(score_options)  # every score's options, given or default
     notes: list[str] = []
 
     def sha(name: str) -> str | None:
