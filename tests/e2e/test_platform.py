@@ -24,10 +24,11 @@ import pandas as pd
 import pytest
 
 from vidscore_core.media.synth import make_demo_corpus
+from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(480)]
 
-SCORES = ("clip_embeddings", "aesthetic_scores", "matching_scores", "flow_scores")
+SCORES = BATCH_ASSETS[1:]  # every per-batch table after `videos`: clip_embeddings, then each registered score
 DONE = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
