@@ -462,17 +462,22 @@ def clip_manifest_check(manifest: Path) -> dict:
     """The repo's CLIP class built from the ViT-L/14 manifest on the meta device: same keys and shapes."""
     import torch
 
-    from vidscore_core.models.clip import build_clip, infer_clip_arch
+    from vidscore_core.models.clip import build_clip
 
     rows = read_manifest(manifest)
     meta_sd = {k: torch.empty(shape, dtype=getattr(torch, dt), device="meta") for k, shape, dt in rows}
-    arch = infer_clip_arch(meta_sd)
-    model = build_clip(arch, device="meta")
+    model = build_clip(meta_sd, device="meta")  # the architecture the manifest's tensors describe
+    arch = {
+        "embed_dim": int(model.text_projection.shape[1]),
+        "vision_layers": len(model.visual.transformer.resblocks),
+        "text_layers": len(model.transformer.resblocks),
+        "image_size": list(model.visual.image_size),
+    }
     built = {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
     expected = {k: (shape, dt) for k, shape, dt in rows}
     mismatched = sorted(k for k in expected if k in built and built[k][0] != expected[k][0])
     return {
-        "arch": {k: (list(v) if isinstance(v, tuple) else v) for k, v in arch.__dict__.items()},
+        "arch": arch,
         "tensors": len(rows),
         "parameters": int(sum(math.prod(s) for _, s, _ in rows)),
         "missing_in_model": sorted(set(expected) - set(built)),
@@ -1276,8 +1281,8 @@ def markdown(report: dict) -> str:
         lines += [
             f"Model: {clip.get('model')}. Manifest check (repo's `build_clip` on the meta device vs "
             f"`openai_clip_ViT-L-14.tsv`): {mc.get('tensors')} tensors, {mc.get('parameters'):,} parameters, "
-            f"vision {arch.get('vision_layers')}×{arch.get('vision_width')} patch {arch.get('vision_patch_size')}, "
-            f"text {arch.get('text_layers')}×{arch.get('text_width')}: **{'ok' if mc.get('ok') else 'MISMATCH'}**.",
+            f"embed {arch.get('embed_dim')}, vision {arch.get('vision_layers')} layers at {arch.get('image_size')}, "
+            f"text {arch.get('text_layers')} layers: **{'ok' if mc.get('ok') else 'MISMATCH'}**.",
             "",
             "| precision | effective | load s | images/batch | tower img/s | tower clips/s | scorer step clips/s | aesthetic clips/s | aes+match clips/s | aes+match / aes | tokenize s | peak GiB |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
