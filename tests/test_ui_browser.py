@@ -131,7 +131,7 @@ def test_ui_materializes_a_partition_and_shows_the_histogram(ui_env, fixtures, t
         key = _ingest_and_materialize_videos(fixtures / "media" / "meta.csv")
         with playwright_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 2560, "height": 1600})
             page.set_default_timeout(60_000)
             shots = Screenshots(page, tmp_path / "ui", ARTIFACTS)
             # A fresh instance greets the first visitor with a "Join the Dagster community" dialog.
@@ -200,7 +200,15 @@ def _drive_ui(page, expect, server: DagsterDev, shots: Screenshots, key: str) ->
         menu.click()
     else:  # already expanded
         page.keyboard.press("Escape")
-    for name in ASSETS:
+    # Every registered score is a node now and the graph outgrows the view (nodes outside it are not
+    # rendered): zoom out a little and check the nodes on the main path; the catalog above lists them all.
+    page.mouse.move(toolbar["x"] - 600, toolbar["y"] + 600)
+    page.keyboard.down("Control")  # the graph zooms on ctrl + wheel (a plain wheel pans)
+    for _ in range(2):
+        page.mouse.wheel(0, 100)
+        page.wait_for_timeout(200)
+    page.keyboard.up("Control")
+    for name in ("videos", "aesthetic_scores", "flow_scores", "filtered_videos"):
         expect(page.get_by_text(name, exact=True).last).to_be_visible()
     shots.take("02-asset-graph")
 
