@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from vidscore_core.models.flow import UniMatchFlow
+from vidscore_core.scoring import flow_frames
 from vidscore_core.scoring.options import JobOptions
 from vidscore_core.scoring.per_clip import score_videos
 from vidscore_dagster.definitions import defs
@@ -70,19 +71,26 @@ def test_signals_through_dagster_views_and_filtered_videos(vidscore_env, fixture
 
 def test_object_motion_reuses_the_flow_fields(vidscore_env, fixtures, monkeypatch):
     """With UniMatch, flow and camera motion together run the flow network once per clip (one forward
-    of its three pairs), flow keeps the reference's value, and object motion comes from those fields."""
+    of its three pairs), flow keeps the reference's value, and object motion comes from those fields;
+    a pass without camera motion fits no camera motion and gives flow the same bits."""
     settings, _ = vidscore_env
-    calls = []
-    forward = UniMatchFlow.batch_pair_flows
+    calls, fits = [], []
+    forward, fit = UniMatchFlow.batch_pair_flows, flow_frames.object_motion_batch
     monkeypatch.setattr(UniMatchFlow, "batch_pair_flows", lambda self, a, b: calls.append(len(a)) or forward(self, a, b))
+    monkeypatch.setattr(flow_frames, "object_motion_batch", lambda flows: fits.append(flows.shape[:2]) or fit(flows))
     path = "media/pan_ihc_diag_25frames.mkv"
     videos = pd.DataFrame({"video_id": ["a"], "path": [str(fixtures / path)], "error": [None]})
     options = JobOptions(device="cpu", batch_size=2, num_workers=1)
+    alone, _ = score_videos(["flow_scores"], videos, "b0", settings, options)
+    assert calls == [3] and fits == []  # flow alone: no homography fits
     both, _ = score_videos(["flow_scores", "camera_motion_scores"], videos, "b0", settings, options)
-    assert calls == [3]  # one clip, three pairs, one forward
+    assert calls == [3, 3] and fits == [(1, 3)]  # one clip, three pairs, one forward, fitted once
+    for column in ("flow", "flow_pairs", "frame_indices"):
+        assert both["flow_scores"][column].tolist() == alone["flow_scores"][column].tolist()
     reference = pd.read_csv(fixtures / "reference/flow.csv").set_index("path")["flow"][path]
     assert both["flow_scores"]["flow"].iloc[0] == pytest.approx(reference, rel=1e-3)
     motion = both["camera_motion_scores"].iloc[0]
     assert motion["error"] is None and motion["object_motion"] >= 0 and len(motion["object_motion_pairs"]) == 3
     assert motion["object_motion"] == pytest.approx(sum(motion["object_motion_pairs"]) / 3)
     assert motion["backend"] == "unimatch" and motion["weights_sha256"]
+

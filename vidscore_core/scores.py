@@ -117,7 +117,8 @@ class Score(Table):
     more_bounds: tuple[tuple[str, str, str], ...] = ()
     # Per-clip tables whose results, from the same pass, the job's rows also read (their parts run even
     # when their tables are not asked for, with their options and model files): camera motion reads the
-    # flow part's object motion.
+    # flow part's object motion. A used table's job is called with `used_by=` the tables that use it in
+    # the pass, so it computes such extra values only when they are read.
     uses: tuple[str, ...] = ()
 
     @property

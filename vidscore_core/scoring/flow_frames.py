@@ -1,7 +1,8 @@
 """Optical-flow scoring on the engine: UniMatch on the device, or OpenCV DIS inside the workers.
 
-Each clip's values also carry its object motion (models/global_motion.py), computed from the same
-flow fields while they exist: camera motion's `object_motion` reads it, and no flow is computed twice.
+When camera motion is scored in the same pass, each clip's values also carry its object motion
+(models/global_motion.py), computed from the same flow fields while they exist: camera motion's
+`object_motion` reads it, and no flow is computed twice. A run without camera motion skips the fit.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class FlowSampler:
 
     indices: tuple[int, ...] = FLOW_FRAME_INDICES
     backend: str = "unimatch"
+    object_motion: bool = False  # DIS: also fit the camera's motion here and return what is left
 
     @property
     def request(self) -> FrameRequest:
@@ -67,6 +69,8 @@ class FlowSampler:
         if self.backend == "dis":
             flows = DISFlow().pair_flows(frames)
             score, pairs = flow_score(flows)
+            if not self.object_motion:
+                return {**meta, "flow": score, "flow_pairs": pairs}
             residual, residual_pairs = object_motion(flows)
             return {**meta, "flow": score, "flow_pairs": pairs, "object_motion": residual,
                     "object_motion_pairs": residual_pairs}  # fmt: skip
@@ -83,18 +87,20 @@ class FlowSampler:
 
 
 class FlowScorer:
-    """Main-process side: all consecutive pairs of a batch through UniMatch in one forward."""
+    """Main-process side: all consecutive pairs of a batch through UniMatch in one forward; with
+    `object_motion`, each clip's object motion from the same fields (camera motion reads it)."""
 
     name = "flow"
 
-    def __init__(self, backend: str, model: UniMatchFlow | None = None) -> None:
+    def __init__(self, backend: str, model: UniMatchFlow | None = None, *, object_motion: bool = False) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown flow backend {backend!r}: use one of {', '.join(BACKENDS)}")
         if backend == "unimatch" and model is None:
             raise ValueError("the unimatch backend needs a loaded model")
         self.backend = backend
         self.model = model
-        self.sampler = FlowSampler(backend=backend)
+        self.object_motion = object_motion
+        self.sampler = FlowSampler(backend=backend, object_motion=object_motion)
 
     def run(self, data: dict[str, Any], clips: list[Item]) -> list[dict[str, Any]]:
         if self.backend == "dis":
@@ -104,10 +110,11 @@ class FlowScorer:
         img0 = frames[:, :-1].reshape(b * (t - 1), *frames.shape[2:])
         img1 = frames[:, 1:].reshape(b * (t - 1), *frames.shape[2:])
         flows = self.model.batch_pair_flows(img0, img1).float().reshape(b, t - 1, 2, *frames.shape[3:])
-        residuals = object_motion_batch(flows)  # camera motion's object motion, from the same fields
         out = []
         for i, meta in enumerate(data["meta"]):
             score, pairs = flow_score(flows[i])
-            out.append({**meta, "flow": score, "flow_pairs": pairs, "object_motion": float(np.mean(residuals[i])),
-                        "object_motion_pairs": residuals[i]})  # fmt: skip
+            out.append({**meta, "flow": score, "flow_pairs": pairs})
+        if self.object_motion:  # camera motion's object motion, from the same fields
+            for values, residuals in zip(out, object_motion_batch(flows), strict=True):
+                values.update(object_motion=float(np.mean(residuals)), object_motion_pairs=residuals)
         return out

@@ -111,9 +111,15 @@ def score_videos(
     if len(videos) == 0:
         return {t: empty_rows(t) for t in tables}, summary
     # The embeddings' job also takes the frame points; a score's job reads its options from `options`.
-    # The parts of the tables a score uses (camera motion: flow) run too, once, published or not.
-    extra = {scores.EMBEDDINGS.table: {"points": tuple(embedding_points)}}
-    computed = check_tables([*tables, *(u for t in tables for u in _uses(t))])
+    # The parts of the tables a score uses (camera motion: flow) run too, once, published or not; their
+    # jobs are told which tables use them (flow then computes object motion, which only camera motion reads).
+    used_by: dict[str, list[str]] = {}
+    for t in tables:
+        for u in _uses(t):
+            used_by.setdefault(u, []).append(t)
+    extra = {scores.EMBEDDINGS.table: {"points": tuple(embedding_points)},
+             **{u: {"used_by": tuple(users)} for u, users in used_by.items()}}  # fmt: skip
+    computed = check_tables([*tables, *used_by])
     jobs = {t.table: scores.load(t.job)(settings, options, **extra.get(t.table, {})) for t in PER_CLIP if t.table in computed}
     first = next(iter(jobs.values()))
     clips, unreadable = split_unreadable(videos)

@@ -283,9 +283,11 @@ def clip_embeddings_job(
     return ClipJob(settings, options, points)
 
 
-def flow_job(settings: Settings, options: JobOptions) -> FlowJob:
-    """The job of `flow_scores`, with the backend its declared option chooses."""
-    return FlowJob(settings, options, options.option(scores.FLOW.name, "backend"))
+def flow_job(settings: Settings, options: JobOptions, used_by: Sequence[str] = ()) -> FlowJob:
+    """The job of `flow_scores`, with the backend its declared option chooses; it also computes object
+    motion when camera motion, which reads it, is among the tables `used_by` its part in this pass."""
+    object_motion = scores.CAMERA_MOTION.table in used_by
+    return FlowJob(settings, options, options.option(scores.FLOW.name, "backend"), object_motion=object_motion)
 
 
 def to_frame_embeddings(result: ItemResult) -> FrameEmbeddings:
@@ -333,11 +335,15 @@ CPU_UNIMATCH_CLIPS_PER_BATCH = 1
 
 
 class FlowJob(ScoreJob):
-    """Flow scores with UniMatch (weights) or OpenCV DIS (no weights)."""
+    """Flow scores with UniMatch (weights) or OpenCV DIS (no weights); with `object_motion`, each clip's
+    values also carry its object motion (for camera motion's rows, from the same flow fields)."""
 
-    def __init__(self, settings: Settings, options: JobOptions, backend: str = "unimatch") -> None:
+    def __init__(
+        self, settings: Settings, options: JobOptions, backend: str = "unimatch", *, object_motion: bool = False
+    ) -> None:
         super().__init__(settings, options)
         self.backend = backend
+        self.object_motion = object_motion
 
     table = "flow_scores"
 
@@ -362,7 +368,7 @@ class FlowJob(ScoreJob):
             from vidscore_core.models.unimatch import load_unimatch
 
             model = UniMatchFlow(load_unimatch(self.weights_path, device=self.device))
-        return FlowScorer(self.backend, model)
+        return FlowScorer(self.backend, model, object_motion=self.object_motion)
 
     def part(self) -> ScorePart:
         precision = self.precision()
