@@ -19,7 +19,6 @@ from vidscore_core import scores
 from vidscore_core.media.decode import DecodedFrames, FrameRequest
 from vidscore_core.models.camera_motion import FARNEBACK, FRAME_STEP, STATIC_PX, ZOOM_BAND, camera_motion
 from vidscore_core.models.global_motion import FIT_STRIDE, RANSAC_THRESHOLD_PX
-from vidscore_core.scoring import lineage
 from vidscore_core.scoring.engine import Item, ItemResult
 from vidscore_core.scoring.flow_frames import STILL_IMAGE, NotAVideoError
 from vidscore_core.scoring.options import JobOptions
@@ -86,25 +85,11 @@ class CameraMotionJob(ScoreJob):
         return ScorePart(self.table, CameraMotionScorer())
 
     def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
-        rows = []
-        for r in results:
-            v, flow = r.values, r.values.get(FLOW_TABLE, {})
-            rows.append(
-                {
-                    "video_id": r.clip.video_id,
-                    "cmotion": None if r.error else v["cmotion"],
-                    "object_motion": None if r.error else float(flow["object_motion"]),
-                    "cmotion_pairs": None if r.error else list(v["cmotion_pairs"]),
-                    "object_motion_pairs": None if r.error else [float(x) for x in flow["object_motion_pairs"]],
-                    "frame_indices": None if r.error else list(v["indices"]),
-                    "num_frames": None if r.error else v["num_frames"],
-                    "backend": self.flow.backend,
-                    "error": r.error,
-                }
-            )
-        weights_path = self.flow.weights_path
-        shas = {"unimatch": lineage.file_sha256(weights_path)} if weights_path else {}
-        flow_model = f"unimatch:{weights_path.name}" if weights_path else "opencv-dis:medium"
+        def values(v: dict[str, Any]) -> dict[str, Any]:
+            flow = v[FLOW_TABLE]
+            return {"object_motion": flow["object_motion"], "object_motion_pairs": flow["object_motion_pairs"],
+                    "frame_indices": v["indices"]}  # fmt: skip
+
         params = {
             "cmotion": {"frame_step": FRAME_STEP, "farneback": list(FARNEBACK), "static_px": STATIC_PX,
                         "zoom_band": list(ZOOM_BAND)},
@@ -112,7 +97,9 @@ class CameraMotionJob(ScoreJob):
                               "fit_stride": FIT_STRIDE, "ransac_threshold_px": RANSAC_THRESHOLD_PX},
             "device": self.device,
         }  # fmt: skip
-        return self.stamp(rows, batch, model=f"opencv-farneback+{flow_model}", shas=shas, params=params)
+        rows = self.value_rows(results, values, backend=self.flow.backend)
+        return self.stamp(rows, batch, model=f"opencv-farneback+{self.flow.model_name()}", shas=self.flow.weights_shas(),
+                          params=params)  # fmt: skip
 
 
 def camera_motion_job(settings: Settings, options: JobOptions) -> CameraMotionJob:

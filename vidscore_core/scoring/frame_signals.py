@@ -70,21 +70,11 @@ class FrameStatJob(ScoreJob):
         return ScorePart(self.table, FrameStatScorer(self.table, self.sampler))
 
     def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
-        rows = []
-        for r in results:
-            v = r.values
-            rows.append(
-                {
-                    "video_id": r.clip.video_id,
-                    self.column: None if r.error else float(np.mean(v["values"])),
-                    f"{self.column}_frames": None if r.error else [float(x) for x in v["values"]],
-                    "frame_indices": None if r.error else list(v["indices"]),
-                    "num_frames": None if r.error else v["num_frames"],
-                    "error": r.error,
-                }
-            )
+        def values(v: dict[str, Any]) -> dict[str, Any]:
+            return {self.column: np.mean(v["values"]), f"{self.column}_frames": v["values"], "frame_indices": v["indices"]}
+
         params = {"points": list(self.sampler.points), **self.params}
-        return self.stamp(rows, batch, model=self.model, shas={}, params=params)
+        return self.stamp(self.value_rows(results, values), batch, model=self.model, shas={}, params=params)
 
 
 def luminance_job(settings: Settings, options: JobOptions) -> FrameStatJob:

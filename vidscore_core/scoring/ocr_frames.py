@@ -103,18 +103,6 @@ class OcrJob(ScoreJob):
         return ScorePart(self.table, OcrScorer(self.detector), max_clips=limit)
 
     def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
-        rows = []
-        for r in results:
-            v = r.values
-            rows.append({
-                "video_id": r.clip.video_id,
-                "ocr": None if r.error else int(v["ocr"]),
-                "ocr_area": None if r.error else float(v["ocr_area"]),
-                "box_scores": None if r.error else list(v["box_scores"]),
-                "frame_index": None if r.error else int(v["frame_index"]),
-                "num_frames": None if r.error else v["num_frames"],
-                "error": r.error,
-            })  # fmt: skip
         from vidscore_core.models.ppocr_det import BINARY_THRESHOLD, UNCLIP_RATIO
 
         path = self.detector.path
@@ -130,7 +118,7 @@ class OcrJob(ScoreJob):
             "model_sha256": lineage.file_sha256(path),
         }
         # The model file's sha256 is in params: it ships in a package, not the weights registry (scores.OCR).
-        return self.stamp(rows, batch, model=f"ppocrv4-det:{path.name}", shas={}, params=params)
+        return self.stamp(self.value_rows(results), batch, model=f"ppocrv4-det:{path.name}", shas={}, params=params)
 
 
 def ocr_job(settings: Settings, options: JobOptions) -> OcrJob:

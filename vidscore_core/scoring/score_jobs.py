@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,12 +81,24 @@ def flow_precision(device: str, requested: str) -> str:
     return "fp32" if requested == "auto" else requested
 
 
+# Python's type of each declared column type's values (a list type: a list of them), for `value_rows`.
+_PYTHON_TYPES: dict[str, Callable[[Any], Any]] = {"DOUBLE": float, "INTEGER": int, "BOOLEAN": bool, "VARCHAR": str}
+
+
+def _as_declared(value: Any, column_type: str) -> Any:
+    if value is None:
+        return None
+    if column_type.endswith("[]"):
+        return [_as_declared(v, column_type.removesuffix("[]")) for v in value]
+    return _PYTHON_TYPES[column_type](value)
+
+
 class ScoreJob:
     """What every scoring job shares: settings, options, the resolved device, engine statistics.
 
     A job computes one per-clip table (a declared `Table` with a `job`, vidscore_core/scores.py):
     `part()` is what the shared decoding pass runs for it (`shared_decode.run_parts`), `rows()` turns
-    its results into table rows, stamped with lineage by `stamp`.
+    its results into table rows (`value_rows`), stamped with lineage by `stamp`.
     """
 
     table: str
@@ -102,9 +115,35 @@ class ScoreJob:
     def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
         raise NotImplementedError
 
-    def stamp(self, rows: list[dict], batch: str, *, model: str, shas: dict[str, str], params: dict) -> pd.DataFrame:
-        """Rows with the lineage columns: this run, the declaration's code version, the weights' hashes."""
-        declared = scores.EMBEDDINGS if self.table == scores.EMBEDDINGS.table else scores.get(self.table)
+    def value_rows(
+        self,
+        results: Sequence[ItemResult],
+        values: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        **fixed: Any,
+    ) -> list[dict]:
+        """One row per clip: `video_id`, the table's declared columns, `fixed` (e.g. the backend), `error`.
+
+        A scored clip's column is `values(result.values)[column]` where `values` gives it (a value computed
+        or renamed), else `result.values[column]`, cast to its declared type (numpy scalars become Python
+        numbers); a clip with an error has None in each."""
+        declared = [(name, kind) for name, kind in scores.get(self.table).columns if name not in fixed]
+        rows = []
+        for r in results:
+            cells = dict.fromkeys((name for name, _ in declared), None)
+            if not r.error:
+                given = values(r.values) if values else {}
+                for name, kind in declared:
+                    cells[name] = _as_declared(given[name] if name in given else r.values[name], kind)
+            rows.append({"video_id": r.clip.video_id, **cells, **fixed, "error": r.error})
+        return rows
+
+    def stamp(
+        self, rows: list[dict], batch: str, *, model: str, shas: dict[str, str], params: dict, table: str | None = None
+    ) -> pd.DataFrame:
+        """Rows of `table` (default: the job's) with the lineage columns: this run, the declaration's code
+        version, the weights' hashes."""
+        table = table or self.table
+        declared = scores.EMBEDDINGS if table == scores.EMBEDDINGS.table else scores.get(table)
         return with_lineage(rows, batch=batch, model=model, shas=shas, params=params, run_id=self.options.run_id,
                             code_version=lineage.code_version(*declared.code))  # fmt: skip
 
@@ -224,30 +263,17 @@ class ClipJob(ScoreJob):
                         "error": None,
                     }
                 )
-        return with_lineage(
-            rows,
-            batch=batch,
-            model=f"clip:{self.clip_path.name}",
-            shas=self._shas("clip"),
-            params=self._params(points),
-            run_id=self.options.run_id,
-            code_version=lineage.code_version(*scores.EMBEDDINGS.code),
-        )
+        return self.stamp(rows, batch, model=f"clip:{self.clip_path.name}", shas=self._shas("clip"),
+                          params=self._params(points))  # fmt: skip
 
     def aesthetic_rows(
         self, items: Sequence[FrameEmbeddings], batch: str, points=AESTHETIC_POINTS
     ) -> pd.DataFrame:
         mlp, mlp_path = self.mlp
         rows = aesthetic_values(items, mlp, device=self.device)
-        return with_lineage(
-            rows,
-            batch=batch,
-            model=f"clip:{self.clip_path.name}+aesthetic:{mlp_path.name}",
-            shas=self._shas("clip", "aesthetic"),
-            params=self._params(points),
-            run_id=self.options.run_id,
-            code_version=lineage.code_version(*scores.AESTHETIC.code),
-        )
+        return self.stamp(rows, batch, model=f"clip:{self.clip_path.name}+aesthetic:{mlp_path.name}",
+                          shas=self._shas("clip", "aesthetic"), params=self._params(points),
+                          table=scores.AESTHETIC.table)  # fmt: skip
 
     def matching_rows(
         self,
@@ -264,15 +290,8 @@ class ClipJob(ScoreJob):
                 for row, m, t in zip(rows, meta_rows, texts, strict=True)
             ]
         params = {**self._params([0.5]), "logit_scale_exp": self.clip.logit_scale_exp, "context_length": 77}
-        return with_lineage(
-            rows,
-            batch=batch,
-            model=f"clip:{self.clip_path.name}",
-            shas=self._shas("clip"),
-            params=params,
-            run_id=self.options.run_id,
-            code_version=lineage.code_version(*scores.MATCHING.code),
-        )
+        return self.stamp(rows, batch, model=f"clip:{self.clip_path.name}", shas=self._shas("clip"), params=params,
+                          table=scores.MATCHING.table)  # fmt: skip
 
 
 def clip_embeddings_job(
@@ -374,23 +393,14 @@ class FlowJob(ScoreJob):
         precision = self.precision()
         return ScorePart(self.table, self.scorer, lambda: _autocast(self.device, precision), self.max_clips())
 
+    def model_name(self) -> str:
+        """The `model` lineage of rows computed from this job's flow fields."""
+        return f"unimatch:{self.weights_path.name}" if self.weights_path else "opencv-dis:medium"
+
+    def weights_shas(self) -> dict[str, str]:
+        return {"unimatch": lineage.file_sha256(self.weights_path)} if self.weights_path else {}
+
     def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
-        rows = []
-        for r in results:
-            v = r.values
-            rows.append(
-                {
-                    "video_id": r.clip.video_id,
-                    "flow": None if r.error else float(v["flow"]),
-                    "flow_pairs": None if r.error else [float(x) for x in v["flow_pairs"]],
-                    "frame_indices": None if r.error else list(v["indices"]),
-                    "num_frames": None if r.error else v["num_frames"],
-                    "backend": self.backend,
-                    "error": r.error,
-                }
-            )
-        shas = {"unimatch": lineage.file_sha256(self.weights_path)} if self.weights_path else {}
-        model = f"unimatch:{self.weights_path.name}" if self.weights_path else "opencv-dis:medium"
         params = {
             "frame_indices": [0, 10, 20, 30],
             "resolution": [320, 576],
@@ -406,4 +416,5 @@ class FlowJob(ScoreJob):
                 prop_radius=[-1, 1],
                 num_reg_refine=6,
             )
-        return self.stamp(rows, batch, model=model, shas=shas, params=params)
+        rows = self.value_rows(results, lambda v: {"frame_indices": v["indices"]}, backend=self.backend)
+        return self.stamp(rows, batch, model=self.model_name(), shas=self.weights_shas(), params=params)

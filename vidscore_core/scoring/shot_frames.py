@@ -124,18 +124,6 @@ class ShotsJob(ScoreJob):
         return ScorePart(self.table, self.scorer)  # float32: no precision region
 
     def rows(self, results: Sequence[ItemResult], batch: str) -> pd.DataFrame:
-        rows = []
-        for r in results:
-            v = r.values
-            rows.append({
-                "video_id": r.clip.video_id,
-                "shots": None if r.error else int(v["shots"]),
-                "cuts": None if r.error else [int(c) for c in v["cuts"]],
-                "single_shot": None if r.error else bool(v["single_shot"]),
-                "num_frames": None if r.error else v["num_frames"],
-                "detector": self.backend,
-                "error": r.error,
-            })  # fmt: skip
         params = {"frames": "all", "resolution": [FRAME_SIZE[1], FRAME_SIZE[0]], "scaling": "swscale-bicubic",
                   "detector": self.backend, "device": self.device, "precision": "fp32"}  # fmt: skip
         if self.backend == "transnetv2":
@@ -146,7 +134,7 @@ class ShotsJob(ScoreJob):
             params.update(detector="adaptive", adaptive_threshold=3.0, min_scene_len=15)
             model = "pyscenedetect:adaptive"
         # The weights' sha256 is in params (they ship in a package, see scores.SHOTS).
-        return self.stamp(rows, batch, model=model, shas={}, params=params)
+        return self.stamp(self.value_rows(results, detector=self.backend), batch, model=model, shas={}, params=params)
 
 
 def shots_job(settings: Settings, options: JobOptions) -> ShotsJob:
