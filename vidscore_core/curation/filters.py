@@ -89,18 +89,14 @@ class _FilterRules:
         return [(name, column) for name, column, _, _ in self.active() if column not in present]
 
     def active(self) -> list[tuple[str, str, str, float]]:
-        return [
-            (name, col, op, getattr(self, name))
-            for name, col, op in BOUNDS
-            if getattr(self, name) is not None
-        ]
+        return self._given(BOUNDS)
 
     def active_limits(self) -> list[tuple[str, str, str, float]]:
-        return [
-            (name, col, op, getattr(self, name))
-            for name, col, op in LIMITS
-            if getattr(self, name) is not None
-        ]
+        return self._given(LIMITS)
+
+    def _given(self, bounds) -> list[tuple[str, str, str, float]]:
+        """(flag, column, op, value) of each of `bounds` this spec sets."""
+        return [(name, col, op, getattr(self, name)) for name, col, op in bounds if getattr(self, name) is not None]
 
     def any_active(self) -> bool:
         return bool(self.active() or self.active_limits() or self.dedup)

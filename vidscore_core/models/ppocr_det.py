@@ -10,12 +10,13 @@ kernel the network was trained to predict), and take the grown polygon's minimum
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from vidscore_core.models.packaged import packaged_file
 
 MODEL_PACKAGE = "rapidocr_onnxruntime"
 MODEL_FILE = "models/ch_PP-OCRv4_det_infer.onnx"
@@ -26,22 +27,10 @@ MIN_SIDE = 3  # px of the probability map: shorter boxes are noise
 MAX_CANDIDATES = 1000  # contours looked at per image
 
 
-class ModelFileMissing(FileNotFoundError):
-    pass
-
-
 def model_path() -> Path:
     """The ONNX file inside the installed `rapidocr-onnxruntime` wheel."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelFileMissing(
-            f"the PP-OCRv4 detector ships in the `{MODEL_PACKAGE.replace('_', '-')}` package: "
-            "pip install --no-deps rapidocr-onnxruntime==1.4.4"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
-    if not path.is_file():
-        raise ModelFileMissing(f"PP-OCRv4 detection model not found at {path}")
-    return path
+    return packaged_file(MODEL_PACKAGE, MODEL_FILE, what="the PP-OCRv4 detection model",
+                         requirement="rapidocr-onnxruntime==1.4.4")  # fmt: skip
 
 
 @dataclass(frozen=True)

