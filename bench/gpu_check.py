@@ -21,9 +21,11 @@ plus the few wheels that `bench/README.md` lists, and writes one JSON and one Ma
 3. **unimatch_throughput**: UniMatch gmflow-scale2-regrefine6 with random weights (the repo's
    model, checked key for key against the manifest) through `FlowJob`'s scorer: pairs/s at 320×576
    per precision.
-4. **end_to_end**: a generated corpus (`vidscore_core.media.synth`) through `scoring.batch.score_videos`,
+4. **end_to_end**: a generated corpus (`vidscore_core.media.synth`) through `scoring.per_clip.score_videos`,
    the function the Dagster `clip_embeddings` and `flow_scores` assets call, then the aesthetic and
-   matching rows from the stored embeddings as those assets compute them.
+   matching rows from the stored embeddings as those assets compute them; then every per-clip table in
+   one step (CLIP, UniMatch with object motion, camera motion, luminance, blur, OCR, TransNetV2: what
+   `vidscore score all` computes), OCR left out, and said so, where onnxruntime has no CUDA provider.
 5. **targets** of issue 11, evaluated from the figures above.
 6. **text_and_shots**: the `ocr` detector (PP-OCRv4 through onnxruntime's CUDA provider) and the
    `shots` network (TransNetV2, float32) on the device against the same models on the CPU (fixture
@@ -1060,6 +1062,7 @@ def end_to_end(args, device: str, fixtures: Path, work: Path, budget: Budget, cl
         t0 = time.perf_counter()
         both, both_summary = score_videos(["clip_embeddings", "flow_scores"], videos, "bench", settings, options)
         both_wall = time.perf_counter() - t0
+        every = every_per_clip_table(videos, settings, options, device, baseline, summary_dict)
     finally:
         flow_module.FLOW_SIZE = saved_size
     out["clip_embeddings+flow_scores"] = {
@@ -1072,6 +1075,8 @@ def end_to_end(args, device: str, fixtures: Path, work: Path, budget: Budget, cl
         "peak_gpu_gib": peak_memory_gib(device),
     }
     log(f"e2e clip_embeddings+flow_scores (one decode per clip): {out['clip_embeddings+flow_scores']}")
+    every["vs_clip_embeddings+flow_scores_wall"] = every["wall_seconds"] / both_wall if both_wall > 0 else None
+    out["every_per_clip_table"] = every
     restore_tf32_flags(baseline)
     emb, fl = out["clip_embeddings"], out["flow_scores"]
     total = (
@@ -1083,13 +1088,41 @@ def end_to_end(args, device: str, fixtures: Path, work: Path, budget: Budget, cl
     out["all_scores_clips_per_s_wall"] = len(paths) / total if total > 0 else None
     out["errors"] = (
         emb["errors"] + fl["errors"] + out["derived"]["aesthetic_errors"] + out["derived"]["matching_errors"]
-    )
+        + every["errors"]
+    )  # fmt: skip
     out["notes"] = [
         "score_videos is what vidscore_dagster.defs.publishing.score_per_clip calls for clip_embeddings and "
         "flow_scores (one process, no torchrun; both selected: one step, one decode per clip); aesthetic_rows/matching_rows are what the aesthetic_scores and "
         "matching_scores assets compute from the stored embeddings.",
         "wall includes model loading and worker start; engine = the engine's own time (decode + model).",
     ]
+    return out
+
+
+def every_per_clip_table(videos, settings, options, device: str, baseline: dict, summary_dict) -> dict:
+    """All the per-clip tables in one step, one decode per clip (`score all` and a run of every score):
+    CLIP, UniMatch with object motion, camera motion, luminance, blur, OCR and TransNetV2 on the device.
+    OCR is left out where onnxruntime has no CUDA provider (its job would fail there), and says so."""
+    from vidscore_core.models.ppocr_det import providers_for
+    from vidscore_core.scores import OCR, PER_CLIP_TABLES
+    from vidscore_core.scoring.per_clip import score_videos
+
+    tables, left_out = list(PER_CLIP_TABLES), {}
+    try:
+        providers_for(device)
+    except RuntimeError as exc:
+        tables.remove(OCR.table)
+        left_out[OCR.table] = str(exc)
+    restore_tf32_flags(baseline)
+    reset_peak(device)
+    t0 = time.perf_counter()
+    frames, summary = score_videos(tables, videos, "bench", settings, options)
+    wall = time.perf_counter() - t0
+    out = {**summary_dict(summary, wall), "tables": tables, "left_out": left_out,
+           "errors_by_table": {t: int(f["error"].notna().sum()) for t, f in frames.items()},
+           "peak_gpu_gib": peak_memory_gib(device)}  # fmt: skip
+    log(f"e2e every per-clip table (one decode per clip): {out}")
+    restore_tf32_flags(baseline)
     return out
 
 
@@ -1358,14 +1391,14 @@ def markdown(report: dict) -> str:
             "| step | clips | errors | wall s | engine s | model s | clips/s (wall) | clips/s (engine) | peak GiB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name in ("clip_embeddings", "flow_scores", "clip_embeddings+flow_scores"):
+        for name in ("clip_embeddings", "flow_scores", "clip_embeddings+flow_scores", "every_per_clip_table"):
             r = e2e.get(name, {})
             lines.append(
                 f"| {name} (decode + model{', one decode per clip' if '+' in name else ''}) | {r.get('clips')} | {r.get('errors')} | {_fmt(r.get('wall_seconds'))} | "
                 f"{_fmt(r.get('engine_seconds'))} | {_fmt(r.get('model_seconds'))} | {_fmt(r.get('clips_per_s_wall'))} | "
                 f"{_fmt(r.get('clips_per_s_engine'))} | {_fmt(r.get('peak_gpu_gib'))} |"
             )
-        d = e2e.get("derived", {})
+        d, every = e2e.get("derived", {}), e2e.get("every_per_clip_table", {})
         lines += (
             [
                 "",
@@ -1377,6 +1410,11 @@ def markdown(report: dict) -> str:
                 f"Both per-clip tables in one step (one decode per clip): "
                 f"{_fmt(e2e.get('clip_embeddings+flow_scores', {}).get('vs_separate_wall'))}× the wall time of the two "
                 f"steps run apart; same flow values: {e2e.get('clip_embeddings+flow_scores', {}).get('same_flow_as_alone')}.",
+                "",
+                f"Every per-clip table in one step ({', '.join(every.get('tables', []))}; what `score all` computes): "
+                f"{_fmt(every.get('vs_clip_embeddings+flow_scores_wall'))}× the wall time of clip_embeddings+flow_scores; "
+                f"errors by table {every.get('errors_by_table')}"
+                + "".join(f"; **{t} left out**: {why}" for t, why in every.get("left_out", {}).items()) + ".",
                 "",
             ]
             + [f"* {n}" for n in e2e.get("notes", [])]
