@@ -12,8 +12,15 @@ at 1 thread, on bench_shared_decode's corpus (8 synthetic H.264 clips, 360p–72
 * `three`: one pass for today's three scores' parts (clip + flow with DIS);
 * `all`: one pass for clip + flow + camera motion + luminance + blur.
 
+
 `object_motion` alone (the fit and residual on a clip's three 320×576 fields, given the fields) is
 timed separately. Medians over `--repeats`, summed over the corpus.
+
+With `--score-all`, the pass `vidscore score all` runs (`csv_commands.score_csv.score_rows`: one decode per
+clip, the models on the CPU with the fixtures' random weights, decode workers) on a few of the clips, for
+the eight scores, the three original ones (aesthetic, flow, matching), and each score alone:
+
+    .venv/bin/python bench/bench_signals.py --score-all --out bench/results/score-all-cpu-2core
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
 import torch
-from bench_shared_decode import make_corpus
+from bench_shared_decode import CORPUS, make_corpus
 
 from vidscore_core.models.frame_stats import laplacian_variance, mean_luma
 from vidscore_core.models.global_motion import object_motion
@@ -43,7 +51,7 @@ PARTS = {
     "lum": FrameStatSampler(mean_luma),
     "blur": FrameStatSampler(laplacian_variance),
     "cmotion": CameraMotionSampler(),
-    "flow_dis": FlowSampler(backend="dis"),
+    "flow_dis": FlowSampler(backend="dis", object_motion=True),
 }
 VARIANTS = {
     **{name: (name,) for name in PARTS},
@@ -58,13 +66,35 @@ def time_once(fn) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def write_report(out: Path, lines: list[str], data: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/vidscore-bench-shared-decode"))
     parser.add_argument("--clips", type=int, default=None, help="only the first N clips of the corpus")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--score-all",
+        action="store_true",
+        help="time `vidscore score all`'s pass: eight scores vs the three original ones",
+    )
+    parser.add_argument(
+        "--fixtures",
+        type=Path,
+        default=Path(os.environ.get("VIDSCORE_FIXTURES", "../shared/fixtures")),
+        help="--score-all: the fixtures folder (its random-weight checkpoints)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="--score-all: decode workers")
     args = parser.parse_args()
+    if args.score_all:
+        score_all_report(args)
+        return
     torch.set_num_threads(1)
     paths = make_corpus(args.corpus)[: args.clips]
     load = os.getloadavg()[0]
@@ -74,7 +104,7 @@ def main() -> None:
         clip = Item(index=0, video_id=path.stem, path=str(path))
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         for r in range(args.repeats):
-            order = list(VARIANTS)[r % len(VARIANTS):] + list(VARIANTS)[: r % len(VARIANTS)]
+            order = list(VARIANTS)[r % len(VARIANTS) :] + list(VARIANTS)[: r % len(VARIANTS)]
             for variant in order:
                 times[variant].append(time_once(lambda s=samplers[variant], c=clip: s.prepare(c)))
         per_clip[path.stem] = {v: statistics.median(t) for v, t in times.items()}
@@ -95,11 +125,85 @@ def main() -> None:
         f"{totals['all'] / totals['three']:.2f}×.",
         f"* object motion given a clip's three 320×576 flow fields (homography fits + residual): {fit_ms:.1f} ms.",
     ]  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps({"per_clip_ms": per_clip, "totals_ms": totals,
-                                                         "object_motion_fit_ms": fit_ms}, indent=1))  # fmt: skip
-    print("\n".join(lines))
+    write_report(
+        args.out, lines, {"per_clip_ms": per_clip, "totals_ms": totals, "object_motion_fit_ms": fit_ms}
+    )
+
+
+# --score-all: clips of the corpus long enough for every score (camera motion needs frame 15), shortest
+# first (TransNetV2 reads every frame: its CPU time bounds how many; `--clips N` takes the first N).
+SCORE_ALL_CLIPS = ("360p_1s_short", "360p_4s_gop25", "720p_6s_gop30", "540p_8s_gop60")
+THREE = ("aesthetic", "flow", "matching")
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def score_all_seconds(
+    meta_path: Path, fixtures: Path, workers: int
+) -> tuple[dict[str, tuple[str, ...]], dict[str, float]]:
+    """Wall seconds of `score_rows` (what `vidscore score all` runs, models loaded in each call as the CLI
+    does) for every score together, the three original ones together, and each score alone."""
+    from vidscore_core.csv_commands.score_csv import ALL, choose, score_rows
+    from vidscore_core.ingest.meta import read_meta
+    from vidscore_core.scoring.options import JobOptions
+    from vidscore_core.settings import Settings
+
+    weights = fixtures / "weights"
+    os.environ.update(VIDSCORE_CLIP_WEIGHTS=str(weights / "clip_tiny_openai.pt"),
+                      VIDSCORE_AESTHETIC_WEIGHTS=str(weights / "aesthetic_random_scaled.pth"),
+                      VIDSCORE_UNIMATCH_WEIGHTS=str(weights / "unimatch_random.pth"), VIDSCORE_DEVICE="cpu")  # fmt: skip
+    settings = Settings.from_env()
+    options = JobOptions(device="cpu", num_workers=workers)
+    meta = read_meta(meta_path, drop_duplicates=False)
+    chosen, skipped = choose(ALL, meta, settings, options)
+    if skipped:
+        raise SystemExit(f"error: `score all` would skip {[(s.score, s.reason) for s in skipped]}")
+    by_name = {s.name: s for s in chosen}
+    variants = {"all": tuple(by_name), "three": THREE, **{name: (name,) for name in by_name}}
+    seconds = {}
+    for variant, names in variants.items():
+        started = time.perf_counter()
+        rows = score_rows([by_name[n] for n in names], meta, settings, options)
+        seconds[variant] = time.perf_counter() - started
+        failed = {n: r["error"].dropna().tolist() for n, r in rows.items() if r["error"].notna().any()}
+        if failed:
+            raise SystemExit(f"error: {variant}: clips failed: {failed}")
+        print(f"{variant}: {seconds[variant]:.1f}s", flush=True)
+    return variants, seconds
+
+
+def score_all_report(args: argparse.Namespace) -> None:
+    by_name = {p.stem: p for p in make_corpus(args.corpus)}
+    paths = [by_name[name] for name in SCORE_ALL_CLIPS[: args.clips]]
+    meta_path = args.corpus / "score_all_meta.csv"
+    meta_path.write_text("path,text\n" + "".join(f"{p},a textured surface panning slowly\n" for p in paths))
+    before = uptime()
+    variants, seconds = score_all_seconds(meta_path, args.fixtures, args.workers)
+    after = uptime()
+    n = len(paths)
+    frames = sum(fps * secs for name, _, _, fps, secs, _ in CORPUS if name in SCORE_ALL_CLIPS[:n])
+    command = (
+        f"python bench/bench_signals.py --score-all --clips {n} --workers {args.workers} --out {args.out}"
+    )
+    lines = [
+        "# `vidscore score all`: eight signals vs the three original ones, and each alone (CPU)", "",
+        f"`{command}` on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.workers} decode workers; "
+        f"{n} clips ({', '.join(p.stem for p in paths)}; {frames} frames). The pass `vidscore score all` "
+        "runs (`score_csv.score_rows`, one decode per clip for every score asked, models loaded in each run), fixture "
+        "random weights (tiny CLIP, full-size UniMatch), OCR's PP-OCRv4 and TransNetV2's real weights from their packages; "
+        "one run each, wall seconds.", "",
+        f"* `uptime` before: `{before}`", f"* `uptime` after: `{after}`", "",
+        "| run | scores | wall s | clips/s | × three |", "|---|---|---:|---:|---:|",
+        *(f"| {v} | {', '.join(names)} | {seconds[v]:.1f} | {n / seconds[v]:.3f} | {seconds[v] / seconds['three']:.2f} |"
+          for v, names in variants.items()),
+        "",
+        f"* each score alone, summed: {sum(seconds[v] for v in variants if v not in ('all', 'three')):.1f} s; "
+        f"all eight in one pass: {seconds['all']:.1f} s.",
+    ]  # fmt: skip
+    write_report(args.out, lines, {"command": command, "clips": [str(p) for p in paths], "uptime_before": before,
+                                   "uptime_after": after, "variants": variants, "seconds": seconds})  # fmt: skip
 
 
 if __name__ == "__main__":
