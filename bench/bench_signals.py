@@ -20,7 +20,9 @@ With `--score-all`, the pass `vidscore score all` runs (`csv_commands.score_csv.
 clip, the models on the CPU with the fixtures' random weights, decode workers) on a few of the clips, for
 the eight scores, the three original ones (aesthetic, flow, matching), and each score alone:
 
-    .venv/bin/python bench/bench_signals.py --score-all --out bench/results/score-all-cpu-2core
+    .venv/bin/python bench/bench_signals.py --score-all --clips 2 --out bench/results/score-all-cpu-2core
+
+(`--variants all,three,...` runs only those; each run is added to the report at `--out` as it ends.)
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ def main() -> None:
         help="--score-all: the fixtures folder (its random-weight checkpoints)",
     )
     parser.add_argument("--workers", type=int, default=2, help="--score-all: decode workers")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="--score-all: comma list of runs (all, three, or a score's name; default every one)",
+    )
     args = parser.parse_args()
     if args.score_all:
         score_all_report(args)
@@ -140,38 +147,64 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def score_all_seconds(
-    meta_path: Path, fixtures: Path, workers: int
-) -> tuple[dict[str, tuple[str, ...]], dict[str, float]]:
+def score_all_runs(args: argparse.Namespace, meta_path: Path, n: int, frames: int) -> None:
     """Wall seconds of `score_rows` (what `vidscore score all` runs, models loaded in each call as the CLI
-    does) for every score together, the three original ones together, and each score alone."""
+    does) for every score together, the three original ones together, and each score alone; each run is
+    added to the report at `--out` as it ends (with `uptime` at its start), runs already there are kept."""
     from vidscore_core.csv_commands.score_csv import ALL, choose, score_rows
     from vidscore_core.ingest.meta import read_meta
     from vidscore_core.scoring.options import JobOptions
     from vidscore_core.settings import Settings
 
-    weights = fixtures / "weights"
+    weights = args.fixtures / "weights"
     os.environ.update(VIDSCORE_CLIP_WEIGHTS=str(weights / "clip_tiny_openai.pt"),
                       VIDSCORE_AESTHETIC_WEIGHTS=str(weights / "aesthetic_random_scaled.pth"),
                       VIDSCORE_UNIMATCH_WEIGHTS=str(weights / "unimatch_random.pth"), VIDSCORE_DEVICE="cpu")  # fmt: skip
     settings = Settings.from_env()
-    options = JobOptions(device="cpu", num_workers=workers)
+    options = JobOptions(device="cpu", num_workers=args.workers)
     meta = read_meta(meta_path, drop_duplicates=False)
     chosen, skipped = choose(ALL, meta, settings, options)
     if skipped:
         raise SystemExit(f"error: `score all` would skip {[(s.score, s.reason) for s in skipped]}")
     by_name = {s.name: s for s in chosen}
     variants = {"all": tuple(by_name), "three": THREE, **{name: (name,) for name in by_name}}
-    seconds = {}
-    for variant, names in variants.items():
+    wanted = args.variants.split(",") if args.variants else list(variants)
+    report = args.out.with_suffix(".json")
+    runs = json.loads(report.read_text())["runs"] if report.exists() else {}
+    for variant in wanted:
+        load = uptime()
         started = time.perf_counter()
-        rows = score_rows([by_name[n] for n in names], meta, settings, options)
-        seconds[variant] = time.perf_counter() - started
-        failed = {n: r["error"].dropna().tolist() for n, r in rows.items() if r["error"].notna().any()}
+        rows = score_rows([by_name[name] for name in variants[variant]], meta, settings, options)
+        seconds = time.perf_counter() - started
+        failed = {name: r["error"].dropna().tolist() for name, r in rows.items() if r["error"].notna().any()}
         if failed:
             raise SystemExit(f"error: {variant}: clips failed: {failed}")
-        print(f"{variant}: {seconds[variant]:.1f}s", flush=True)
-    return variants, seconds
+        runs[variant] = {"scores": list(variants[variant]), "seconds": seconds, "uptime_at_start": load}
+        print(f"{variant}: {seconds:.1f}s", flush=True)
+        write_score_all_report(args, runs, n, frames)
+
+
+def write_score_all_report(args: argparse.Namespace, runs: dict[str, dict], n: int, frames: int) -> None:
+    command = (
+        f"python bench/bench_signals.py --score-all --clips {n} --workers {args.workers} --out {args.out}"
+    )
+    three = runs.get("three", {}).get("seconds")
+    alone = [r["seconds"] for v, r in runs.items() if v not in ("all", "three")]
+    lines = [
+        "# `vidscore score all`: eight signals vs the three original ones, and each alone (CPU)", "",
+        f"`{command} [--variants V,...]` on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{args.workers} decode workers; {n} clips ({', '.join(SCORE_ALL_CLIPS[:n])}; {frames} frames). The pass "
+        "`vidscore score all` runs (`score_csv.score_rows`, one decode per clip for every score asked, models loaded "
+        "in each run), fixture random weights (tiny CLIP, full-size UniMatch), OCR's PP-OCRv4 and TransNetV2's real "
+        "weights from their packages; one run each, wall seconds, `uptime` at the start of each run.", "",
+        "| run | scores | wall s | clips/s | × three | `uptime` at its start |", "|---|---|---:|---:|---:|---|",
+        *(f"| {v} | {', '.join(r['scores'])} | {r['seconds']:.1f} | {n / r['seconds']:.4f} | "
+          f"{r['seconds'] / three if three else float('nan'):.2f} | `{r['uptime_at_start']}` |" for v, r in runs.items()),
+        "",
+        f"* each score alone, summed over the {len(alone)} run alone: {sum(alone):.1f} s.",
+        *(f"* {v}: {r['note']}" for v, r in runs.items() if r.get("note")),
+    ]  # fmt: skip
+    write_report(args.out, lines, {"command": command, "clips": list(SCORE_ALL_CLIPS[:n]), "runs": runs})
 
 
 def score_all_report(args: argparse.Namespace) -> None:
@@ -179,31 +212,9 @@ def score_all_report(args: argparse.Namespace) -> None:
     paths = [by_name[name] for name in SCORE_ALL_CLIPS[: args.clips]]
     meta_path = args.corpus / "score_all_meta.csv"
     meta_path.write_text("path,text\n" + "".join(f"{p},a textured surface panning slowly\n" for p in paths))
-    before = uptime()
-    variants, seconds = score_all_seconds(meta_path, args.fixtures, args.workers)
-    after = uptime()
     n = len(paths)
     frames = sum(fps * secs for name, _, _, fps, secs, _ in CORPUS if name in SCORE_ALL_CLIPS[:n])
-    command = (
-        f"python bench/bench_signals.py --score-all --clips {n} --workers {args.workers} --out {args.out}"
-    )
-    lines = [
-        "# `vidscore score all`: eight signals vs the three original ones, and each alone (CPU)", "",
-        f"`{command}` on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.workers} decode workers; "
-        f"{n} clips ({', '.join(p.stem for p in paths)}; {frames} frames). The pass `vidscore score all` "
-        "runs (`score_csv.score_rows`, one decode per clip for every score asked, models loaded in each run), fixture "
-        "random weights (tiny CLIP, full-size UniMatch), OCR's PP-OCRv4 and TransNetV2's real weights from their packages; "
-        "one run each, wall seconds.", "",
-        f"* `uptime` before: `{before}`", f"* `uptime` after: `{after}`", "",
-        "| run | scores | wall s | clips/s | × three |", "|---|---|---:|---:|---:|",
-        *(f"| {v} | {', '.join(names)} | {seconds[v]:.1f} | {n / seconds[v]:.3f} | {seconds[v] / seconds['three']:.2f} |"
-          for v, names in variants.items()),
-        "",
-        f"* each score alone, summed: {sum(seconds[v] for v in variants if v not in ('all', 'three')):.1f} s; "
-        f"all eight in one pass: {seconds['all']:.1f} s.",
-    ]  # fmt: skip
-    write_report(args.out, lines, {"command": command, "clips": [str(p) for p in paths], "uptime_before": before,
-                                   "uptime_after": after, "variants": variants, "seconds": seconds})  # fmt: skip
+    score_all_runs(args, meta_path, n, frames)
 
 
 if __name__ == "__main__":
