@@ -278,6 +278,14 @@ class TableStore:
                 out[key] = self._fs_path(table, f"{partition_folder_name(table, key)}/{names[-1]}")
         return out
 
+    def current_files(self, table: str) -> list[str]:
+        """What a reader of `table` opens now, as DuckDB names them (paths or s3:// URLs): the schema
+        file (zero rows: the table binds even when empty) then each partition's current version.
+        Every name stays readable for at least `GRACE_S`, so a query may list now and open later."""
+        self.ensure_layout([table])
+        current = [self._as_url(path) for _, path in sorted(self.partition_files(table).items())]
+        return [self._as_url(self._schema_path(table)), *current]
+
     def partitions(self, table: str) -> set[str]:
         return set(self.partition_files(table))
 
