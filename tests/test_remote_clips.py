@@ -18,7 +18,7 @@ import pytest
 from fixture_env import fixture_model_env
 from object_servers import FileServer, S3Proxy, moto_server, s3_env, upload
 
-from vidscore_core.ingest.meta import read_meta
+from vidscore_core.ingest.meta import batch_key_prefix, read_meta
 from vidscore_core.media import object_stores, probe
 from vidscore_core.media.decode import read_frame_sets
 from vidscore_core.media.frames import FrameRequest
@@ -183,6 +183,18 @@ def test_ingest_materialize_of_a_meta_file_on_s3_gives_the_local_scores(fixtures
     local, remote = answers
     assert len(remote) == 5 and remote == local  # every score, |Δ| = 0
     assert sum(row["aes"] is not None for row in remote) == 4
+
+
+def test_a_resigned_url_is_the_same_clip_and_the_same_batches(tmp_path: Path) -> None:
+    """A presigned URL's query string changes with every signing: neither the clip's id nor the meta
+    file's batch keys depend on it."""
+    url = "https://bucket.example.org/clips/a.mp4"
+    meta = tmp_path / "meta.csv"
+    meta.write_text(f"path\n{url}?X-Amz-Signature=aaaa\n{url}?X-Amz-Signature=bbbb\n")
+    rows = read_meta(meta, drop_duplicates=False)
+    assert rows["video_id"].nunique() == 1
+    assert batch_key_prefix(f"{url}?X-Amz-Signature=aaaa") == batch_key_prefix(f"{url}?X-Amz-Signature=bbbb")
+    assert batch_key_prefix(f"{url}?X-Amz-Signature=aaaa") != batch_key_prefix("https://bucket.example.org/clips/b.mp4")
 
 
 def _holds(path: Path, secret: str) -> bool:
