@@ -210,9 +210,9 @@ def test_a_presigned_urls_query_string_is_stored_and_printed_nowhere_yet_its_cli
     media: Path, fixtures: Path, tmp_path: Path
 ) -> None:
     """Presigned-style URLs (the server refuses any request without the signature) through `vidscore
-    ingest --materialize --preset`, `vidscore sql` and the export: every readable clip is scored, and
-    the query string is in no public table, export, log or CLI output; only the internal manifests
-    keep it, which is where the score steps read it from."""
+    ingest --materialize --preset`, `vidscore report`, `vidscore sql` and the export: every readable
+    clip is scored and shown, and the query string is in no public table, export, report, log or CLI
+    output; only the internal manifests keep it, which is where the score steps read it from."""
     signature, key_id = "5ec12e7516a7c0ffee", "AKIDPRESIGNEDTEST"
     query = f"?X-Amz-Credential={quote(f'{key_id}/20260101/us-east-1/s3/aws4_request', safe='')}" \
             f"&X-Amz-Signature={signature}"  # fmt: skip
@@ -228,12 +228,16 @@ def test_a_presigned_urls_query_string_is_stored_and_printed_nowhere_yet_its_cli
         source.assign(path=[url + query for url in public]).to_csv(meta, index=False)
         printed, answer = [], ""
         for command in (["ingest", str(meta), "--materialize", "--preset", "anything", "--flowmin", "0"],
-                        ["sql", sql, "--format", "json"]):  # fmt: skip
+                        ["report"], ["sql", sql, "--format", "json"]):  # fmt: skip
             proc = subprocess.run([str(VIDSCORE), *command], env=env, capture_output=True, text=True, timeout=900)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             printed.append(proc.stdout + proc.stderr)
             answer = proc.stdout
     rows = json.loads(answer)
+    sheets = json.loads((home / "reports" / "corpus_report.json").read_text())["contact_sheets"]
+    shown = [clip["path"] for sheet in sheets for row in sheet["rows"] for clip in row["clips"]]
+    assert shown and set(shown) <= set(public)  # the report's thumbnails were read by the signed URLs
+    assert [t for sheet in sheets for t in sheet["skipped"] if "denied" in t["error"]] == []
     assert [r["path"] for r in rows] == [r["path_original"] for r in rows] == public
     assert [r["aes"] is not None for r in rows] == [kind != "bad" for kind in source["kind"]]
     assert [r["flow"] is not None for r in rows] == [kind == "video" for kind in source["kind"]]

@@ -198,15 +198,21 @@ def _read_paths(rows: pd.DataFrame) -> pd.Series:
     return rows["read_path"].where(rows["read_path"].notna(), rows["path"])
 
 
-def with_read_paths(store: TableStore, batch: str, videos: pd.DataFrame) -> pd.DataFrame:
-    """`videos` rows of `batch` with `path` as the clip is read (a presigned URL's query string, which
-    the public tables leave out, back from the batch's manifest): for the score steps, never stored."""
+def read_paths(store: TableStore, batch: str) -> dict[str, str]:
+    """{video_id: URL as written} for the clips of `batch` that are read by another URL than their
+    public `path` (a presigned URL's query string, which the public tables leave out)."""
     if not store.has("manifests", batch):
-        return videos
+        return {}
     manifest = store.read("manifests", [batch], ["video_id", "read_path"]).dropna(subset=["read_path"])
-    if manifest.empty:
+    return dict(zip(manifest["video_id"], manifest["read_path"], strict=True))
+
+
+def with_read_paths(store: TableStore, batch: str, videos: pd.DataFrame) -> pd.DataFrame:
+    """`videos` rows of `batch` with `path` as the clip is read (`read_paths`): for the score steps,
+    never stored."""
+    signed = read_paths(store, batch)
+    if not signed:
         return videos
-    signed = manifest.drop_duplicates("video_id").set_index("video_id")["read_path"]
     out = videos.copy()
     out["path"] = _read_paths(out.assign(read_path=out["video_id"].map(signed)))
     return out
