@@ -37,7 +37,7 @@ class ObjectInbox:
         for page in pages:
             for item in page.get("Contents", []):
                 name = item["Key"][len(self.prefix) :]
-                if not is_candidate_name(name):  # also the prefix's own marker object ("")
+                if not name or not is_candidate_name(name):  # "": the prefix's own marker object
                     continue
                 modified = int(item["LastModified"].timestamp() * 1e9)
                 key = (modified, name)
