@@ -267,7 +267,9 @@ def test_a_meta_object_dropped_on_an_s3_inbox_starts_its_ingest_run(
     meta["path"] = [f"s3://{BUCKET}/{p}" for p in meta["path"]]
     (tmp_path / "corpus.csv").write_text(meta.to_csv(index=False))
     (tmp_path / "notes.txt").write_text("not a meta file")
-    upload(s3, BUCKET, {"inbox/corpus.csv": tmp_path / "corpus.csv", "inbox/notes.txt": tmp_path / "notes.txt"})
+    (tmp_path / "marker").write_bytes(b"")  # the empty object consoles create for a "folder"
+    upload(s3, BUCKET, {"inbox/": tmp_path / "marker", "inbox/corpus.csv": tmp_path / "corpus.csv",
+                        "inbox/notes.txt": tmp_path / "notes.txt"})  # fmt: skip
     resources = {"vidscore": VidscoreSettings(home=str(settings.home))}
 
     def tick(instance, cursor=None) -> dg.SensorResult:
@@ -283,7 +285,8 @@ def test_a_meta_object_dropped_on_an_s3_inbox_starts_its_ingest_run(
         path = request.run_config["ops"]["meta_files"]["config"]["path"]
         assert path.startswith(f"s3://{BUCKET}/inbox/processed/corpus-") and path.endswith(".csv")
         keys = sorted(o["Key"] for o in listing.list_objects_v2(Bucket=BUCKET, Prefix="inbox/")["Contents"])
-        assert keys == [path[len(f"s3://{BUCKET}/") :], "inbox/rejected/notes.txt", "inbox/rejected/notes.txt.reason.txt"]
+        assert keys == ["inbox/", path[len(f"s3://{BUCKET}/") :], "inbox/rejected/notes.txt",
+                        "inbox/rejected/notes.txt.reason.txt"]  # fmt: skip
         assert "no new meta files" in str(tick(instance, result.cursor).skip_reason)
         # The same content dropped again: the same run key (Dagster launches it once).
         upload(s3, BUCKET, {"inbox/corpus.csv": tmp_path / "corpus.csv"})
