@@ -21,6 +21,7 @@ import duckdb
 
 from vidscore_core.curation.corpus_report.numbers import Distribution
 from vidscore_core.ingest.batches import read_paths
+from vidscore_core.media.sources import is_remote
 from vidscore_core.tables.schema import quote_ident
 from vidscore_core.tables.store import TableStore
 
@@ -101,10 +102,10 @@ def build_sheets(
     every = [p for picks in picked.values() for p in picks]
     add_paths(con, every)
     read_as: dict[str, str] = {}  # public path -> the URL to read it by, where they differ
-    if store is not None:
-        for batch in sorted({p.batch for p in every}):
-            signed = read_paths(store, batch)
-            read_as.update({p.path: signed[p.video_id] for p in every if p.batch == batch and p.video_id in signed})
+    remote = [p for p in every if is_remote(p.path)]  # local clips: no manifest to read
+    for batch in sorted({p.batch for p in remote}) if store is not None else []:
+        signed = read_paths(store, batch)
+        read_as.update({p.path: signed[p.video_id] for p in remote if p.batch == batch and p.video_id in signed})
     rows = {(column, position): _distinct_paths([p for p in picks if p.position == position])
             for column, picks in picked.items() for position in dict.fromkeys(p.position for p in picks)}  # fmt: skip
     frames: dict[str, tuple[bytes | None, str | None]] = {}  # path -> (JPEG, None) or (None, reason)
