@@ -61,6 +61,7 @@ def main() -> None:
             local_s: dict[str, list[float]] = {p.name: [] for p in clips}
             remote_s: dict[str, list[float]] = {p.name: [] for p in clips}
             fetched: dict[str, int] = {}
+            requests_made: dict[str, int] = {}
             for r in range(args.repeats):
                 for k, clip in enumerate(clips[r % len(clips) :] + clips[: r % len(clips)]):
                     order = ("local", "remote") if (r + k) % 2 == 0 else ("remote", "local")
@@ -71,6 +72,7 @@ def main() -> None:
                         (local_s if where == "local" else remote_s)[clip.name].append(seconds)
                         if where == "remote":  # what one pass fetched (its cache starts empty)
                             fetched[clip.name] = got[where][0].fetched_bytes
+                            requests_made[clip.name] = got[where][0].fetch_requests
                     for a, b in zip(got["local"], got["remote"], strict=True):
                         assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
             local_total = sum(statistics.median(v) for v in local_s.values())
@@ -80,13 +82,14 @@ def main() -> None:
                 "remote_clips_per_s": len(clips) / remote_total,
                 "remote_vs_local": local_total / remote_total,
                 "per_clip": {
-                    p.name: {"size": p.stat().st_size, "fetched": fetched[p.name],
+                    p.name: {"size": p.stat().st_size, "fetched": fetched[p.name], "requests": requests_made[p.name],
                              "fetched_vs_size": fetched[p.name] / p.stat().st_size}  # fmt: skip
                     for p in clips
                 },
             }
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "repeats": args.repeats,
-            "block_size": remote.BLOCK_SIZE, "max_read_ahead_blocks": remote.MAX_READ_AHEAD_BLOCKS}  # fmt: skip
+            "block_size": remote.BLOCK_SIZE, "first_read_blocks": remote.FIRST_READ_BLOCKS,
+            "max_read_ahead_blocks": remote.MAX_READ_AHEAD_BLOCKS, "load_average": os.getloadavg()}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     args.out.with_suffix(".md").write_text(report(meta, results, args))
@@ -99,8 +102,10 @@ def report(meta: dict, results: dict, args: argparse.Namespace) -> str:
         "",
         f"`.venv/bin/python bench/bench_remote_clips.py --repeats {args.repeats} --out {args.out}`; "
         f"{meta['machine']}, {meta['cpus']} CPUs; one process, serial decode (`media.read_frame_sets`); "
-        f"moto_server on 127.0.0.1; block {meta['block_size'] // 1024} KiB, read-ahead up to "
-        f"{meta['max_read_ahead_blocks']} blocks. Median of {args.repeats} per clip, summed.",
+        f"moto_server on 127.0.0.1; block {meta['block_size'] // 1024} KiB, first read "
+        f"{meta['first_read_blocks']} blocks, read-ahead up to {meta['max_read_ahead_blocks']} blocks. Median of "
+        f"{args.repeats} per clip, summed. Load average at the end: "
+        f"{' / '.join(f'{x:.1f}' for x in meta['load_average'])} (1/5/15 min).",
         "",
         "| pass | local clips/s | S3 clips/s | S3 / local |",
         "|---|---:|---:|---:|",
@@ -108,11 +113,12 @@ def report(meta: dict, results: dict, args: argparse.Namespace) -> str:
     for name, r in results.items():
         lines.append(f"| {name} | {r['local_clips_per_s']:.2f} | {r['remote_clips_per_s']:.2f} | "
                      f"{r['remote_vs_local']:.2f}× |")  # fmt: skip
-    lines += ["", "Bytes fetched per clip in one pass, against the file's size:", "",
+    lines += ["", "Bytes fetched per clip in one pass, against the file's size (GETs in brackets):", "",
               "| clip | size | " + " | ".join(results) + " |", "|---|---:|" + "---:|" * len(results)]  # fmt: skip
     for clip in next(iter(results.values()))["per_clip"]:
         size = results["all"]["per_clip"][clip]["size"]
-        cells = [f"{r['per_clip'][clip]['fetched_vs_size']:.2f}×" for r in results.values()]
+        cells = [f"{r['per_clip'][clip]['fetched_vs_size']:.2f}× ({r['per_clip'][clip]['requests']})"
+                 for r in results.values()]
         lines.append(f"| {clip} | {size / 1e6:.2f} MB | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -77,10 +77,12 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
 class FileServer(_Serving):
-    """Serves the files under `root` by GET; with `ranges`, honours `Range: bytes=a-b` (206)."""
+    """Serves the files under `root` by GET; with `ranges`, honours `Range: bytes=a-b` (206); with
+    `signature`, answers 403 to a request whose query string lacks `X-Amz-Signature=<signature>` (as
+    a bucket behind presigned URLs does)."""
 
-    def __init__(self, root: Path, *, ranges: bool = True) -> None:
-        self.root, self.ranges = Path(root), ranges
+    def __init__(self, root: Path, *, ranges: bool = True, signature: str | None = None) -> None:
+        self.root, self.ranges, self.signature = Path(root), ranges, signature
         super().__init__(_FileHandler)
 
 
@@ -91,7 +93,11 @@ class _FileHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         owner: FileServer = self.server.owner  # type: ignore[attr-defined]
         owner.count()
-        path = owner.root / urlsplit(self.path).path.lstrip("/")
+        url = urlsplit(self.path)
+        if owner.signature and f"X-Amz-Signature={owner.signature}" not in url.query.split("&"):
+            self.send_error(403)
+            return
+        path = owner.root / url.path.lstrip("/")
         if not path.is_file():
             self.send_error(404)
             return

@@ -9,14 +9,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from fixture_env import fixture_model_env
 from object_servers import FileServer, S3Proxy, moto_server, s3_env, upload
 
-from vidscore_core.ingest.meta import read_meta
+from vidscore_core.ingest.meta import batch_key_prefix, read_meta
 from vidscore_core.media import object_stores, probe
 from vidscore_core.media.decode import read_frame_sets
 from vidscore_core.media.frames import FrameRequest
@@ -183,6 +185,72 @@ def test_ingest_materialize_of_a_meta_file_on_s3_gives_the_local_scores(fixtures
     assert sum(row["aes"] is not None for row in remote) == 4
 
 
+def test_a_resigned_url_is_the_same_clip_and_the_same_batches(tmp_path: Path) -> None:
+    """A presigned URL's query string changes with every signing: neither the clip's id nor the meta
+    file's batch keys depend on it."""
+    url = "https://bucket.example.org/clips/a.mp4"
+    meta = tmp_path / "meta.csv"
+    meta.write_text(f"path\n{url}?X-Amz-Signature=aaaa\n{url}?X-Amz-Signature=bbbb\n")
+    rows = read_meta(meta, drop_duplicates=False)
+    assert rows["video_id"].nunique() == 1
+    assert batch_key_prefix(f"{url}?X-Amz-Signature=aaaa") == batch_key_prefix(f"{url}?X-Amz-Signature=bbbb")
+    assert batch_key_prefix(f"{url}?X-Amz-Signature=aaaa") != batch_key_prefix("https://bucket.example.org/clips/b.mp4")
+
+
+def _holds(path: Path, secret: str) -> bool:
+    """Whether a file holds `secret`: a Parquet file by its values (its pages may be compressed),
+    anything else by its bytes (the Dagster instance's SQLite event log, logs, CSV)."""
+    if path.suffix == ".parquet":
+        return secret in str(pq.read_table(path).to_pylist())
+    return secret.encode() in path.read_bytes()
+
+
+@pytest.mark.timeout(1200)
+def test_a_presigned_urls_query_string_is_stored_and_printed_nowhere_yet_its_clips_are_scored(
+    media: Path, fixtures: Path, tmp_path: Path
+) -> None:
+    """Presigned-style URLs (the server refuses any request without the signature) through `vidscore
+    ingest --materialize --preset`, `vidscore report`, `vidscore sql` and the export: every readable
+    clip is scored and shown, and the query string is in no public table, export, report, log or CLI
+    output; only the internal manifests keep it, which is where the score steps read it from."""
+    signature, key_id = "5ec12e7516a7c0ffee", "AKIDPRESIGNEDTEST"
+    query = f"?X-Amz-Credential={quote(f'{key_id}/20260101/us-east-1/s3/aws4_request', safe='')}" \
+            f"&X-Amz-Signature={signature}"  # fmt: skip
+    source = pd.read_csv(media / "meta.csv")
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDSCORE_", "AWS_", "DAGSTER_"))}
+    env.update(fixture_model_env(fixtures), VIDSCORE_HOME=str(home), VIDSCORE_FLOW_BACKEND="dis")
+    sql = ("SELECT v.path, v.path_original, v.meta_file, v.error, a.aes, f.flow FROM videos v "
+           "JOIN aesthetic_scores a USING (video_id) JOIN flow_scores f USING (video_id) ORDER BY v.meta_row")  # fmt: skip
+    with FileServer(media, signature=signature) as server:
+        public = [f"{server.url}/{Path(p).name}" for p in source["path"]]
+        meta = tmp_path / "presigned.csv"
+        source.assign(path=[url + query for url in public]).to_csv(meta, index=False)
+        printed, answer = [], ""
+        for command in (["ingest", str(meta), "--materialize", "--preset", "anything", "--flowmin", "0"],
+                        ["report"], ["sql", sql, "--format", "json"]):  # fmt: skip
+            proc = subprocess.run([str(VIDSCORE), *command], env=env, capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            printed.append(proc.stdout + proc.stderr)
+            answer = proc.stdout
+    rows = json.loads(answer)
+    sheets = json.loads((home / "reports" / "corpus_report.json").read_text())["contact_sheets"]
+    shown = [clip["path"] for sheet in sheets for row in sheet["rows"] for clip in row["clips"]]
+    assert shown and set(shown) <= set(public)  # the report's thumbnails were read by the signed URLs
+    assert [t for sheet in sheets for t in sheet["skipped"] if "denied" in t["error"]] == []
+    assert [r["path"] for r in rows] == [r["path_original"] for r in rows] == public
+    assert [r["aes"] is not None for r in rows] == [kind != "bad" for kind in source["kind"]]
+    assert [r["flow"] is not None for r in rows] == [kind == "video" for kind in source["kind"]]
+    export = pd.read_csv(home / "exports" / "filtered_anything.csv")
+    assert len(export) > 0 and set(export["path"]) <= set(public)
+    for secret in (signature, key_id):
+        assert not any(secret in text for text in printed), secret
+        files = [p for p in home.rglob("*") if p.is_file()]
+        leaks = [str(p.relative_to(home)) for p in files if "manifests" not in p.parts and _holds(p, secret)]
+        assert leaks == [], secret
+        assert any(_holds(p, secret) for p in files if "manifests" in p.parts)
+
+
 def test_a_meta_object_dropped_on_an_s3_inbox_starts_its_ingest_run(
     s3, aws, vidscore_env, fixtures: Path, monkeypatch, tmp_path: Path
 ) -> None:
@@ -199,7 +267,9 @@ def test_a_meta_object_dropped_on_an_s3_inbox_starts_its_ingest_run(
     meta["path"] = [f"s3://{BUCKET}/{p}" for p in meta["path"]]
     (tmp_path / "corpus.csv").write_text(meta.to_csv(index=False))
     (tmp_path / "notes.txt").write_text("not a meta file")
-    upload(s3, BUCKET, {"inbox/corpus.csv": tmp_path / "corpus.csv", "inbox/notes.txt": tmp_path / "notes.txt"})
+    (tmp_path / "marker").write_bytes(b"")  # the empty object consoles create for a "folder"
+    upload(s3, BUCKET, {"inbox/": tmp_path / "marker", "inbox/corpus.csv": tmp_path / "corpus.csv",
+                        "inbox/notes.txt": tmp_path / "notes.txt"})  # fmt: skip
     resources = {"vidscore": VidscoreSettings(home=str(settings.home))}
 
     def tick(instance, cursor=None) -> dg.SensorResult:
@@ -215,7 +285,8 @@ def test_a_meta_object_dropped_on_an_s3_inbox_starts_its_ingest_run(
         path = request.run_config["ops"]["meta_files"]["config"]["path"]
         assert path.startswith(f"s3://{BUCKET}/inbox/processed/corpus-") and path.endswith(".csv")
         keys = sorted(o["Key"] for o in listing.list_objects_v2(Bucket=BUCKET, Prefix="inbox/")["Contents"])
-        assert keys == [path[len(f"s3://{BUCKET}/") :], "inbox/rejected/notes.txt", "inbox/rejected/notes.txt.reason.txt"]
+        assert keys == ["inbox/", path[len(f"s3://{BUCKET}/") :], "inbox/rejected/notes.txt",
+                        "inbox/rejected/notes.txt.reason.txt"]  # fmt: skip
         assert "no new meta files" in str(tick(instance, result.cursor).skip_reason)
         # The same content dropped again: the same run key (Dagster launches it once).
         upload(s3, BUCKET, {"inbox/corpus.csv": tmp_path / "corpus.csv"})

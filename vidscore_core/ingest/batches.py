@@ -19,6 +19,7 @@ from vidscore_core.ingest.meta import (
     read_meta_chunks,
 )
 from vidscore_core.media.probe import probe_many
+from vidscore_core.media.sources import safe_url
 from vidscore_core.scoring import lineage
 from vidscore_core.tables.store import TableStore
 
@@ -42,11 +43,20 @@ def _json_cell(value: object) -> object:
 
 
 def manifest_frame(part: pd.DataFrame, meta_path: str | Path) -> pd.DataFrame:
-    """The rows of one batch in manifest form: fixed columns plus `extra` (JSON of the rest)."""
+    """The rows of one batch in manifest form: fixed columns plus `extra` (JSON of the rest).
+
+    `path`, `path_original` and `meta_file` are what the public tables show: URLs without a query
+    string or user:password@ (a presigned URL's signature and credential). The URL as written, which
+    reading the clip needs, is kept in `read_path` (internal; `with_read_paths` puts it back).
+    """
     other = [c for c in part.columns if c not in MANIFEST_COLUMNS]
     out = pd.DataFrame({c: part[c].to_numpy() if c in part.columns else None for c in MANIFEST_COLUMNS})
     out["text"] = [t if isinstance(t, str) else None for t in out["text"]]
-    out["meta_file"] = meta_location(meta_path)
+    full = out["path"].tolist()
+    out["path"] = [safe_url(p) for p in full]
+    out["read_path"] = [p if p != shown else None for p, shown in zip(full, out["path"], strict=True)]
+    out["path_original"] = [safe_url(p) for p in out["path_original"]]
+    out["meta_file"] = safe_url(meta_location(meta_path))
     columns = {c: [_json_cell(v) for v in part[c].tolist()] for c in other}
     names = [file_column_name(c) for c in other]  # the file's own names (a user `video_id` too)
     out["extra"] = [
@@ -170,7 +180,8 @@ def probe_rows(
     """`videos` rows for a manifest: each clip's first listing, its file probed once."""
     rows = manifest.drop_duplicates("video_id", keep="first").reset_index(drop=True)
     # Isolated worker processes: a decoder that aborts, segfaults or hangs is that file's error.
-    probes = probe_many(list(rows["path"]), workers=max(1, workers))
+    probes = probe_many(list(_read_paths(rows)), workers=max(1, workers))
+    rows = rows.drop(columns="read_path", errors="ignore")  # internal: never in `videos`
     for name in PROBE_FIELDS:
         rows[name] = [p.get(name) for p in probes]
     rows["batch"] = batch
@@ -178,3 +189,30 @@ def probe_rows(
     rows["code_version"] = lineage.code_version(*INGEST_CODE)
     rows["ingested_at"] = pd.Timestamp(lineage.utc_now())
     return rows
+
+
+def _read_paths(rows: pd.DataFrame) -> pd.Series:
+    """Each row's URL to read the clip from: `read_path` where the manifest has one, else `path`."""
+    if "read_path" not in rows.columns:
+        return rows["path"]
+    return rows["read_path"].where(rows["read_path"].notna(), rows["path"])
+
+
+def read_paths(store: TableStore, batch: str) -> dict[str, str]:
+    """{video_id: URL as written} for the clips of `batch` that are read by another URL than their
+    public `path` (a presigned URL's query string, which the public tables leave out)."""
+    if not store.has("manifests", batch):
+        return {}
+    manifest = store.read("manifests", [batch], ["video_id", "read_path"]).dropna(subset=["read_path"])
+    return dict(zip(manifest["video_id"], manifest["read_path"], strict=True))
+
+
+def with_read_paths(store: TableStore, batch: str, videos: pd.DataFrame) -> pd.DataFrame:
+    """`videos` rows of `batch` with `path` as the clip is read (`read_paths`): for the score steps,
+    never stored."""
+    signed = read_paths(store, batch)
+    if not signed:
+        return videos
+    out = videos.copy()
+    out["path"] = _read_paths(out.assign(read_path=out["video_id"].map(signed)))
+    return out

@@ -394,8 +394,9 @@ def batch_key_prefix(meta_path: str | os.PathLike[str]) -> str:
     The same file (by absolute path) gets the same keys in every run; two files with the same name in
     different folders do not collide. Keys hold only [a-z0-9_-], safe for Dagster and file names.
     """
-    absolute = _absolute(os.fspath(meta_path))
-    stem = sanitize_key_part(Path(safe_url(absolute)).stem)
+    # A presigned URL's query string changes with every signing: not part of the keys (as of ids).
+    absolute = safe_url(_absolute(os.fspath(meta_path)))
+    stem = sanitize_key_part(Path(absolute).stem)
     digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{stem}-{digest}"
 

@@ -1,5 +1,5 @@
-"""An inbox on an S3 prefix (`VIDSCORE_INBOX=s3://bucket/inbox/`): list the meta objects dropped there,
-move them to `processed/` or `rejected/` under the prefix. The sensor decides; this does the I/O.
+"""An inbox on an S3 prefix (`VIDSCORE_INBOX=s3://bucket/inbox/`): the `ingest.inbox.Inbox` interface
+over the objects right under the prefix, moved to `processed/` or `rejected/` under it.
 
 An object appears whole when its upload completes, so "settled" only guards against a sender still
 uploading a set of files; its content fingerprint is the object's ETag and size (no download).
@@ -8,18 +8,17 @@ uploading a set of files; its content fingerprint is the object's ETag and size 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
+from vidscore_core.ingest.inbox import (
+    PROCESSED,
+    REJECTED,
+    Arrival,
+    Taken,
+    is_candidate_name,
+    processed_name,
+    rejection_note,
+)
 from vidscore_core.media.object_stores import S3Store, split_s3_url
-
-
-@dataclass(frozen=True)
-class ObjectArrival:
-    url: str  # s3://bucket/prefix/name
-    name: str
-    key: tuple[int, str]  # (last modified, ns; name): the order objects are handled in
-    size: int
-    fingerprint: str
 
 
 class ObjectInbox:
@@ -30,8 +29,7 @@ class ObjectInbox:
         self.bucket, _, self.prefix = self.url[len("s3://") :].partition("/")
         self.client = S3Store().client
 
-    def scan(self, after: tuple[int, str]) -> list[ObjectArrival]:
-        """Objects right under the prefix that arrived after `after`, oldest first."""
+    def scan(self, after: tuple[int, str]) -> list[Arrival]:
         found = []
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
@@ -39,30 +37,47 @@ class ObjectInbox:
         for page in pages:
             for item in page.get("Contents", []):
                 name = item["Key"][len(self.prefix) :]
-                if not name:
-                    continue  # the prefix's own marker object
+                if not name or not is_candidate_name(name):  # "": the prefix's own marker object
+                    continue
                 modified = int(item["LastModified"].timestamp() * 1e9)
                 key = (modified, name)
                 if key > after:
                     fp = hashlib.sha256(f"{item['ETag']}:{item['Size']}".encode()).hexdigest()
-                    found.append(ObjectArrival(f"{self.url}{name}", name, key, int(item["Size"]), fp))
+                    found.append(Arrival(name, key, modified, int(item["Size"]), f"{self.url}{name}", fp))
         return sorted(found, key=lambda a: a.key)
 
-    def exists(self, name: str) -> bool:
+    def fingerprint(self, arrival: Arrival) -> str:
+        assert arrival.fingerprint is not None  # every listed object has one
+        return arrival.fingerprint
+
+    def reject(self, arrival: Arrival, reason: str) -> None:
+        self._move(arrival, f"{REJECTED}/{arrival.name}")
+        self._write_text(f"{REJECTED}/{arrival.name}.reason.txt", rejection_note(arrival.name, reason))
+
+    def take(self, arrival: Arrival, fingerprint: str) -> Taken:
+        name = f"{PROCESSED}/{processed_name(arrival.name, fingerprint)}"
+        created = not self._exists(name)
+        if created:
+            self._move(arrival, name)
+        else:
+            self._delete(arrival)
+        return Taken(f"{self.url}{name}", created)
+
+    def _exists(self, name: str) -> bool:
         listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix + name, MaxKeys=1)
         return any(item["Key"] == self.prefix + name for item in listed.get("Contents", []))
 
-    def move(self, arrival: ObjectArrival, folder: str, name: str) -> str:
-        """Copy the object to `<prefix>/<folder>/<name>` (a server-side copy) and delete the original."""
-        bucket, key = split_s3_url(arrival.url)
-        target = f"{self.prefix}{folder}/{name}"
-        self.client.copy_object(Bucket=self.bucket, Key=target, CopySource={"Bucket": bucket, "Key": key})
-        self.discard(arrival)
-        return f"s3://{self.bucket}/{target}"
+    def _move(self, arrival: Arrival, name: str) -> None:
+        """Copy the object to `<prefix>/<name>` (a server-side copy) and delete the original."""
+        bucket, key = split_s3_url(arrival.location)
+        self.client.copy_object(
+            Bucket=self.bucket, Key=self.prefix + name, CopySource={"Bucket": bucket, "Key": key}
+        )
+        self._delete(arrival)
 
-    def discard(self, arrival: ObjectArrival) -> None:
-        bucket, key = split_s3_url(arrival.url)
+    def _delete(self, arrival: Arrival) -> None:
+        bucket, key = split_s3_url(arrival.location)
         self.client.delete_object(Bucket=bucket, Key=key)
 
-    def write_text(self, folder: str, name: str, text: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=f"{self.prefix}{folder}/{name}", Body=text.encode("utf-8"))
+    def _write_text(self, name: str, text: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=text.encode("utf-8"))

@@ -47,6 +47,7 @@ class DecodedFrames:
     height: int
     fell_back: bool = False  # an earlier decoder failed on the frames asked before `backend` gave them
     fetched_bytes: int | None = None  # remote clips: bytes fetched from storage in this pass (cache included)
+    fetch_requests: int | None = None  # remote clips: GETs this pass made (retries included)
 
 
 def read_frames(
@@ -233,7 +234,7 @@ def _read_frames(path: str, want: Want, backends: tuple[str, ...]) -> DecodedFra
             decoded = DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h,
                                     result.fell_back)  # fmt: skip
     if remote_clip is not None:
-        decoded.fetched_bytes = remote_clip.stats.bytes_fetched
+        decoded.fetched_bytes, decoded.fetch_requests = remote_clip.stats.bytes_fetched, remote_clip.stats.requests
     return decoded
 
 
@@ -286,5 +287,5 @@ def _video_frames(result: VideoResult, remote_clip: RemoteClip | None) -> Decode
     h, w = result.frames[0].shape[:2]
     decoded = DecodedFrames(result.frames, result.indices, result.num_frames, False, result.backend, w, h)
     if remote_clip is not None:
-        decoded.fetched_bytes = remote_clip.stats.bytes_fetched
+        decoded.fetched_bytes, decoded.fetch_requests = remote_clip.stats.bytes_fetched, remote_clip.stats.requests
     return decoded

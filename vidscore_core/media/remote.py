@@ -25,9 +25,12 @@ from vidscore_core.media.object_stores import Transient, Unreadable, safe_url, s
 
 log = logging.getLogger(__name__)
 
-# The first GET (1 MiB) holds an image, a short clip or a faststart MP4's index whole; a forward read
-# then doubles its GETs up to 16 MiB, so a 10 MB clip costs 4 requests (what latency to S3 rewards).
+# The first GET (4 MiB) holds an image, most short clips whole, or a faststart MP4's index and its first
+# GOPs: one round trip for most training clips. A forward read then doubles its GETs up to 16 MiB, and
+# a jump (a seek, e.g. to an index at the end of the file) starts again at one 1 MiB block, so a 20 MB
+# clip costs 3 requests (what latency to S3 rewards).
 BLOCK_SIZE = 1024 * 1024
+FIRST_READ_BLOCKS = 4
 MAX_READ_AHEAD_BLOCKS = 16
 RETRY_ATTEMPTS = 5
 RETRY_BASE_S = 0.2  # backoff: 0.2, 0.4, 0.8, 1.6 s between the attempts
@@ -80,7 +83,7 @@ class RemoteClip:
         self.failure: RemoteError | None = None  # the first fetch failure; it decides the clip's error
         self._blocks: dict[int, bytes] = {}
         self._next_block: int | None = None  # where a forward read continues
-        self._ahead = 1
+        self._ahead = FIRST_READ_BLOCKS
         self._lock = threading.Lock()
 
     @property
@@ -113,8 +116,13 @@ class RemoteClip:
         return RemoteFile(self)
 
     def _fetch_blocks(self, first: int) -> None:
-        # Forward reads double the read-ahead, a jump (a seek) starts it over.
-        self._ahead = min(self._ahead * 2, MAX_READ_AHEAD_BLOCKS) if first == self._next_block else 1
+        # The first read is a large one; forward reads double the read-ahead, a jump (a seek) starts it over.
+        if self._next_block is None:
+            self._ahead = FIRST_READ_BLOCKS
+        elif first == self._next_block:
+            self._ahead = min(self._ahead * 2, MAX_READ_AHEAD_BLOCKS)
+        else:
+            self._ahead = 1
         count = self._ahead
         if self.stats.size is not None:
             last = (self.stats.size - 1) // self.block_size

@@ -39,6 +39,9 @@ TABLES: dict[str, list[tuple[str, str]]] = {
         ("meta_file", "VARCHAR"),
         ("meta_row", "INTEGER"),
         ("extra", "JSON"),
+        # The URL the clip is read from when it is not `path`: a presigned URL with its query string
+        # (signature, credential), kept here only, never in a public table (NULL otherwise).
+        ("read_path", "VARCHAR"),
     ],
     "videos": [
         *_KEY_COLUMNS,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 
-from vidscore_core.ingest.batches import read_manifest
+from vidscore_core.ingest.batches import read_manifest, with_read_paths
 from vidscore_core.scoring.options import progress_lines
 from vidscore_core.settings import Settings
 from vidscore_core.tables.store import TableStore
@@ -54,7 +54,8 @@ def videos_of_batch(store: TableStore, batch: str) -> pd.DataFrame:
     if not store.has("videos", batch):
         raise dg.Failure(f"batch {batch!r} has no `videos` partition yet: materialize `videos` first")
     columns = ["video_id", "path", "text", "error", "media_type", "meta_row"]
-    return store.read("videos", [batch], columns).sort_values("meta_row", kind="stable").reset_index(drop=True)
+    videos = store.read("videos", [batch], columns).sort_values("meta_row", kind="stable").reset_index(drop=True)
+    return with_read_paths(store, batch, videos)  # the clips are read by their URL as written
 
 
 Producer = Callable[[BatchContext], pd.DataFrame]

@@ -69,7 +69,7 @@ def build(settings: Settings, *, workers: int = 2, timings: dict[str, float] | N
     clock.lap("numbers")
     cache = FrameCache(report_paths(settings)["frames"])
     with corpus_numbers.tables_connection(store, ["videos", *dict.fromkeys(s.table for s in chosen)]) as con:
-        sheets = build_sheets(con, result.distributions, cache, workers=workers)
+        sheets = build_sheets(con, result.distributions, cache, workers=workers, store=store)
     clock.lap("sheets")
     report = Report(result, sheets, store.root, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     for dist in result.distributions:

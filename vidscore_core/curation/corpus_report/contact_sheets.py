@@ -13,14 +13,17 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 
 from vidscore_core.curation.corpus_report.numbers import Distribution
+from vidscore_core.ingest.batches import read_paths
+from vidscore_core.media.sources import is_remote
 from vidscore_core.tables.schema import quote_ident
+from vidscore_core.tables.store import TableStore
 
 PER_ROW = 4  # clips shown per position
 CANDIDATES = 2 * PER_ROW  # clips picked per position, so unreadable ones can be replaced
@@ -86,11 +89,23 @@ def add_paths(con: duckdb.DuckDBPyConnection, picks: Sequence[Pick]) -> None:
 
 
 def build_sheets(
-    con: duckdb.DuckDBPyConnection, dists: Sequence[Distribution], cache: FrameCache, *, workers: int = 2
+    con: duckdb.DuckDBPyConnection,
+    dists: Sequence[Distribution],
+    cache: FrameCache,
+    *,
+    workers: int = 2,
+    store: TableStore | None = None,
 ) -> list[ContactSheet]:
-    """A contact sheet per signal with values: PER_ROW readable clips per position where there are."""
+    """A contact sheet per signal with values: PER_ROW readable clips per position where there are.
+    With `store`, clips are read by the URL their manifest keeps (a presigned URL's query string)."""
     picked = {d.signal.column: pick_clips(con, d) for d in dists if d.scored}
-    add_paths(con, [p for picks in picked.values() for p in picks])
+    every = [p for picks in picked.values() for p in picks]
+    add_paths(con, every)
+    read_as: dict[str, str] = {}  # public path -> the URL to read it by, where they differ
+    remote = [p for p in every if is_remote(p.path)]  # local clips: no manifest to read
+    for batch in sorted({p.batch for p in remote}) if store is not None else []:
+        signed = read_paths(store, batch)
+        read_as.update({p.path: signed[p.video_id] for p in remote if p.batch == batch and p.video_id in signed})
     rows = {(column, position): _distinct_paths([p for p in picks if p.position == position])
             for column, picks in picked.items() for position in dict.fromkeys(p.position for p in picks)}  # fmt: skip
     frames: dict[str, tuple[bytes | None, str | None]] = {}  # path -> (JPEG, None) or (None, reason)
@@ -102,7 +117,7 @@ def build_sheets(
             wanted += [p.path for p in row if p.path not in frames][: max(0, PER_ROW - readable)]
         if not wanted:
             break
-        frames.update(cache.middle_frames(wanted, workers=workers))
+        frames.update(cache.middle_frames(wanted, workers=workers, read_as=read_as))
     sheets = {column: ContactSheet(column, []) for column in picked}
     for (column, position), row in rows.items():
         tiles = [Tile(p, *frames[p.path]) for p in row if p.path in frames]
@@ -141,9 +156,10 @@ class FrameCache:
         return None
 
     def middle_frames(
-        self, paths: Sequence[str], *, workers: int = 2
+        self, paths: Sequence[str], *, workers: int = 2, read_as: Mapping[str, str] | None = None
     ) -> dict[str, tuple[bytes | None, str | None]]:
-        """path -> (JPEG, None) or (None, reason); decodes only what is not cached yet."""
+        """path -> (JPEG, None) or (None, reason); decodes only what is not cached yet, each path by
+        `read_as[path]` where given (its cache entry stays keyed by `path`)."""
         from vidscore_core.media.isolation import IsolatedPool
 
         out: dict[str, tuple[bytes | None, str | None]] = {}
@@ -160,7 +176,7 @@ class FrameCache:
         with IsolatedPool(MiddleFrame(self.timeout_s), workers=min(workers, len(todo)),
                           timeout_s=self.timeout_s + 30) as pool:  # fmt: skip
             for path in todo:
-                pool.submit(path, path)
+                pool.submit(path, (read_as or {}).get(path, path))
             while pool.pending:
                 for outcome in pool.collect():
                     result = (outcome.value, None) if outcome.error is None else (None, outcome.error)

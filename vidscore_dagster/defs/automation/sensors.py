@@ -10,26 +10,24 @@ The inbox sensor only notices files and requests runs; the work happens in runs:
   `meta_files` run that ingests that copy: a file dropped twice is ingested once;
 * a file whose name is not a meta file's moves to `inbox/rejected/` with `<name>.reason.txt`; a
   file that cannot be read as a meta file fails its `meta_files` run, which says why.
-* on an s3:// prefix the same rules hold for its objects (`ingest.object_inbox`); the fingerprint is
-  the object's ETag and size, and the `meta_files` run reads the copy under `processed/` in place.
+* on an s3:// prefix the same rules hold for its objects: one loop over `ingest.inbox.Inbox`, a
+  local folder or an s3:// prefix (`ingest.object_inbox`), where the fingerprint is the object's
+  ETag and size and the `meta_files` run reads the copy under `processed/` in place.
 `batches_sensor` then requests one `score_batch` run per batch a `meta_files` run registered.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
 
 from vidscore_core.ingest.batches import DEFAULT_BATCH_SIZE
-from vidscore_core.ingest.object_inbox import ObjectInbox
+from vidscore_core.ingest.inbox import PROCESSED, Unsettled, open_inbox
 from vidscore_dagster.defs.automation.jobs import (
     BATCH_ASSETS,
     SCORED_BY_CALLER_TAG,
@@ -40,11 +38,6 @@ from vidscore_dagster.defs.automation.jobs import (
 from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
 
 META_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
-# Names that writers use while a file is incomplete (browsers, rsync, curl -o x.part, editors).
-PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp", ".lock")
-PROCESSED = "processed"
-REJECTED = "rejected"
-FINGERPRINTS = ".fingerprints"  # inside processed/: one marker per ingested content
 RECENT_LIMIT = 1000
 TICK_BUDGET_S = 20.0  # stop taking files after this long; the gRPC sensor call times out at 60 s
 
@@ -81,89 +74,6 @@ class InboxCursor:
             del self.recent[:-RECENT_LIMIT]
 
 
-@dataclass(frozen=True)
-class Arrival:
-    path: Path
-    key: tuple[int, str]  # (arrival time ns, name): the order files are handled in
-    size: int
-    mtime_ns: int
-
-
-def arrival_key(st: os.stat_result, name: str) -> tuple[int, str]:
-    # ctime too: `mv` keeps a file's old mtime, but a rename into the inbox updates its ctime.
-    return (max(st.st_mtime_ns, st.st_ctime_ns), name)
-
-
-def is_candidate_name(name: str) -> bool:
-    lower = name.lower()
-    return not (name.startswith(".") or lower.endswith(PARTIAL_SUFFIXES) or lower.endswith(".reason.txt"))
-
-
-def scan(inbox: Path, cursor: InboxCursor) -> list[Arrival]:
-    """Files of the inbox (top level only) that arrived after the cursor, in arrival order."""
-    found: list[Arrival] = []
-    with os.scandir(inbox) as entries:
-        for entry in entries:
-            if not is_candidate_name(entry.name):
-                continue
-            try:
-                if not entry.is_file():
-                    continue  # processed/, rejected/, other folders
-                st = entry.stat()
-            except FileNotFoundError:  # moved away while we listed
-                continue
-            key = arrival_key(st, entry.name)
-            if key > cursor.after:
-                found.append(Arrival(Path(entry.path), key, st.st_size, st.st_mtime_ns))
-    found.sort(key=lambda a: a.key)
-    return found
-
-
-def fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def unique_path(folder: Path, name: str) -> Path:
-    """`folder/name`, or `folder/<stem>.<n><suffix>` when taken."""
-    target = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    n = 1
-    while target.exists():
-        target = folder / f"{stem}.{n}{suffix}"
-        n += 1
-    return target
-
-
-def reject(arrival: Arrival, inbox: Path, reason: str) -> Path:
-    """Move a bad file to `inbox/rejected/` and write why next to it."""
-    folder = inbox / REJECTED
-    folder.mkdir(parents=True, exist_ok=True)
-    target = unique_path(folder, arrival.path.name)
-    os.replace(arrival.path, target)
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    (folder / f"{target.name}.reason.txt").write_text(
-        f"{arrival.path.name} was rejected at {stamp}:\n{reason}\n", encoding="utf-8"
-    )
-    return target
-
-
-def _place(source: Path, target: Path) -> bool:
-    """Put a copy of `source` at `target` (a hard link when possible); False if it was already there."""
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        return False
-    except OSError:  # another filesystem, or links not supported
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copy2(source, tmp)
-        os.replace(tmp, target)
-    return True
-
-
 @dataclass
 class Outcome:
     name: str
@@ -171,18 +81,6 @@ class Outcome:
     target: str  # the copy in processed/ that the run ingests
     status: str = "queued"  # queued | duplicate | rejected
     detail: str = ""
-
-
-def handle(arrival: Arrival, fp: str, inbox: Path) -> Outcome:
-    """Move one settled meta file to `processed/` under its content's name (cheap: a link or a copy)."""
-    processed = inbox / PROCESSED
-    processed.mkdir(parents=True, exist_ok=True)
-    path = arrival.path
-    target = processed / f"{path.stem}-{fp[:8]}{path.suffix.lower()}"
-    created = _place(path, target)
-    path.unlink(missing_ok=True)
-    status = "queued" if created else "duplicate"
-    return Outcome(path.name, fp, str(target), status, f"-> {PROCESSED}/{target.name}")
 
 
 def run_request(outcome: Outcome, batch_size: int) -> dg.RunRequest:
@@ -209,50 +107,9 @@ def _tick_limits() -> tuple[int, int, int]:
 
 
 def evaluate_inbox(context: dg.SensorEvaluationContext, vidscore: VidscoreSettings) -> dg.SensorResult:
-    location = inbox_location(vidscore.settings().inbox_dir)
-    if location.startswith("s3://"):
-        return evaluate_object_inbox(context, ObjectInbox(location))
-    inbox = Path(location)
-    inbox.mkdir(parents=True, exist_ok=True)
-    settle_ns, limit, batch_size = _tick_limits()
-    cursor = InboxCursor.parse(context.cursor)
-    started = time.monotonic()
-    outcomes: list[Outcome] = []
-    requests: list[dg.RunRequest] = []
-    waiting: str | None = None
-    for arrival in scan(inbox, cursor):
-        if len(outcomes) >= limit or time.monotonic() - started > TICK_BUDGET_S:
-            break
-        if time.time_ns() - arrival.mtime_ns < settle_ns:
-            waiting = arrival.path.name  # later files wait too, so the cursor never passes this one
-            break
-        if arrival.path.suffix.lower() not in META_SUFFIXES:  # rejected before hashing a stray video
-            reject(arrival, inbox, f"not a meta file: the name must end in one of {', '.join(META_SUFFIXES)}")
-            outcomes.append(Outcome(arrival.path.name, "", "", "rejected", "not a meta file"))
-            cursor.after = arrival.key
-            continue
-        try:
-            fp = fingerprint(arrival.path)
-            st = arrival.path.stat()
-        except FileNotFoundError:
-            continue  # taken away before we read it
-        if (st.st_size, st.st_mtime_ns) != (arrival.size, arrival.mtime_ns):
-            waiting = arrival.path.name  # still being written despite the settle time
-            break
-        outcome = handle(arrival, fp, inbox)
-        outcomes.append(outcome)
-        requests.append(run_request(outcome, batch_size))  # a duplicate's request has the same key
-        cursor.remember(fp)
-        cursor.after = arrival.key
-        context.log.info(f"{outcome.status} {outcome.name}: {outcome.detail}")
-    if not outcomes:
-        reason = f"waiting for {waiting} to settle" if waiting else "no new meta files in the inbox"
-        return dg.SensorResult(skip_reason=reason, cursor=cursor.dump())
-    return dg.SensorResult(run_requests=requests, cursor=cursor.dump())
-
-
-def evaluate_object_inbox(context: dg.SensorEvaluationContext, inbox: ObjectInbox) -> dg.SensorResult:
-    """`evaluate_inbox` for an s3:// prefix: the same order, settling, rejection and run keys."""
+    """One tick over the inbox, a local folder or an s3:// prefix (`ingest.inbox`): settled meta files
+    move to processed/ and get their run request; other names move to rejected/."""
+    inbox = open_inbox(inbox_location(vidscore.settings().inbox_dir))
     settle_ns, limit, batch_size = _tick_limits()
     cursor = InboxCursor.parse(context.cursor)
     started = time.monotonic()
@@ -260,34 +117,29 @@ def evaluate_object_inbox(context: dg.SensorEvaluationContext, inbox: ObjectInbo
     requests: list[dg.RunRequest] = []
     waiting: str | None = None
     for arrival in inbox.scan(cursor.after):
-        if not is_candidate_name(arrival.name):
-            continue
         if len(outcomes) >= limit or time.monotonic() - started > TICK_BUDGET_S:
             break
-        if time.time_ns() - arrival.key[0] < settle_ns:
-            waiting = arrival.name  # later objects wait too, so the cursor never passes this one
+        if time.time_ns() - arrival.changed_ns < settle_ns:
+            waiting = arrival.name  # later files wait too, so the cursor never passes this one
             break
-        stem, suffix = Path(arrival.name).stem, Path(arrival.name).suffix.lower()
-        if suffix not in META_SUFFIXES:
-            reason = f"not a meta file: the name must end in one of {', '.join(META_SUFFIXES)}"
-            inbox.move(arrival, REJECTED, arrival.name)
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            inbox.write_text(REJECTED, f"{arrival.name}.reason.txt", f"{arrival.name} was rejected at {stamp}:\n{reason}\n")
+        if Path(arrival.name).suffix.lower() not in META_SUFFIXES:  # rejected before hashing a stray video
+            inbox.reject(arrival, f"not a meta file: the name must end in one of {', '.join(META_SUFFIXES)}")
             outcomes.append(Outcome(arrival.name, "", "", "rejected", "not a meta file"))
             cursor.after = arrival.key
             continue
-        name = f"{stem}-{arrival.fingerprint[:8]}{suffix}"
-        target = f"{inbox.url}{PROCESSED}/{name}"
-        if inbox.exists(f"{PROCESSED}/{name}"):
-            inbox.discard(arrival)
-            status = "duplicate"
-        else:
-            inbox.move(arrival, PROCESSED, name)
-            status = "queued"
-        outcome = Outcome(arrival.name, arrival.fingerprint, target, status, f"-> {PROCESSED}/{name}")
+        try:
+            fp = inbox.fingerprint(arrival)
+        except FileNotFoundError:
+            continue  # taken away before we read it
+        except Unsettled:
+            waiting = arrival.name  # still being written despite the settle time
+            break
+        taken = inbox.take(arrival, fp)
+        status = "queued" if taken.created else "duplicate"
+        outcome = Outcome(arrival.name, fp, taken.target, status, f"-> {PROCESSED}/{taken.target.rsplit('/', 1)[-1]}")
         outcomes.append(outcome)
         requests.append(run_request(outcome, batch_size))  # a duplicate's request has the same key
-        cursor.remember(arrival.fingerprint)
+        cursor.remember(fp)
         cursor.after = arrival.key
         context.log.info(f"{outcome.status} {outcome.name}: {outcome.detail}")
     if not outcomes:

@@ -14,6 +14,7 @@ from vidscore_core.ingest.batches import (
     write_manifests,
 )
 from vidscore_core.ingest.meta import batch_key_prefix, meta_location
+from vidscore_core.media.sources import safe_url
 from vidscore_core.scoring import lineage
 from vidscore_core.tables.schema import PARTITIONED_TABLES
 from vidscore_core.tables.store import TableStore
@@ -49,12 +50,13 @@ def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig, vidsco
         context.instance.add_dynamic_partitions(BATCHES, new)
     dropped = drop_stale_batches(context, store, path, set(rows))
     _refresh_views(context, settings)
-    context.log.info(f"{path}: {sum(rows.values())} clips in {len(rows)} batches ({len(new)} new)")
+    shown = safe_url(path)  # a presigned meta file's signature is never logged
+    context.log.info(f"{shown}: {sum(rows.values())} clips in {len(rows)} batches ({len(new)} new)")
     for line in summary.lines():
-        context.log.warning(f"{path}: {line}")
+        context.log.warning(f"{shown}: {line}")
     return dg.MaterializeResult(
         metadata={
-            "meta_file": dg.MetadataValue.path(str(path)),
+            "meta_file": dg.MetadataValue.path(shown),
             "clips": sum(rows.values()),
             "rows": summary.rows,
             "repeated_rows": summary.repeated_rows,
