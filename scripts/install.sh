@@ -36,6 +36,8 @@ if [[ $dev == 1 ]]; then
   command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
   # `init: true` (compose, and the run containers) runs catatonit as PID 1 under podman.
   [[ -x /usr/libexec/podman/catatonit ]] || need+=(catatonit)
+  # Containers on a compose network reach each other by service name through this CNI plugin.
+  [[ -x /usr/lib/cni/dnsname ]] || need+=(golang-github-containernetworking-plugin-dnsname)
   if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
       echo "installing system packages for the end-to-end tests: ${need[*]}"
