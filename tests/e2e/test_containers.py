@@ -283,6 +283,7 @@ def test_compose_stack_scores_in_run_containers_and_survives_restart_and_a_kille
 
     # 5. Down and up again: Postgres' volume keeps the history, the data mount the tables.
     restart = time.monotonic()
+    stack.compose.remove_run_containers()  # exited, but still on the network that `down` removes
     stack.compose.down()
     stack.compose.up()
     stack.wait_ready()
