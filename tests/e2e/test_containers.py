@@ -15,6 +15,7 @@ What a user without a registry does (README "Deploy"), under podman's Docker API
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import time
@@ -224,8 +225,13 @@ def screenshot_ui(stack: Deployment, tmp_path: Path, partition: str) -> list[Pat
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             expect.set_options(timeout=60_000)
             shots = Screenshots(page, ARTIFACTS, tmp_path / "screenshots")
+            # A fresh instance greets the first visitor with a "Join the Dagster community" dialog.
+            community = page.get_by_role("dialog").filter(has_text="Join the Dagster community")
+            page.add_locator_handler(community, lambda: community.get_by_role("button", name="Skip").click())
             page.goto(f"{stack.url}/asset-groups", wait_until="domcontentloaded")
             expect(page.get_by_text("scores", exact=True).last).to_be_visible()  # the group's node
+            expect(page.get_by_text(re.compile("fetching statuses"))).to_have_count(0)
+            expect(community).to_be_hidden()
             shots.take("01-asset-graph")
             page.goto(f"{stack.url}/assets/aesthetic_scores", wait_until="domcontentloaded")
             expect(page.get_by_text(partition, exact=True).first).to_be_visible()
