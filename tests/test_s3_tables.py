@@ -58,6 +58,9 @@ def test_publish_read_query_and_delete_on_s3(s3_env):
     again = store.publish(rows.assign(aes=7.0), "aesthetic_scores", "b0")
     assert again.path != published.path and store.partition_path("aesthetic_scores", "b0") == again.path
     assert store.read("aesthetic_scores", ["b0"])["aes"].tolist() == [7.0, 7.0]
+    # What pinned views read: each batch's current version, then the schema object, as s3:// URLs.
+    assert store.current_files("aesthetic_scores") == [
+        again.path, store.partition_path("aesthetic_scores", "b1"), f"{s3_env}/aesthetic_scores/batch=!schema/schema.parquet"]  # fmt: skip
     old = published.path.removeprefix("s3://")
     assert store.fs.get_file_info(old).type == pafs.FileType.File
     assert store.cleanup("aesthetic_scores") == 0

@@ -106,6 +106,16 @@ def test_an_unreadable_views_database_is_rebuilt(home: Path, damage: str) -> Non
     assert vidscore_sql(home, "SELECT count(*) AS n FROM videos", "--format", "csv").stdout.splitlines()[1] == "3"
 
 
+def test_sql_shows_a_republished_batch_at_once(home: Path) -> None:
+    """Each `vidscore sql` reads the batches current when it starts: a republish shows in the next one."""
+    store = TableStore.from_settings(Settings(home=home))
+    query = ("SELECT batch, count(*), min(aes) FROM aesthetic_scores GROUP BY ALL ORDER BY 1", "--format", "csv")
+    assert vidscore_sql(home, *query).stdout.splitlines()[1:] == ["b0,2,5.5"]
+    store.publish(pd.DataFrame({"video_id": ["a"], "aes": [7.25]}), "aesthetic_scores", "b0")
+    store.publish(pd.DataFrame({"video_id": ["c"], "aes": [3.0]}), "aesthetic_scores", "b1")
+    assert vidscore_sql(home, *query).stdout.splitlines()[1:] == ["b0,1,7.25", "b1,1,3.0"]
+
+
 def test_table_format_shows_null_and_the_row_count(home: Path) -> None:
     proc = vidscore_sql(home, "SELECT video_id, text, width FROM videos ORDER BY video_id")
     assert proc.returncode == 0, proc.stderr

@@ -19,7 +19,7 @@ import pytest
 from vidscore_core.settings import Settings
 from vidscore_core.tables import schema
 from vidscore_core.tables.store import SETTLE_S, TableStore, utc_now, version_name
-from vidscore_core.tables.views import connect_read_only, write_views
+from vidscore_core.tables.views import connect_read_only, pin_current_files, write_views
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -321,14 +321,41 @@ def test_a_republish_is_a_new_file_and_the_old_one_stays_readable_until_cleanup(
     assert _rows(store, "aesthetic_scores")["video_id"].tolist() == ["c"]
 
 
-def test_a_filter_on_batch_opens_only_that_batchs_folder(settings: Settings) -> None:
+def test_pinned_views_read_one_version_and_see_a_republish_when_pinned_again(settings: Settings) -> None:
+    """`vidscore sql`'s session: the files current when it opened, whole, even while the batch is
+    republished (the old file stays for the grace period); pinning again shows the new version at once."""
+    store = TableStore.from_settings(settings)
+    first = store.publish(_scores("b0", ["a", "b"]), "aesthetic_scores", "b0")
+    store.publish(_scores("b1", ["x"]), "aesthetic_scores", "b1")
+    write_views(settings)
+    con = connect_read_only(settings.db_path, store, snapshot=True)
+    try:
+        def b0() -> list[tuple]:
+            return con.execute("SELECT video_id, aes FROM aesthetic_scores WHERE batch = 'b0' ORDER BY 1").fetchall()
+
+        assert b0() == [("a", 5.0), ("b", 6.0)]
+        store.publish(_scores("b0", ["c"], aes=7.0), "aesthetic_scores", "b0")
+        assert b0() == [("a", 5.0), ("b", 6.0)] and Path(first.path).exists()  # its version, whole
+        pin_current_files(con, store)
+        assert b0() == [("c", 7.0)]  # no settling delay: the listing names the new file
+        assert con.execute("SELECT count(*), count(DISTINCT batch) FROM aesthetic_scores").fetchone() == (2, 2)
+        assert con.execute("SELECT aes FROM video_scores").fetchall() == []  # the join reads the pinned views too
+        store.delete("aesthetic_scores", "b1")
+        pin_current_files(con, store)
+        assert con.execute("SELECT DISTINCT batch FROM aesthetic_scores").fetchall() == [("b0",)]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("snapshot", [False, True], ids=["live", "pinned"])
+def test_a_filter_on_batch_opens_only_that_batchs_folder(settings: Settings, snapshot: bool) -> None:
     store = TableStore.from_settings(settings)
     store.publish(_scores("b0", ["a"]), "aesthetic_scores", "b0")
     write_views(settings)
     broken = Path(store.table_dir("aesthetic_scores")) / "batch=b1"
     broken.mkdir()
     (broken / version_name()).write_bytes(b"not parquet at all")  # any read of this folder fails
-    con = connect_read_only(settings.db_path, store)
+    con = connect_read_only(settings.db_path, store, snapshot=snapshot)
     try:
         assert con.execute("SELECT video_id FROM aesthetic_scores WHERE batch = 'b0'").fetchall() == [("a",)]
         with pytest.raises(duckdb.Error):

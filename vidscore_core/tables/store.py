@@ -278,6 +278,16 @@ class TableStore:
                 out[key] = self._fs_path(table, f"{partition_folder_name(table, key)}/{names[-1]}")
         return out
 
+    def current_files(self, table: str) -> list[str]:
+        """What a reader of `table` opens now, as DuckDB names them (paths or s3:// URLs): each
+        partition's current version, then the schema file (zero rows: an empty table still binds).
+        DuckDB estimates a file list's rows from its first file: a zero-row file first makes every
+        table look empty to its join planner, which then builds its hash tables on the big side.
+        Every name stays readable for at least `GRACE_S`, so a query may list now and open later."""
+        self.ensure_layout([table])
+        current = [self._as_url(path) for _, path in sorted(self.partition_files(table).items())]
+        return [*current, self._as_url(self._schema_path(table))]
+
     def partitions(self, table: str) -> set[str]:
         return set(self.partition_files(table))
 

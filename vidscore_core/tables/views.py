@@ -1,18 +1,28 @@
 """`$VIDSCORE_HOME/vidscore.duckdb`: views over the tables' Parquet files, for any DuckDB client.
 
-The views read `<table>/<key>=*/*.parquet` through a glob (hive style: a filter on the key opens
-one folder), so publishing a partition never touches this file: it is written only when it is
-missing or the table definitions changed (`vidscore ingest`, `vidscore ui`, `vidscore views`, and
-best-effort by the `meta_files` step, which gives up at once when a user session holds the file).
-Scoring runs never open it.
+Two ways to read the same rows:
 
-A partition's folder may hold older versions for a grace period (store.py); each view keeps the
-rows of one file per folder, picked by a subquery over the same glob. DuckDB lists the files to
-scan before it runs that subquery, so the pick must be a file the scan listed: the newest file at
-least `SETTLE_S` old (publishing makes a file visible within that of its stamp, so it was listed),
-or, when the folder has none that old, its oldest file (if the scan missed it, it missed the whole
-folder: the partition did not exist yet). A republished partition thus shows its new rows after
-`SETTLE_S`; a first publish shows at once.
+* Live views, stored in the file: they read `<table>/<key>=*/*.parquet` through a glob (hive style:
+  a filter on the key opens one folder), so publishing a partition never touches this file and a
+  session held for hours follows every publish. The file is written only when it is missing or the
+  table definitions changed (`vidscore ingest`, `vidscore ui`, `vidscore views`, and best-effort by
+  the `meta_files` step, which gives up at once when a user session holds the file). Scoring runs
+  never open it.
+
+  A partition's folder may hold older versions for a grace period (store.py); each live view keeps
+  the rows of one file per folder, picked by a subquery over the same glob. DuckDB lists the files
+  to scan before it runs that subquery, so the pick must be a file the scan listed: the newest file
+  at least `SETTLE_S` old (publishing makes a file visible within that of its stamp, so it was
+  listed), or, when the folder has none that old, its oldest file (if the scan missed it, it missed
+  the whole folder: the partition did not exist yet). A republished partition thus shows its new
+  rows after `SETTLE_S`; a first publish shows at once. The pick is a join on every row's file name:
+  it costs DuckDB its footer-only `count(*)` and its pruning of `batch` filters to one folder.
+
+* Pinned views (`pin_current_files`, what `vidscore sql` and `connect_read_only(snapshot=True)`
+  use): temporary views, in front of the stored ones, that read the current version of every
+  partition by name, listed once when they are made. No per-row pick: DuckDB counts rows from the
+  footers and opens only the files a `batch` filter names. They show the tables as of that listing
+  (every file in it stays readable for `GRACE_S`); making them again shows later publishes.
 """
 
 from __future__ import annotations
@@ -57,6 +67,31 @@ def table_source(store: TableStore, table: str) -> str:
         f"(SELECT * FROM read_parquet({glob}, hive_partitioning = true, hive_types_autocast = false) "
         f"WHERE filename IN ({current}))"
     )
+
+
+def _read_files(files: str) -> str:
+    """A relation of raw Parquet columns over a SQL list of file names (hive columns from the paths)."""
+    return f"read_parquet({files}, hive_partitioning = true, hive_types_autocast = false)"
+
+
+def pinned_source(store: TableStore, table: str) -> str:
+    """A relation of `table`'s current rows as listed now: its current files, by name."""
+    return _read_files("[" + ", ".join(_sql_literal(f) for f in store.current_files(table)) + "]")
+
+
+def pin_current_files(con: duckdb.DuckDBPyConnection, store: TableStore) -> None:
+    """Put temporary views in front of `con`'s stored ones (DuckDB resolves the temp schema first,
+    `video_scores` included) that read the partitions current now; call again to see later publishes.
+
+    Each list sits in a session variable: a view that spelled out 2,000 names would be parsed and
+    bound again by every query (0.1-0.2 s), a variable is one value."""
+    for table in schema.PUBLIC_TABLES:
+        variable = f"vidscore_files_{table}"
+        con.execute(f"SET VARIABLE {variable} = ?", [store.current_files(table)])
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {schema.quote_ident(table)} AS "
+            f"{schema.select_sql(table, _read_files(f'getvariable({_sql_literal(variable)})'))}"
+        )
 
 
 def view_statements(store: TableStore) -> list[str]:
@@ -209,8 +244,9 @@ def migrate_native_tables(con: duckdb.DuckDBPyConnection, store: TableStore) -> 
     return copied
 
 
-def connect_read_only(db_path: Path, store: TableStore) -> duckdb.DuckDBPyConnection:
+def connect_read_only(db_path: Path, store: TableStore, snapshot: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the views read-only with external access off: only the tables' folder can be read.
+    With `snapshot`, the session reads the partitions current now (`pin_current_files`).
 
     DuckDB's allowed directories allow writes too: callers that run a user's SQL must also refuse
     statements other than queries (`vidscore_core.tables.sql_output.check_query`).
@@ -218,6 +254,10 @@ def connect_read_only(db_path: Path, store: TableStore) -> duckdb.DuckDBPyConnec
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         set_utc(con)
+        # A file's name never changes its content (store.py), so caching footers by name is safe.
+        con.execute("SET parquet_metadata_cache = true")
+        if snapshot:
+            pin_current_files(con, store)
         if not store.is_s3:
             con.execute(f"SET allowed_directories = [{_sql_literal(store.root + '/')}]")
         con.execute("SET enable_external_access = false")
@@ -229,17 +269,17 @@ def connect_read_only(db_path: Path, store: TableStore) -> duckdb.DuckDBPyConnec
 
 
 def open_views(settings: Settings) -> duckdb.DuckDBPyConnection:
-    """`connect_read_only` on `settings.db_path`, rebuilding the file first when it is unreadable
-    (it holds only views). FileNotFoundError when there is none; ViewsBusyError when another
-    process holds it."""
+    """`connect_read_only` on `settings.db_path` with the partitions current now pinned (one query's
+    session: `vidscore sql`), rebuilding the file first when it is unreadable (it holds only views).
+    FileNotFoundError when there is none; ViewsBusyError when another process holds it."""
     db_path = settings.db_path
     if not db_path.exists():
         raise FileNotFoundError(db_path)
     store = TableStore.from_settings(settings)
     try:
         if current(db_path, store):
-            return connect_read_only(db_path, store)
+            return connect_read_only(db_path, store, snapshot=True)
     except ViewsBusyError:
-        return connect_read_only(db_path, store)  # another reader: share the file as it is
+        return connect_read_only(db_path, store, snapshot=True)  # another reader: share the file as it is
     write_views(settings)  # outdated or set aside as unreadable: written anew
-    return connect_read_only(db_path, store)
+    return connect_read_only(db_path, store, snapshot=True)

@@ -31,7 +31,7 @@ from vidscore_core.curation.filtered_dataset import PRESETS
 from vidscore_core.curation.filters import FilterSpec
 from vidscore_core.tables.schema import quote_ident
 from vidscore_core.tables.store import TableStore, set_utc
-from vidscore_core.tables.views import table_source
+from vidscore_core.tables.views import pinned_source
 
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 HISTOGRAM_BINS = 40
@@ -130,7 +130,7 @@ class CorpusNumbers:
 
 @contextmanager
 def tables_connection(store: TableStore, tables: Sequence[str]) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB with a view per table over its Parquet files, as `vidscore.duckdb`'s views
+    """An in-memory DuckDB with a view per table over its Parquet files, as `vidscore sql`'s pinned views
     read them (projection pushed down: a query reads only its columns), under MEMORY_LIMIT."""
     store.ensure_layout(tables)  # an empty table still has its _schema.parquet, so the views bind
     with tempfile.TemporaryDirectory(prefix="vidscore-report-") as spill:
@@ -139,8 +139,8 @@ def tables_connection(store: TableStore, tables: Sequence[str]) -> Iterator[duck
         else:
             con = duckdb.connect()
             set_utc(con)
-            for table in tables:  # each partition's current version, as `vidscore.duckdb`'s views read it
-                con.execute(f"CREATE VIEW {quote_ident(table)} AS SELECT * FROM {table_source(store, table)}")
+            for table in tables:  # each partition's current version, listed once: the report reads one state
+                con.execute(f"CREATE VIEW {quote_ident(table)} AS SELECT * FROM {pinned_source(store, table)}")
         try:
             con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
             con.execute(f"SET temp_directory = '{spill}'")
