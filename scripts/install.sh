@@ -29,6 +29,15 @@ if [[ $dev == 1 ]]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
   command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+  # The container test (tests/e2e/test_containers.py): podman serves the Docker API that compose and
+  # Dagster's DockerRunLauncher talk to; mmdebstrap builds the Debian base image without a registry.
+  command -v podman >/dev/null 2>&1 || need+=(podman)
+  command -v runc >/dev/null 2>&1 || need+=(runc)
+  command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+  # `init: true` (compose, and the run containers) runs catatonit as PID 1 under podman.
+  [[ -x /usr/libexec/podman/catatonit ]] || need+=(catatonit)
+  # Containers on a compose network reach each other by service name through this CNI plugin.
+  [[ -x /usr/lib/cni/dnsname ]] || need+=(golang-github-containernetworking-plugin-dnsname)
   if ((${#need[@]})); then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
       echo "installing system packages for the end-to-end tests: ${need[*]}"
@@ -37,6 +46,9 @@ if [[ $dev == 1 ]]; then
     else
       echo "note: ${need[*]} not installed (needs root + apt-get); the tests that use them will be skipped"
     fi
+  fi
+  if [[ $(id -u) == 0 ]] && command -v podman >/dev/null 2>&1; then
+    scripts/podman-config.sh /etc/containers/containers.conf
   fi
 fi
 echo "vidscore installed in $(pwd)/.venv"

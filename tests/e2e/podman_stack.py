@@ -1,0 +1,179 @@
+"""docker/'s compose stack, for real, under podman: images, podman's Docker API service, compose v1.
+
+The stack is started exactly as a user without a registry starts it (README "Deploy"):
+`scripts/build-images.sh`, `podman system service` on a socket, then `docker-compose` talking to that
+socket with docker/docker-compose.yml and an env file. Dagster's daemon, inside the stack, launches
+every run in a container of its own through the same socket (DockerRunLauncher).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker" / "docker-compose.yml"
+PROJECT = "vidscore-e2e"
+
+
+def podman_unavailable() -> str | None:
+    """Why containers cannot run here (a skip reason), or None when podman and compose work."""
+    if shutil.which("podman") is None:
+        return "podman not installed (scripts/install.sh --dev installs it, as root)"
+    if shutil.which("docker-compose") is None:
+        return "docker-compose not installed (scripts/install.sh --dev installs it, as root)"
+    if os.geteuid() != 0:
+        return "the container test runs podman as root (rootless podman needs subuids and its own settings)"
+    info = subprocess.run(["podman", "info"], capture_output=True, text=True, timeout=120)
+    if info.returncode != 0:
+        return f"podman does not work here: {info.stderr.strip()[-300:]}"
+    return None
+
+
+def build_images() -> str:
+    """scripts/build-images.sh with this host's pip configuration; its report (one line per image)."""
+    result = subprocess.run(
+        [str(REPO_ROOT / "scripts" / "build-images.sh"), "--host-pip-config"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"building the images failed:\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+    return "\n".join(line for line in result.stdout.splitlines() if line.startswith("built "))
+
+
+class PodmanService:
+    """`podman system service` answering the Docker API on a socket of its own."""
+
+    def __init__(self, socket_path: Path, log_path: Path) -> None:
+        self.socket_path = socket_path
+        self.url = f"unix://{socket_path}"
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", self.url],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.client = self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 60.0):
+        import docker
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"podman system service exited with {self.process.returncode}")
+            if self.socket_path.exists():
+                client = docker.DockerClient(base_url=self.url, timeout=120)
+                try:
+                    client.ping()
+                    return client
+                except Exception:  # noqa: BLE001 - not answering yet
+                    client.close()
+            time.sleep(0.5)
+        raise TimeoutError(f"podman system service did not answer on {self.url} within {timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        self.client.close()
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self._log.close()
+
+
+class HealthChecks:
+    """Runs the healthchecks of the stack's containers until each is healthy, while compose waits.
+
+    Podman runs a container's HEALTHCHECK from systemd timers; where systemd does not run (this
+    CI's sandbox) nobody does, and `depends_on: condition: service_healthy` would wait forever.
+    Docker runs them itself. `podman healthcheck run` runs one check and records its result.
+    """
+
+    def __init__(self, client, interval_s: float = 5.0) -> None:
+        self.client = client
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> HealthChecks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                containers = self.client.containers.list(
+                    filters={"label": f"com.docker.compose.project={PROJECT}"}
+                )
+            except Exception:  # noqa: BLE001 - the service is busy; try again next round
+                continue
+            for container in containers:
+                health = (container.attrs.get("State", {}).get("Health") or {}).get("Status")
+                if health in ("starting", "unhealthy"):
+                    subprocess.run(["podman", "healthcheck", "run", container.id],
+                                   capture_output=True, timeout=60)  # fmt: skip
+
+
+class ComposeStack:
+    """docker-compose (v1) against the podman socket, with docker/docker-compose.yml and an env file."""
+
+    def __init__(self, service: PodmanService, env_file: Path) -> None:
+        self.service = service
+        self.env_file = env_file
+        self.env = {**os.environ, "DOCKER_HOST": service.url, "COMPOSE_HTTP_TIMEOUT": "300"}
+
+    def compose(self, *args: str, timeout: float = 600) -> str:
+        command = [
+            "docker-compose",
+            "-p",
+            PROJECT,
+            "-f",
+            str(COMPOSE_FILE),
+            "--env-file",
+            str(self.env_file),
+            *args,
+        ]
+        result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
+        return result.stdout
+
+    def up(self) -> None:
+        """Start the stack from the built images; returns once compose has started every service."""
+        with HealthChecks(self.service.client):
+            self.compose("up", "-d", "--no-build")
+
+    def down(self, volumes: bool = False) -> None:
+        self.compose("down", *(["--volumes"] if volumes else []), timeout=300)
+
+    def exec(self, service: str, *command: str, timeout: float = 300) -> str:
+        return self.compose("exec", "-T", service, *command, timeout=timeout)
+
+    def logs(self) -> str:
+        try:
+            return self.compose("logs", "--no-color", "--tail=60", timeout=120)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            return f"(no logs: {exc})"
+
+    def run_container(self, run_id: str):
+        """The container DockerRunLauncher started for a run (it labels each with the run's id)."""
+        (container,) = self.service.client.containers.list(
+            all=True, filters={"label": f"dagster/run_id={run_id}"}
+        )
+        return container
+
+    def remove_run_containers(self) -> None:
+        """The run containers stay after their run (DockerRunLauncher does not remove them)."""
+        for container in self.service.client.containers.list(all=True, filters={"label": "app=vidscore"}):
+            container.remove(force=True)
