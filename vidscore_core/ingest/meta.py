@@ -166,9 +166,11 @@ def resolve_clip_path(base: str, path: str) -> str:
 
 
 def meta_location(path: str | os.PathLike[str]) -> str:
-    """A meta file's name as runs record it: an s3:// or https:// URL as it is, a local path absolute."""
+    """A meta file's name as runs record it: an s3:// or https:// URL as it is, a local path absolute.
+    Symlinks are kept, as for clip paths (`resolve_clip_path`): a clip listed relative to this file and
+    the same clip listed by its absolute name must be one path, hence one id."""
     path = os.fspath(path)
-    return path if is_remote(path) else str(Path(path).expanduser().resolve())
+    return path if is_remote(path) else os.path.abspath(os.path.expanduser(path))
 
 
 def _absolute(path: str) -> str:
