@@ -76,15 +76,6 @@ def rejection_note(name: str, reason: str) -> str:
     return f"{name} was rejected at {stamp}:\n{reason}\n"
 
 
-def open_inbox(location: str) -> Inbox:
-    """The inbox at `location`: an s3:// prefix, or a local folder (created if missing)."""
-    if location.startswith("s3://"):
-        from vidscore_core.ingest.object_inbox import ObjectInbox
-
-        return ObjectInbox(location)
-    return FolderInbox(Path(location))
-
-
 class FolderInbox:
     """A local folder. Files are fingerprinted by sha256 of their bytes; the arrival time counts the
     ctime too, since `mv` keeps a file's old mtime but a rename into the inbox updates its ctime."""

@@ -27,7 +27,8 @@ from pathlib import Path
 import dagster as dg
 
 from vidscore_core.ingest.batches import DEFAULT_BATCH_SIZE
-from vidscore_core.ingest.inbox import PROCESSED, Unsettled, open_inbox
+from vidscore_core.ingest.inbox import PROCESSED, Unsettled
+from vidscore_core.ingest.inboxes import open_inbox
 from vidscore_dagster.defs.automation.jobs import (
     BATCH_ASSETS,
     SCORED_BY_CALLER_TAG,
