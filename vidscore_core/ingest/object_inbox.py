@@ -39,11 +39,12 @@ class ObjectInbox:
                 name = item["Key"][len(self.prefix) :]
                 if not name or not is_candidate_name(name):  # "": the prefix's own marker object
                     continue
+                # No `after` filter: S3 stamps whole seconds, so an object dropped in the second the
+                # cursor holds (the same name again, or a name sorting before it) would be passed over
+                # for good. Every object a tick handles leaves the top level, so what is listed is new.
                 modified = int(item["LastModified"].timestamp() * 1e9)
-                key = (modified, name)
-                if key > after:
-                    fp = hashlib.sha256(f"{item['ETag']}:{item['Size']}".encode()).hexdigest()
-                    found.append(Arrival(name, key, modified, int(item["Size"]), f"{self.url}{name}", fp))
+                fp = hashlib.sha256(f"{item['ETag']}:{item['Size']}".encode()).hexdigest()
+                found.append(Arrival(name, (modified, name), modified, int(item["Size"]), f"{self.url}{name}", fp))
         return sorted(found, key=lambda a: a.key)
 
     def fingerprint(self, arrival: Arrival) -> str:
