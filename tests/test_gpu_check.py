@@ -34,6 +34,13 @@ def dry_run(tmp_path_factory, fixtures):
     return proc, out
 
 
+def _report(dry_run) -> dict:
+    """The dry run's JSON report, once the run is known to have passed."""
+    proc, out = dry_run
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(next(out.glob("gpu_check-*.json")).read_text())
+
+
 @pytest.mark.timeout(1200)
 def test_dry_run_writes_both_reports_with_every_section(dry_run):
     proc, out = dry_run
@@ -55,9 +62,7 @@ def test_dry_run_writes_both_reports_with_every_section(dry_run):
 
 @pytest.mark.timeout(1200)
 def test_dry_run_parity_passes_in_fp32_through_the_production_path(dry_run):
-    proc, out = dry_run
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    parity = json.loads(next(out.glob("gpu_check-*.json")).read_text())["parity"]
+    parity = _report(dry_run)["parity"]
     assert parity["pass"] is True
     fp32 = parity["precisions"]["fp32"]
     assert fp32["pass"] is True
@@ -76,9 +81,7 @@ def test_dry_run_parity_passes_in_fp32_through_the_production_path(dry_run):
 
 @pytest.mark.timeout(1200)
 def test_dry_run_throughput_and_end_to_end_figures(dry_run):
-    proc, out = dry_run
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    report = json.loads(next(out.glob("gpu_check-*.json")).read_text())
+    report = _report(dry_run)
 
     clip = report["clip_throughput"]
     assert clip["manifest_check"]["ok"] is True
@@ -110,9 +113,7 @@ def test_dry_run_throughput_and_end_to_end_figures(dry_run):
 
 @pytest.mark.timeout(1200)
 def test_dry_run_compares_the_text_and_shot_models_on_the_device_with_the_cpu(dry_run):
-    proc, out = dry_run
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    report = json.loads(next(out.glob("gpu_check-*.json")).read_text())["text_and_shots"]
+    report = _report(dry_run)["text_and_shots"]
     assert report["pass"] is True
     frames = report["ocr"]["frames"]
     assert [f["cpu_boxes"] > 0 for f in frames] == [False, True]  # a fixture frame, then with drawn words
