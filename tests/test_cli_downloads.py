@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from test_cli_scoring_commands import VIDSCORE, one_error_line, run
+from ui_helpers import restore_sigint
 
 from vidscore_core import weights
 
@@ -79,6 +80,7 @@ def test_interrupted_download_removes_its_partial_file(tmp_path: Path, trickle: 
     proc = subprocess.Popen(
         [str(VIDSCORE), "weights", "download", "aesthetic", "--url", trickle.url("/aesthetic.pth")],
         cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=restore_sigint,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not any(p.stat().st_size > 0 for p in _parts(models)):

@@ -83,9 +83,13 @@ def command_line(pid: int) -> str:
         return "?"
 
 
-def _restore_sigint() -> None:
-    # A shell that starts jobs in the background ignores SIGINT for them, and Dagster maps SIGTERM to the
-    # SIGINT handler: with SIGINT ignored `dagster dev` would ignore SIGTERM as well and never shut down.
+def restore_sigint() -> None:
+    """`preexec_fn` for a child that must react to SIGINT as under a terminal.
+
+    A shell that starts jobs in the background ignores SIGINT for them, and Python keeps an ignored
+    SIGINT ignored. Dagster also maps SIGTERM to the SIGINT handler, so `dagster dev` would otherwise
+    ignore SIGTERM as well and never shut down.
+    """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -107,7 +111,7 @@ class DagsterDev:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own session and process group: stop() signals the whole tree
-            preexec_fn=_restore_sigint,
+            preexec_fn=restore_sigint,
         )
         self.pgid = self.process.pid
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from vidscore_core.media.synth import make_demo_corpus
-from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
+from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS, SCORED_BY_CALLER_TAG
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(480)]
 
@@ -177,15 +177,18 @@ def test_inbox_schedule_graphql_and_automation_on_real_servers(platform, tmp_pat
     batch_a = batches[0]
 
     # 2. A meta file ingested through GraphQL (a `meta_files` run), its batch probed (`videos` only)
-    #    through GraphQL; the automation sensor must score it. The batches sensor is stopped first
-    #    (through GraphQL, as the UI's toggle does), or it would score the batch itself.
+    #    through GraphQL; the automation sensor must score it. The run carries the scored-by-caller
+    #    tag, so the batches sensor leaves its batch alone. The sensor is also stopped through
+    #    GraphQL, as the UI's toggle does; the stop alone is not enough here, because Dagster's
+    #    daemon writes back the state it read when a tick already in flight began, which can
+    #    switch the sensor on again.
     assert platform.stop_sensor("batches_sensor") == "STOPPED"
     extra = tmp_path / "extra.csv"
     meta.iloc[:3].to_csv(extra, index=False)
     ingest_id = platform.submit(
         "ingest_meta_file",
         run_config={"ops": {"meta_files": {"config": {"path": str(extra), "batch_size": 5}}}},
-        tags={"vidscore/source": "graphql"},
+        tags={"vidscore/source": "graphql", SCORED_BY_CALLER_TAG: "true"},
     )
     ingest_c = platform.wait_run(ingest_id, 180, "the GraphQL meta_files run")
     assert ingest_c.status == dg.DagsterRunStatus.SUCCESS, platform.describe_runs()
