@@ -32,7 +32,7 @@ ScoreOptions = dict[str, dict[str, str]]
 # The media modules that decide which pixels a score sees (frame selection, integrity verdicts, decoders),
 # and the finite check every score's rows pass.
 _FRAMES_AND_ROWS = (
-    *(f"vidscore_core.media.{name}" for name in ("decode", "frames", "images", "container", "integrity", "backends", "sparse")),
+    *(f"vidscore_core.media.{name}" for name in ("decode", "frames", "images", "container", "integrity", "backends", "sparse", "mp4_index")),
     "vidscore_core.scoring.finite",
 )
 CLIP_CODE = ("vidscore_core.models.clip", "vidscore_core.models.clip_preprocess", *_FRAMES_AND_ROWS)

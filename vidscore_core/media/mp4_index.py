@@ -1,0 +1,143 @@
+"""The frames of an MP4/MOV clip from its sample tables (the `moov` index), without reading a payload.
+
+The sparse decoder needs every video packet's timestamp (frame i is the i-th in presentation order)
+and the keyframes it may seek to. A full demux gets them by reading every packet, so a remote clip
+costs its whole size before one frame is decoded. An MP4 lists all of it in its index: FFmpeg's own
+MOV demuxer builds the packets from the sample tables, so it is run here over a file whose sample
+payloads read as zeros (`HollowFile`): the same packets, timestamps and order as a full demux, and
+only the bytes outside the samples (the boxes) are read. The keyframes are the index's sync samples
+(`stss`), not FFmpeg's H.264 parser flags, which come from payloads; the decoder checks each one it
+seeks to against the parser (`media.sparse`).
+
+The index is trusted only where it is the whole story; otherwise `index_packets` returns None and
+the caller demuxes every packet as before:
+* the video track's index holds exactly its declared sample count (no fragments still to be read);
+* no sample is discarded (no edit list cuts frames out: FFmpeg counts them, the decoder drops them);
+* every sample of every track lies inside the file (a cut file is the full demux's to judge);
+* not every sample is a sync sample unless there is only one (a missing `stss` makes FFmpeg call
+  every sample a keyframe, which an inter-coded stream is not);
+* the demuxed packets are the index's entries, one for one, with the same decode timestamps.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+from typing import BinaryIO
+
+from vidscore_core.media.sources import file_size, media_input
+
+MOV_FORMAT = "mov"  # FFmpeg's MOV demuxer reads .mov, .mp4, .m4v, .3gp: "mov,mp4,m4a,3gp,3g2,mj2"
+
+
+def is_mov(format_name: str | None) -> bool:
+    return MOV_FORMAT in (format_name or "").split(",")
+
+
+class HollowFile(io.RawIOBase):
+    """A seekable file whose byte ranges set by `hollow` read as zeros without being read from `base`."""
+
+    def __init__(self, base: BinaryIO, size: int) -> None:
+        super().__init__()
+        self._base, self._size, self._pos = base, size, 0
+        self._holes: list[tuple[int, int]] = []  # sorted, disjoint [start, end)
+        self._starts: list[int] = []
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def hollow(self, ranges: list[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for start, end in sorted(r for r in ranges if r[1] > r[0]):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self._holes = [(start, end) for start, end in merged]
+        self._starts = [start for start, _ in merged]
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        start = self._pos
+        end = min(start + len(view), self._size)
+        if end <= start:
+            return 0
+        cursor = start
+        k = max(bisect.bisect_right(self._starts, start) - 1, 0)
+        while k < len(self._holes) and self._holes[k][0] < end:
+            hole_start, hole_end = max(self._holes[k][0], start), min(self._holes[k][1], end)
+            if hole_end > hole_start:
+                self._read_base(view, start, cursor, hole_start)
+                view[hole_start - start : hole_end - start] = bytes(hole_end - hole_start)
+                cursor = max(cursor, hole_end)
+            k += 1
+        self._read_base(view, start, cursor, end)
+        self._pos = end
+        return end - start
+
+    def _read_base(self, view: memoryview, origin: int, start: int, end: int) -> None:
+        while start < end:
+            self._base.seek(start)
+            got = self._base.readinto(view[start - origin : end - origin])
+            if not got:
+                raise OSError(f"file ends at {start}, before its {self._size} bytes")
+            start += got
+
+    def close(self) -> None:
+        self._base.close()
+        super().close()
+
+
+class IndexMismatch(Exception):
+    """The stream is not what its index says (a demuxed packet, or a keyframe the parser rejects):
+    the clip is counted and sought as a full demux does instead."""
+
+
+def hollow_file(path: str) -> HollowFile:
+    """The clip as a `HollowFile` (no holes yet), local or remote."""
+    source = media_input(path)
+    base = source if not isinstance(source, str) else open(source, "rb", buffering=0)  # noqa: SIM115 (closed with it)
+    return HollowFile(base, file_size(path))
+
+
+def index_packets(container, stream, hollow: HollowFile) -> list[tuple[int, bool]] | None:
+    """(pts, is a sync sample) of each video packet with data, in file order, from the MP4/MOV index
+    of `container` (opened on `hollow`, nothing demuxed yet), without reading a sample payload.
+
+    None where the index is not to be trusted (module doc), before anything is demuxed: the caller
+    demuxes `container` as usual. IndexMismatch where the demuxed packets are not the index's.
+    """
+    if not is_mov(container.format.name):
+        return None
+    # Plain tuples: an IndexEntry points into FFmpeg's stream and must not outlive the container.
+    entries = [(e.timestamp, e.size, e.is_keyframe, e.is_discard) for e in stream.index_entries]
+    if not entries or len(entries) != stream.frames or any(discard for *_, discard in entries):
+        return None
+    samples = [(e.pos, e.pos + e.size) for s in container.streams for e in s.index_entries]
+    if any(end > hollow.size for _, end in samples):
+        return None
+    if len(entries) > 1 and all(key for _, _, key, _ in entries):
+        return None
+    hollow.hollow(samples)
+    packets = [(packet.pts, packet.dts) for packet in container.demux(stream) if packet.size]
+    with_data = [(dts, key) for dts, size, key, _ in entries if size]
+    if len(packets) != len(with_data) or any(p[1] != e[0] for p, e in zip(packets, with_data, strict=False)):
+        raise IndexMismatch("the demuxed packets are not the index's samples")
+    return [(pts, key) for (pts, _), (_, key) in zip(packets, with_data, strict=True)]
