@@ -123,12 +123,14 @@ class _FileHandler(BaseHTTPRequestHandler):
 
 class S3Proxy(_Serving):
     """Forwards S3 requests to `upstream`; answers 403 AccessDenied for keys in `denied`, and with
-    `drop_every` = n closes the connection without an answer on every n-th request (a reset)."""
+    `drop_every` = n closes the connection without an answer on every n-th request (a reset).
+    `served`: the body bytes its GET answers carried, by URL path ("/bucket/key")."""
 
     def __init__(self, upstream: str, *, denied: tuple[str, ...] = (), drop_every: int = 0) -> None:
         self.upstream = urlsplit(upstream)
         self.denied, self.drop_every = denied, drop_every
         self.dropped = 0
+        self.served: dict[str, int] = {}
         super().__init__(_ProxyHandler)
 
 
@@ -164,6 +166,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         conn.request(self.command, self.path, body=body or None, headers=headers)
         response = conn.getresponse()
         data = response.read()
+        if self.command == "GET":
+            with owner.lock:
+                key = urlsplit(self.path).path
+                owner.served[key] = owner.served.get(key, 0) + len(data)
         self.send_response(response.status)
         for key, value in response.getheaders():
             if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):

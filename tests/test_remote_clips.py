@@ -22,6 +22,7 @@ from vidscore_core.ingest.meta import batch_key_prefix, read_meta
 from vidscore_core.media import object_stores, probe
 from vidscore_core.media.decode import read_frame_sets
 from vidscore_core.media.frames import FrameRequest
+from vidscore_core.media.synth import write_clip
 
 BUCKET = "clips"
 REQUESTS = [FrameRequest(points=(0.1, 0.5, 0.9)), FrameRequest(indices=(0, 10, 20, 30))]
@@ -299,3 +300,47 @@ def test_a_meta_object_dropped_on_an_s3_inbox_starts_its_ingest_run(
     manifests = store.read("manifests")
     assert sorted(manifests["path"]) == sorted(meta["path"])
     assert set(manifests["meta_file"]) == {path}
+
+
+def _noise_clip(path: Path, frames: int) -> Path:
+    """A clip far above one first read (about 100 KB a frame: noise compresses poorly), a keyframe a second."""
+    rng = np.random.default_rng(0)
+    noise = (rng.integers(0, 256, (270, 480, 3), dtype=np.uint8) for _ in range(frames))
+    return write_clip(path, noise, crf=16, gop=24, preset="ultrafast")
+
+
+def _without_sync_samples(clip: Path, out: Path) -> Path:
+    """The clip with its sync sample table (`stss`) renamed away: FFmpeg then calls every sample a
+    keyframe, which an inter-coded stream is not, so its index is not trusted."""
+    data = clip.read_bytes()
+    at = data.index(b"stss")
+    assert at < data.index(b"mdat")  # the index's box (the clip is faststart), not payload bytes
+    out.write_bytes(data[:at] + b"free" + data[at + 4 :])
+    return out
+
+
+@pytest.mark.timeout(900)
+def test_an_aesthetic_pass_over_a_large_s3_clip_fetches_a_fraction_of_it(fixtures: Path, s3, tmp_path: Path) -> None:
+    """`vidscore score aesthetic` on a 40 MB clip in the bucket scores as its local copy, and the bucket
+    serves a fraction of it: the index and the GOPs up to the three frames, no other payload. The same
+    clip without a sync sample table (outside the index rule) is read whole, with the local scores too."""
+    big = _noise_clip(tmp_path / "big.mp4", 400)
+    no_stss = _without_sync_samples(big, tmp_path / "no_stss.mp4")
+    upload(s3, BUCKET, {"large/big.mp4": big, "large/no_stss.mp4": no_stss})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDSCORE_", "AWS_"))}
+    env.update(fixture_model_env(fixtures), VIDSCORE_HOME=str(tmp_path / "home"))
+    scored = {}
+    with S3Proxy(s3) as proxy:
+        for where, folder in (("local", str(tmp_path)), ("s3", f"s3://{BUCKET}/large")):
+            meta, out = tmp_path / f"{where}.csv", tmp_path / f"{where}_aes.csv"
+            pd.DataFrame({"path": [f"{folder}/big.mp4", f"{folder}/no_stss.mp4"]}).to_csv(meta, index=False)
+            proc = subprocess.run([str(VIDSCORE), "score", "aesthetic", str(meta), "--output", str(out)],
+                                  env={**env, **s3_env(proxy.url)}, capture_output=True, text=True, timeout=600)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            scored[where] = pd.read_csv(out)
+    assert scored["local"]["aes"].notna().all()
+    assert scored["s3"]["aes"].equals(scored["local"]["aes"])  # |Δ| = 0
+    size = big.stat().st_size
+    assert size > 30e6
+    assert proxy.served[f"/{BUCKET}/large/big.mp4"] < size / 4
+    assert proxy.served[f"/{BUCKET}/large/no_stss.mp4"] >= size

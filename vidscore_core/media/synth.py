@@ -26,10 +26,12 @@ def write_clip(
     codec: str = "libx264",
     crf: int = 18,
     gop: int | None = None,
+    preset: str = "medium",
 ) -> Path:
     """Encode uint8 HxWx3 RGB frames to a yuv420p clip; the container follows the extension (.mp4, .mkv).
 
-    `gop`: the most frames between keyframes (None: the encoder's default, 250 for libx264).
+    `gop`: the most frames between keyframes (None: the encoder's default, 250 for libx264). `preset`:
+    libx264's speed/size trade-off ("ultrafast" writes large test clips quickly).
 
     libx264 runs single-threaded so the bytes are reproducible; if this PyAV build lacks libx264 the
     clip falls back to mpeg4. Width and height must be even (4:2:0 chroma).
@@ -39,7 +41,7 @@ def write_clip(
     path = Path(path)
     if codec not in av.codecs_available:
         codec = "mpeg4"
-    options = {"crf": str(crf), "preset": "medium"} if codec == "libx264" else {"qscale": "2"}
+    options = {"crf": str(crf), "preset": preset} if codec == "libx264" else {"qscale": "2"}
     # bitexact: no random Matroska segment UID or muxing date, so reruns give identical bytes.
     container_options = {"fflags": "+bitexact"}
     if path.suffix.lower() in (".mp4", ".mov", ".m4v"):
