@@ -8,8 +8,8 @@ keyframe every 1-2 s), uploaded to moto's S3 server started on loopback (the one
 - `aesthetic` (frames at 10/50/90 %), `flow` (frames 0/10/20/30), `all` (both, one pass, as `score
 all` decodes) - every clip is decoded with `media.read_frame_sets` from its local path and from its
 s3:// URL, in rotating order, `--repeats` times; clips/s is the corpus over the sum of per-clip
-medians; `local, full demux` is the local clip counted by demuxing every packet (`from_index=False`,
-what every clip did before MP4s were counted from their index). Each remote pass starts with an empty cache (it lives for one pass), so bytes fetched per
+medians per group; the `full demux` variants count every clip by demuxing every packet
+(`from_index=False`, what every clip did before MP4s were counted from their index). Each remote pass starts with an empty cache (it lives for one pass), so bytes fetched per
 clip are what one decode pass costs. Frames are checked equal between local and remote.
 """
 
@@ -70,58 +70,61 @@ def timed(target: str, requests: list[FrameRequest]) -> tuple[float, list]:
     return time.perf_counter() - start, got
 
 
+VARIANTS = ("local", "s3", "local_full_demux", "s3_full_demux")
+
+
+def one_pass(clip: Path, variant: str, requests: list[FrameRequest]) -> tuple[float, list]:
+    target = str(clip) if variant.startswith("local") else f"s3://{BUCKET}/{clip.name}"
+    if not variant.endswith("full_demux"):
+        return timed(target, requests)
+    sparse.decode_sparse = full_demux  # backends calls it through the module
+    try:
+        return timed(target, requests)
+    finally:
+        sparse.decode_sparse = INDEXED
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/vidscore-bench-shared-decode"))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args()
-    clips = make_corpus(args.corpus) + large_clips(args.corpus)
+    groups = {"small": make_corpus(args.corpus), "large": large_clips(args.corpus)}
+    clips = [clip for group in groups.values() for clip in group]
     results: dict[str, dict] = {}
     with moto_server() as endpoint:
         os.environ.update(s3_env(endpoint))
         upload(endpoint, BUCKET, {p.name: p for p in clips})
         for name, requests in PASSES.items():
-            local_s: dict[str, list[float]] = {p.name: [] for p in clips}
-            before_s: dict[str, list[float]] = {p.name: [] for p in clips}
-            remote_s: dict[str, list[float]] = {p.name: [] for p in clips}
-            fetched: dict[str, int] = {}
-            requests_made: dict[str, int] = {}
+            seconds: dict[str, dict[str, list[float]]] = {v: {p.name: [] for p in clips} for v in VARIANTS}
+            fetched: dict[str, dict[str, tuple[int, int]]] = {"s3": {}, "s3_full_demux": {}}
             for r in range(args.repeats):
                 for k, clip in enumerate(clips[r % len(clips) :] + clips[: r % len(clips)]):
-                    order = ("local", "remote") if (r + k) % 2 == 0 else ("remote", "local")
+                    shift = (r + k) % len(VARIANTS)  # rotating order: no variant always runs first
                     got = {}
-                    for where in order:
-                        target = str(clip) if where == "local" else f"s3://{BUCKET}/{clip.name}"
-                        seconds, got[where] = timed(target, requests)
-                        (local_s if where == "local" else remote_s)[clip.name].append(seconds)
-                        if where == "remote":  # what one pass fetched (its cache starts empty)
-                            fetched[clip.name] = got[where][0].fetched_bytes
-                            requests_made[clip.name] = got[where][0].fetch_requests
-                    sparse.decode_sparse = full_demux  # backends calls it through the module
-                    try:
-                        seconds, before = timed(str(clip), requests)
-                    finally:
-                        sparse.decode_sparse = INDEXED
-                    before_s[clip.name].append(seconds)
-                    for a, b in zip(got["local"], before, strict=True):
-                        assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
-                    for a, b in zip(got["local"], got["remote"], strict=True):
-                        assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
-            local_total = sum(statistics.median(v) for v in local_s.values())
-            remote_total = sum(statistics.median(v) for v in remote_s.values())
-            before_total = sum(statistics.median(v) for v in before_s.values())
+                    for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+                        took, got[variant] = one_pass(clip, variant, requests)
+                        seconds[variant][clip.name].append(took)
+                        if variant in fetched:  # what one pass fetched (its cache starts empty)
+                            fetched[variant][clip.name] = (got[variant][0].fetched_bytes, got[variant][0].fetch_requests)
+                    for variant in VARIANTS[1:]:
+                        for a, b in zip(got["local"], got[variant], strict=True):
+                            assert all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
+            by_group = {}
+            for group, members in groups.items():
+                totals = {v: sum(statistics.median(seconds[v][p.name]) for p in members) for v in VARIANTS}
+                by_group[group] = {f"{v}_clips_per_s": len(members) / totals[v] for v in VARIANTS}
+                by_group[group]["s3_vs_local"] = totals["local"] / totals["s3"]
             results[name] = {
-                "local_full_demux_clips_per_s": len(clips) / before_total,
-                "local_clips_per_s": len(clips) / local_total,
-                "remote_clips_per_s": len(clips) / remote_total,
-                "remote_vs_local": local_total / remote_total,
+                "groups": by_group,
                 "per_clip": {
-                    p.name: {"size": p.stat().st_size, "fetched": fetched[p.name], "requests": requests_made[p.name],
-                             "fetched_vs_size": fetched[p.name] / p.stat().st_size}  # fmt: skip
+                    p.name: {"size": p.stat().st_size, **{
+                        f"{v}_{what}": value for v in fetched
+                        for what, value in zip(("fetched", "requests"), fetched[v][p.name], strict=True)}}
                     for p in clips
                 },
-            }
+            }  # fmt: skip
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "repeats": args.repeats,
             "block_size": remote.BLOCK_SIZE, "first_read_blocks": remote.FIRST_READ_BLOCKS,
             "max_read_ahead_blocks": remote.MAX_READ_AHEAD_BLOCKS, "load_average": os.getloadavg()}  # fmt: skip
@@ -139,21 +142,30 @@ def report(meta: dict, results: dict, args: argparse.Namespace) -> str:
         f"{meta['machine']}, {meta['cpus']} CPUs; one process, serial decode (`media.read_frame_sets`); "
         f"moto_server on 127.0.0.1; block {meta['block_size'] // 1024} KiB, first read "
         f"{meta['first_read_blocks']} blocks, read-ahead up to {meta['max_read_ahead_blocks']} blocks. Median of "
-        f"{args.repeats} per clip, summed. Load average at the end: "
+        f"{args.repeats} per clip, summed per group (small: the 8 clips of bench_shared_decode; large: the two "
+        f"25-40 MB clips). Load average at the end: "
         f"{' / '.join(f'{x:.1f}' for x in meta['load_average'])} (1/5/15 min).",
         "",
-        "| pass | local clips/s | S3 clips/s | S3 / local | local, full demux clips/s |",
-        "|---|---:|---:|---:|---:|",
+        "Clips/s; MP4s counted from their index (as scored now), and by demuxing every packet (full demux, before):",
+        "",
+        "| pass | clips | local | S3 | S3 / local | local, full demux | S3, full demux |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['local_clips_per_s']:.2f} | {r['remote_clips_per_s']:.2f} | "
-                     f"{r['remote_vs_local']:.2f}× | {r['local_full_demux_clips_per_s']:.2f} |")  # fmt: skip
-    lines += ["", "Bytes fetched per clip in one pass, against the file's size (GETs in brackets):", "",
+        for group, g in r["groups"].items():
+            lines.append(f"| {name} | {group} | {g['local_clips_per_s']:.2f} | {g['s3_clips_per_s']:.2f} | "
+                         f"{g['s3_vs_local']:.2f}× | {g['local_full_demux_clips_per_s']:.2f} | "
+                         f"{g['s3_full_demux_clips_per_s']:.2f} |")  # fmt: skip
+    lines += ["", "Bytes fetched per clip in one pass, against the file's size (GETs in brackets), from the index "
+              "(full demux after the slash):", "",
               "| clip | size | " + " | ".join(results) + " |", "|---|---:|" + "---:|" * len(results)]  # fmt: skip
     for clip in next(iter(results.values()))["per_clip"]:
         size = results["all"]["per_clip"][clip]["size"]
-        cells = [f"{r['per_clip'][clip]['fetched_vs_size']:.2f}× ({r['per_clip'][clip]['requests']})"
-                 for r in results.values()]
+        cells = []
+        for r in results.values():
+            c = r["per_clip"][clip]
+            cells.append(f"{c['s3_fetched'] / size:.2f}× ({c['s3_requests']}) / "
+                         f"{c['s3_full_demux_fetched'] / size:.2f}× ({c['s3_full_demux_requests']})")  # fmt: skip
         lines.append(f"| {clip} | {size / 1e6:.2f} MB | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
