@@ -12,7 +12,6 @@ the dagster/dagster chart's values (keys, types, the GPU request, the volumes).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from k8s_manifests import code_server_and_run_job
 
 try:
     import tomllib
@@ -1051,61 +1051,6 @@ def test_values_postgres_and_instance_config(values):
         assert validate_config(schema[key].config_type, entry).success, key
 
 
-def _run_pod_manifests(values: dict, deployment: dict) -> list[dict]:
-    """The code server's pod and a run's Job roughly as the chart and K8sRunLauncher build them."""
-    image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
-    container = {
-        "name": "dagster",
-        "image": image,
-        "args": [
-            "dagster",
-            "code-server",
-            "start",
-            "-h",
-            "0.0.0.0",
-            "-p",
-            str(deployment["port"]),
-            *deployment["codeServerArgs"],
-        ],
-        "env": deployment["env"],
-        "volumeMounts": deployment["volumeMounts"],
-        "securityContext": deployment["securityContext"],
-    }
-    code_server = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "vidscore-code-server"},
-        "spec": {
-            "securityContext": deployment["podSecurityContext"],
-            "containers": [container],
-            "volumes": deployment["volumes"],
-        },
-    }
-    run_config = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
-    run_container = {
-        **copy.deepcopy(container),
-        "args": ["dagster", "api", "execute_run", "{}"],
-        **run_config.get("containerConfig", {}),
-    }
-    run_job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "dagster-run-0"},
-        "spec": {
-            **run_config.get("jobSpecConfig", {}),
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [run_container],
-                    "volumes": deployment["volumes"],
-                    **run_config.get("podSpecConfig", {}),
-                }
-            },
-        },
-    }
-    return [code_server, run_job]
-
-
 def test_kubernetes_manifests_validate(values, deployment):
     kubernetes_validate = pytest.importorskip(
         "kubernetes_validate", reason="kubernetes-validate not installed (pip install kubernetes-validate)"
@@ -1113,7 +1058,7 @@ def test_kubernetes_manifests_validate(values, deployment):
     documents = [
         *(d for d in yaml.safe_load_all(PVCS_YAML.read_text()) if d),
         *(d for d in yaml.safe_load_all(WEIGHTS_JOB_YAML.read_text()) if d),
-        *_run_pod_manifests(values, deployment),
+        *code_server_and_run_job(values, deployment),
     ]
     version = kubernetes_validate.latest_version()
     for document in documents:
