@@ -10,7 +10,7 @@ What a user without a registry does (README "Deploy"), under podman's Docker API
 4. the asset graph and a score's page render in headless Chromium (screenshots: test-artifacts/containers/);
 5. the stack is taken down and brought up again: the run history and the tables are still there;
 6. one run's container is killed mid-step: that run ends failed, the run queued behind it succeeds;
-7. the daemon refuses to start with a run network that is not its stack's.
+7. the daemon's start-up check refuses a run network that is not its stack's.
 
 The stack has a project name of its own (COMPOSE_PROJECT_NAME in its env file): the test creates,
 and at the end removes, only that project's containers, network and volume.
@@ -359,9 +359,12 @@ def test_compose_stack_scores_in_run_containers_and_survives_restart_and_a_kille
     timings["total_after_stack_up_s"] = time.monotonic() - started
 
     # 7. A daemon whose run network is not its stack's (a `-p` that differs from COMPOSE_PROJECT_NAME)
-    #    refuses to start, rather than launch runs onto another stack's network.
+    #    refuses to start, rather than launch runs onto another stack's network: the check its
+    #    command runs first, run in the daemon's container with another stack's network.
+    #    (`docker-compose run` cannot make a one-off container here: it links it to the running
+    #    services, which podman does not support.)
     refused = stack.compose.run(
-        "run", "--rm", "-T", "--no-deps", "-e", "VIDSCORE_RUN_NETWORK=vidscore_vidscore",
+        "exec", "-T", "-e", "VIDSCORE_RUN_NETWORK=vidscore_vidscore",
         "dagster-daemon", "python", "/usr/local/bin/check-run-network", timeout=300,
     )  # fmt: skip
     output = refused.stdout + refused.stderr
