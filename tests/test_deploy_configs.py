@@ -12,7 +12,6 @@ the dagster/dagster chart's values (keys, types, the GPU request, the volumes).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from k8s_manifests import code_server_and_run_job
 
 try:
     import tomllib
@@ -149,6 +149,20 @@ def _service_env(service: dict) -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
+def _daemon_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment compose gives the daemon, which loads dagster.yaml and launches the runs."""
+    return _service_env(_compose(env)["services"]["dagster-daemon"])
+
+
+def _set_env(monkeypatch, env: dict[str, str]) -> None:
+    """This process's environment is `env` as far as Dagster's and vidscore's variables go."""
+    for name in list(os.environ):
+        if name.startswith(("DAGSTER_", "VIDSCORE_", "AWS_", "COMPOSE_")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
 def _volume_targets(service: dict) -> dict[str, str]:
     """container path -> mode ('rw' or 'ro') for a service's short-syntax volumes."""
     targets = {}
@@ -260,8 +274,7 @@ def test_dagster_yaml_env_vars_resolve(monkeypatch):
     from dagster._config import Shape, process_config
     from dagster._core.instance.config import dagster_instance_config_schema
 
-    for name, value in _compose_env().items():
-        monkeypatch.setenv(name, value)
+    _set_env(monkeypatch, _daemon_env())
     result = process_config(Shape(dagster_instance_config_schema()), _load_yaml(DAGSTER_YAML))
     assert result.success, [e.message for e in result.errors]
     db = result.value["storage"]["postgres"]["postgres_db"]
@@ -278,8 +291,7 @@ def test_dagster_yaml_postgres_driver_is_installed(monkeypatch):
     utils = pytest.importorskip("dagster_postgres.utils", reason="dagster-postgres not installed")
     import sqlalchemy
 
-    for name, value in _compose_env().items():
-        monkeypatch.setenv(name, value)
+    _set_env(monkeypatch, _daemon_env())
     config = process_config(Shape(dagster_instance_config_schema()), _load_yaml(DAGSTER_YAML)).value
     db = config["storage"]["postgres"]["postgres_db"]
     url = utils.get_conn_string(
@@ -296,12 +308,14 @@ def test_dagster_yaml_postgres_driver_is_installed(monkeypatch):
 
 
 @pytest.fixture
-def instance(tmp_path):
+def instance(tmp_path, monkeypatch):
     """The instance dagster.yaml describes, with Postgres and the /data paths moved to tmp_path.
 
-    Everything else (run coordinator, run launcher, concurrency, run monitoring) is loaded as written.
+    Everything else (run coordinator, run launcher, concurrency, run monitoring) is loaded as written,
+    in the daemon's environment as compose sets it.
     """
     pytest.importorskip("dagster_docker", reason="dagster-docker not installed")
+    _set_env(monkeypatch, _daemon_env())
     from dagster import DagsterInstance
     from dagster._core.instance.ref import InstanceRef
 
@@ -333,7 +347,7 @@ def test_dagster_yaml_loads_as_instance(instance):
     assert isinstance(launcher, DockerRunLauncher)
     requests = launcher.container_kwargs["device_requests"]
     assert any(r["driver"] == "nvidia" and ["gpu"] in r["capabilities"] for r in requests)
-    assert launcher.networks == [_load_yaml(COMPOSE_YAML)["networks"]["vidscore"]["name"]]
+    assert launcher.networks == [f"{_env_example()['COMPOSE_PROJECT_NAME']}_vidscore"]
     for name in ("DAGSTER_POSTGRES_HOST", "DAGSTER_POSTGRES_USER", "DAGSTER_POSTGRES_PASSWORD", *TABLES_ENV):
         assert name in launcher.env_vars
 
@@ -387,12 +401,7 @@ def _run_container_env(instance, monkeypatch, **overrides: str) -> dict[str, str
     from dagster._core.utils import parse_env_var
     from docker.types import ContainerConfig
 
-    daemon_env = _service_env(_compose(_compose_env(**overrides))["services"]["dagster-daemon"])
-    for name in list(os.environ):
-        if name.startswith(("DAGSTER_", "VIDSCORE_", "AWS_")):
-            monkeypatch.delenv(name)
-    for name, value in daemon_env.items():
-        monkeypatch.setenv(name, value)
+    _set_env(monkeypatch, _daemon_env(_compose_env(**overrides)))
     # Raises, as the launcher would when launching, for a listed variable the daemon lacks.
     environment = dict(parse_env_var(v) for v in instance.run_launcher.env_vars)
     created = docker_models._create_container_args(
@@ -562,7 +571,18 @@ def test_compose_daemon_and_webserver():
     services = _compose()["services"]
     daemon = services["dagster-daemon"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in daemon["volumes"]
-    assert daemon["command"][:2] == ["dagster-daemon", "run"]
+    shell, flag, script = daemon["command"]
+    assert [shell, flag] == ["sh", "-c"]
+    # The run network is checked first; the daemon then replaces the shell (signals reach it).
+    check, start = script.split(" && ")
+    interpreter, check_path = check.split()
+    copied = {
+        args.split()[-1]: args.split()[0]
+        for keyword, args in _dockerfile_stages()["dagster"]["instructions"]
+        if keyword == "COPY"
+    }
+    assert interpreter == "python" and (ROOT / copied[check_path]).is_file()
+    assert start.split()[:3] == ["exec", "dagster-daemon", "run"]
     webserver = services["dagster-webserver"]
     assert webserver["command"][0] == "dagster-webserver"
     assert _volume_targets(webserver)["/data"] == "rw", "the webserver reads compute logs from /data"
@@ -616,6 +636,70 @@ def test_compose_config_with_the_compose_cli(tmp_path):
     )
     assert refused.returncode != 0
     assert "DAGSTER_POSTGRES_PASSWORD" in refused.stderr
+
+
+def _created_name(fixed: str | None, project: str, key: str) -> str:
+    """The name compose gives what it creates: the fixed one (`name:`, `container_name:`) where
+    given, otherwise its own, which starts with the project name."""
+    return fixed or f"{project}_{key}"
+
+
+def _stack_resources(rendered: dict, project: str) -> dict[str, set[str]]:
+    """The networks, volumes and containers compose creates for a rendered stack."""
+    return {
+        "network": {
+            _created_name((spec or {}).get("name"), project, key)
+            for key, spec in rendered["networks"].items()
+        },
+        "volume": {
+            _created_name((spec or {}).get("name"), project, key) for key, spec in rendered["volumes"].items()
+        },
+        "container": {
+            _created_name(service.get("container_name"), project, name)
+            for name, service in rendered["services"].items()
+        },
+    }
+
+
+def test_two_stacks_share_no_network_volume_or_container(tmp_path, monkeypatch):
+    """Two stacks on one host (a user's and the container test's) named by COMPOSE_PROJECT_NAME in
+    their env files, rendered by the compose CLI: nothing one creates, and so nothing its
+    `down --volumes` removes, belongs to the other, and each stack's run containers join its own
+    network (dagster.yaml's run launcher, resolved in that stack's daemon environment)."""
+    from dagster._config import process_config
+    from dagster_docker import DockerRunLauncher
+
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    launcher_config = _load_yaml(DAGSTER_YAML)["run_launcher"]["config"]
+    resources = {}
+    for project in (_env_example()["COMPOSE_PROJECT_NAME"], "vidscore-e2e-0123abcd"):
+        env_file = tmp_path / f"{project}.env"
+        settings = _compose_env(COMPOSE_PROJECT_NAME=project)
+        env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "VIDSCORE_", "COMPOSE_"))}
+        done = subprocess.run(
+            [*command, "-f", str(COMPOSE_YAML), "--env-file", str(env_file), "config"],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        rendered = yaml.safe_load(done.stdout)
+        resources[project] = _stack_resources(rendered, project)
+
+        daemon = rendered["services"]["dagster-daemon"]
+        (daemon_network,) = daemon["networks"]
+        own_network = _created_name(
+            (rendered["networks"][daemon_network] or {}).get("name"), project, daemon_network
+        )
+        _set_env(monkeypatch, {k: str(v) for k, v in daemon["environment"].items()})
+        result = process_config(DockerRunLauncher.config_type(), launcher_config)
+        assert result.success, [e.message for e in result.errors]
+        assert DockerRunLauncher(**result.value).networks == [own_network]
+
+    user, test = resources.values()
+    for kind in ("network", "volume", "container"):
+        assert user[kind] and not user[kind] & test[kind], f"{kind}s shared: {user[kind] & test[kind]}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -967,61 +1051,6 @@ def test_values_postgres_and_instance_config(values):
         assert validate_config(schema[key].config_type, entry).success, key
 
 
-def _run_pod_manifests(values: dict, deployment: dict) -> list[dict]:
-    """The code server's pod and a run's Job roughly as the chart and K8sRunLauncher build them."""
-    image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
-    container = {
-        "name": "dagster",
-        "image": image,
-        "args": [
-            "dagster",
-            "code-server",
-            "start",
-            "-h",
-            "0.0.0.0",
-            "-p",
-            str(deployment["port"]),
-            *deployment["codeServerArgs"],
-        ],
-        "env": deployment["env"],
-        "volumeMounts": deployment["volumeMounts"],
-        "securityContext": deployment["securityContext"],
-    }
-    code_server = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "vidscore-code-server"},
-        "spec": {
-            "securityContext": deployment["podSecurityContext"],
-            "containers": [container],
-            "volumes": deployment["volumes"],
-        },
-    }
-    run_config = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
-    run_container = {
-        **copy.deepcopy(container),
-        "args": ["dagster", "api", "execute_run", "{}"],
-        **run_config.get("containerConfig", {}),
-    }
-    run_job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "dagster-run-0"},
-        "spec": {
-            **run_config.get("jobSpecConfig", {}),
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [run_container],
-                    "volumes": deployment["volumes"],
-                    **run_config.get("podSpecConfig", {}),
-                }
-            },
-        },
-    }
-    return [code_server, run_job]
-
-
 def test_kubernetes_manifests_validate(values, deployment):
     kubernetes_validate = pytest.importorskip(
         "kubernetes_validate", reason="kubernetes-validate not installed (pip install kubernetes-validate)"
@@ -1029,7 +1058,7 @@ def test_kubernetes_manifests_validate(values, deployment):
     documents = [
         *(d for d in yaml.safe_load_all(PVCS_YAML.read_text()) if d),
         *(d for d in yaml.safe_load_all(WEIGHTS_JOB_YAML.read_text()) if d),
-        *_run_pod_manifests(values, deployment),
+        *code_server_and_run_job(values, deployment),
     ]
     version = kubernetes_validate.latest_version()
     for document in documents:
@@ -1091,7 +1120,10 @@ def _referenced_env_vars() -> set[str]:
     walk(config)
     names.update(v.split("=", 1)[0] for v in config["run_launcher"]["config"].get("env_vars", []))
     names.discard("gpu_limit")  # the init script's own shell variable
-    return names
+    # What compose derives itself for the daemon (e.g. the run network, from the project name) is
+    # no setting of the user's.
+    raw_daemon_env = _service_env(_load_yaml(COMPOSE_YAML)["services"]["dagster-daemon"])
+    return names - {name for name, value in raw_daemon_env.items() if f"${{{name}" not in value}
 
 
 def test_every_env_var_is_documented():

@@ -9,6 +9,7 @@ every run in a container of its own through the same socket (DockerRunLauncher).
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,13 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker" / "docker-compose.yml"
-PROJECT = "vidscore-e2e"
+
+
+def unique_project_name() -> str:
+    """A compose project name of this test run's own: compose prefixes the stack's containers,
+    network and volume with it, so the test never touches another stack on this host (a user's
+    `vidscore` deployment, or another run of this test)."""
+    return f"vidscore-e2e-{secrets.token_hex(4)}"
 
 
 def podman_unavailable() -> str | None:
@@ -94,8 +101,9 @@ class HealthChecks:
     Docker runs them itself. `podman healthcheck run` runs one check and records its result.
     """
 
-    def __init__(self, client, interval_s: float = 5.0) -> None:
+    def __init__(self, client, project: str, interval_s: float = 5.0) -> None:
         self.client = client
+        self.project = project
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -112,7 +120,7 @@ class HealthChecks:
         while not self._stop.wait(self.interval_s):
             try:
                 containers = self.client.containers.list(
-                    filters={"label": f"com.docker.compose.project={PROJECT}"}
+                    filters={"label": f"com.docker.compose.project={self.project}"}
                 )
             except Exception:  # noqa: BLE001 - the service is busy; try again next round
                 continue
@@ -124,34 +132,36 @@ class HealthChecks:
 
 
 class ComposeStack:
-    """docker-compose (v1) against the podman socket, with docker/docker-compose.yml and an env file."""
+    """docker-compose (v1) against the podman socket, with docker/docker-compose.yml and an env file.
 
-    def __init__(self, service: PodmanService, env_file: Path) -> None:
+    The project (the stack's name) is the env file's COMPOSE_PROJECT_NAME, as for a user (README
+    "Deploy"): compose names the network `<project>_vidscore`, which the run containers join.
+    """
+
+    def __init__(self, service: PodmanService, env_file: Path, project: str) -> None:
         self.service = service
         self.env_file = env_file
-        self.env = {**os.environ, "DOCKER_HOST": service.url, "COMPOSE_HTTP_TIMEOUT": "300"}
+        self.project = project
+        self.network = f"{project}_vidscore"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+        self.env = {**environ, "DOCKER_HOST": service.url, "COMPOSE_HTTP_TIMEOUT": "300"}
 
     def compose(self, *args: str, timeout: float = 600) -> str:
-        command = [
-            "docker-compose",
-            "-p",
-            PROJECT,
-            "-f",
-            str(COMPOSE_FILE),
-            "--env-file",
-            str(self.env_file),
-            *args,
-        ]
-        result = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
+        result = self.run(*args, timeout=timeout)
         if result.returncode != 0:
             raise RuntimeError(
-                f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+                f"{' '.join(result.args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
             )
         return result.stdout
 
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """`docker-compose ARGS` with this stack's file and env file, whatever its exit status."""
+        command = ["docker-compose", "-f", str(COMPOSE_FILE), "--env-file", str(self.env_file), *args]
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
+
     def up(self) -> None:
         """Start the stack from the built images; returns once compose has started every service."""
-        with HealthChecks(self.service.client):
+        with HealthChecks(self.service.client, self.project):
             self.compose("up", "-d", "--no-build")
 
     def down(self, volumes: bool = False) -> None:
@@ -174,6 +184,9 @@ class ComposeStack:
         return container
 
     def remove_run_containers(self) -> None:
-        """The run containers stay after their run (DockerRunLauncher does not remove them)."""
+        """This stack's run containers: they stay after their run (DockerRunLauncher does not remove
+        them) and keep the stack's network in use. Only those on this stack's network: another
+        stack's run containers carry the same labels."""
         for container in self.service.client.containers.list(all=True, filters={"label": "app=vidscore"}):
-            container.remove(force=True)
+            if self.network in container.attrs["NetworkSettings"]["Networks"]:
+                container.remove(force=True)

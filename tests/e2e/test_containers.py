@@ -9,7 +9,11 @@ What a user without a registry does (README "Deploy"), under podman's Docker API
    check passed, `vidscore sql` in the code server shows every table has its rows;
 4. the asset graph and a score's page render in headless Chromium (screenshots: test-artifacts/containers/);
 5. the stack is taken down and brought up again: the run history and the tables are still there;
-6. one run's container is killed mid-step: that run ends failed, the run queued behind it succeeds.
+6. one run's container is killed mid-step: that run ends failed, the run queued behind it succeeds;
+7. the daemon's start-up check refuses a run network that is not its stack's.
+
+The stack has a project name of its own (COMPOSE_PROJECT_NAME in its env file): the test creates,
+and at the end removes, only that project's containers, network and volume.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from podman_stack import REPO_ROOT, ComposeStack, PodmanService, build_images, podman_unavailable
+from podman_stack import (
+    REPO_ROOT,
+    ComposeStack,
+    PodmanService,
+    build_images,
+    podman_unavailable,
+    unique_project_name,
+)
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, Screenshots, free_port, graphql
 
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
@@ -153,8 +164,11 @@ class Deployment:
         return dict(zip(frame["name"], frame["n"].astype(int), strict=True))
 
 
-def write_env_file(path: Path, *, data: Path, models: Path, videos: Path, port: int, socket: Path) -> None:
+def write_env_file(
+    path: Path, *, project: str, data: Path, models: Path, videos: Path, port: int, socket: Path
+) -> None:
     settings = {
+        "COMPOSE_PROJECT_NAME": project,
         "VIDSCORE_DATA_HOST_DIR": data,
         "VIDSCORE_MODELS_HOST_DIR": models,
         "VIDSCORE_VIDEOS_HOST_DIR": videos,
@@ -195,20 +209,27 @@ def deployment(tmp_path_factory, fixtures):
     port = free_port()
     env_file = root / "stack.env"
     socket = root / "podman.sock"
-    write_env_file(env_file, data=data, models=models, videos=fixtures / "media", port=port, socket=socket)
+    project = unique_project_name()
+    write_env_file(
+        env_file,
+        project=project,
+        data=data,
+        models=models,
+        videos=fixtures / "media",
+        port=port,
+        socket=socket,
+    )
 
     service = PodmanService(socket, root / "podman-service.log")
-    compose = ComposeStack(service, env_file)
+    compose = ComposeStack(service, env_file, project)
     try:
-        compose.down(volumes=True)  # what an interrupted earlier run may have left
-        compose.remove_run_containers()
         compose.up()
         stack = Deployment(compose, port, data)
         stack.wait_ready()
         print(f"stack serving after {time.monotonic() - started:.0f} s")
         yield stack
     finally:
-        try:
+        try:  # only what this stack created: its project's containers, network and volume
             compose.remove_run_containers()
             compose.down(volumes=True)
         finally:
@@ -268,12 +289,16 @@ def test_compose_stack_scores_in_run_containers_and_survives_restart_and_a_kille
     assert score_run["status"] == "SUCCESS" and score_run["jobName"] == "score_batch"
     timings["drop_to_scored_s"] = time.monotonic() - started
 
-    # Each run ran in a container of its own, of the user-code image, started by the daemon.
+    # Each run ran in a container of its own, of the user-code image, started by the daemon, on the
+    # stack's own network (named after the project, as its Postgres volume is).
+    client = stack.compose.service.client
+    assert client.volumes.get(f"{stack.compose.project}_postgres-data")
     for run in (ingest, score_run):
         container = stack.compose.run_container(run["runId"])
         assert container.labels["dagster/job_name"] == run["jobName"]
         assert f"localhost/vidscore-user-code:{TAG}" in container.image.tags
         assert container.attrs["State"]["ExitCode"] == 0
+        assert list(container.attrs["NetworkSettings"]["Networks"]) == [stack.compose.network]
 
     # Every check of the score run passed, and there is one for each score table.
     events = stack.events(score_run["runId"])
@@ -332,4 +357,20 @@ def test_compose_stack_scores_in_run_containers_and_survives_restart_and_a_kille
     assert stack.run_status(next_id) == "SUCCESS"
     assert stack.table_counts() == counts
     timings["total_after_stack_up_s"] = time.monotonic() - started
+
+    # 7. A daemon whose run network is not its stack's (a `-p` that differs from COMPOSE_PROJECT_NAME)
+    #    refuses to start, rather than launch runs onto another stack's network: the check its
+    #    command runs first, run in the daemon's container with another stack's network.
+    #    (`docker-compose run` cannot make a one-off container here: it links it to the running
+    #    services, which podman does not support.)
+    refused = stack.compose.run(
+        "exec", "-T", "-e", "VIDSCORE_RUN_NETWORK=vidscore_vidscore",
+        "dagster-daemon", "python", "/usr/local/bin/check-run-network", timeout=300,
+    )  # fmt: skip
+    output = refused.stdout + refused.stderr
+    assert refused.returncode == 2, output
+    assert (
+        f"error: VIDSCORE_RUN_NETWORK is 'vidscore_vidscore', but this stack's network is {stack.compose.network}"
+        in output
+    )
     print({k: round(v, 1) for k, v in timings.items()})

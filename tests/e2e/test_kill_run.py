@@ -195,7 +195,10 @@ def test_kill_9_mid_step_frees_the_pool_and_leaves_no_partial_partition(platform
                   and not published_name.fullmatch(n)]  # fmt: skip
         assert not strays, f"{table}: files other than published versions match the view's glob: {strays}"
     schema_file = f"{schema.partition_key(KILLED_TABLE)}=!schema/schema.parquet"
-    assert set(visible_files(store, KILLED_TABLE)) == {schema_file, f"{published.parent.name}/{published.name}"}
+    assert set(visible_files(store, KILLED_TABLE)) == {
+        schema_file,
+        f"{published.parent.name}/{published.name}",
+    }
 
     # The next run in the gpu pool proceeds: another batch, then the killed one again.
     nxt = platform.submit(
