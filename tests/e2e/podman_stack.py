@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker" / "docker-compose.yml"
 
@@ -40,6 +42,18 @@ def podman_unavailable() -> str | None:
     if info.returncode != 0:
         return f"podman does not work here: {info.stderr.strip()[-300:]}"
     return None
+
+
+def container_test_marks() -> list[pytest.MarkDecorator]:
+    """The marks of a test that builds the images and runs containers: skipped, with the reason,
+    where podman cannot run them."""
+    unavailable = podman_unavailable()
+    return [
+        pytest.mark.e2e,
+        pytest.mark.slow,
+        pytest.mark.timeout(3000),  # a cold image build alone takes about ten minutes on 2 cores
+        pytest.mark.skipif(unavailable is not None, reason=unavailable or ""),
+    ]
 
 
 def build_images() -> str:

@@ -33,20 +33,14 @@ from podman_stack import (
     ComposeStack,
     PodmanService,
     build_images,
-    podman_unavailable,
+    container_test_marks,
     unique_project_name,
 )
 from ui_helpers import CHROMIUM, CHROMIUM_ARGS, Screenshots, free_port, graphql
 
 from vidscore_dagster.defs.automation.jobs import BATCH_ASSETS
 
-_UNAVAILABLE = podman_unavailable()
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.timeout(3000),  # a cold image build alone takes about ten minutes on 2 cores
-    pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or ""),
-]
+pytestmark = container_test_marks()
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "containers"
 TAG = "0.1.0"

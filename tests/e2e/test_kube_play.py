@@ -20,18 +20,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 from k8s_manifests import code_server_and_run_job
-from podman_stack import REPO_ROOT, build_images, podman_unavailable
+from podman_stack import REPO_ROOT, build_images, container_test_marks
 
-_UNAVAILABLE = podman_unavailable()
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.timeout(3000),  # a cold image build alone takes about ten minutes on 2 cores
-    pytest.mark.skipif(_UNAVAILABLE is not None, reason=_UNAVAILABLE or ""),
-]
+pytestmark = container_test_marks()
 
 K8S = REPO_ROOT / "docker" / "k8s"
 IMAGE = "localhost/vidscore-user-code:0.1.0"

@@ -22,9 +22,9 @@ the caller demuxes every packet as before:
 from __future__ import annotations
 
 import bisect
-import io
 from typing import BinaryIO
 
+from vidscore_core.media.seekable import SeekableReader
 from vidscore_core.media.sources import file_size, media_input
 
 MOV_FORMAT = "mov"  # FFmpeg's MOV demuxer reads .mov, .mp4, .m4v, .3gp: "mov,mp4,m4a,3gp,3g2,mj2"
@@ -34,12 +34,12 @@ def is_mov(format_name: str | None) -> bool:
     return MOV_FORMAT in (format_name or "").split(",")
 
 
-class HollowFile(io.RawIOBase):
+class HollowFile(SeekableReader):
     """A seekable file whose byte ranges set by `hollow` read as zeros without being read from `base`."""
 
     def __init__(self, base: BinaryIO, size: int) -> None:
         super().__init__()
-        self._base, self._size, self._pos = base, size, 0
+        self._base, self._size = base, size
         self._holes: list[tuple[int, int]] = []  # sorted, disjoint [start, end)
         self._starts: list[int] = []
 
@@ -56,22 +56,6 @@ class HollowFile(io.RawIOBase):
                 merged.append([start, end])
         self._holes = [(start, end) for start, end in merged]
         self._starts = [start for start, _ in merged]
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")

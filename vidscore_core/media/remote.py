@@ -13,7 +13,6 @@ A server that ignores ranges sends the whole object once: it is kept and said on
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 
 from vidscore_core.media.errors import DecodeError
 from vidscore_core.media.object_stores import Transient, Unreadable, safe_url, store_for
+from vidscore_core.media.seekable import SeekableReader
 
 log = logging.getLogger(__name__)
 
@@ -167,36 +167,17 @@ class RemoteClip:
         return error
 
 
-class RemoteFile(io.RawIOBase):
+class RemoteFile(SeekableReader):
     """A seekable read-only file over a `RemoteClip` (what PyAV, PIL and decord read from)."""
 
     def __init__(self, clip: RemoteClip) -> None:
         super().__init__()
         self.clip = clip
         self.name = clip.name
-        self._pos = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._pos = offset
-        elif whence == io.SEEK_CUR:
-            self._pos += offset
-        elif whence == io.SEEK_END:
-            self._pos = self.clip.size + offset
-        else:
-            raise ValueError(f"bad whence {whence}")
-        if self._pos < 0:
-            raise ValueError("negative seek position")
-        return self._pos
+    @property
+    def size(self) -> int:
+        return self.clip.size
 
     def readinto(self, buffer) -> int:
         data = self.clip.read_at(self._pos, len(buffer))
