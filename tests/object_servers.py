@@ -79,10 +79,12 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 class FileServer(_Serving):
     """Serves the files under `root` by GET; with `ranges`, honours `Range: bytes=a-b` (206); with
     `signature`, answers 403 to a request whose query string lacks `X-Amz-Signature=<signature>` (as
-    a bucket behind presigned URLs does)."""
+    a bucket behind presigned URLs does); with `delay_s`, takes that long before each answer, serving
+    requests in parallel (as a distant store does) and counting the most in flight at once."""
 
-    def __init__(self, root: Path, *, ranges: bool = True, signature: str | None = None) -> None:
-        self.root, self.ranges, self.signature = Path(root), ranges, signature
+    def __init__(self, root: Path, *, ranges: bool = True, signature: str | None = None, delay_s: float = 0.0) -> None:
+        self.root, self.ranges, self.signature, self.delay_s = Path(root), ranges, signature, delay_s
+        self.in_flight = self.most_in_flight = 0  # GETs being answered at once (with `delay_s`, a slow store)
         super().__init__(_FileHandler)
 
 
@@ -93,6 +95,17 @@ class _FileHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         owner: FileServer = self.server.owner  # type: ignore[attr-defined]
         owner.count()
+        with owner.lock:
+            owner.in_flight += 1
+            owner.most_in_flight = max(owner.most_in_flight, owner.in_flight)
+        try:
+            time.sleep(owner.delay_s)
+            self._answer(owner)
+        finally:
+            with owner.lock:
+                owner.in_flight -= 1
+
+    def _answer(self, owner: FileServer) -> None:
         url = urlsplit(self.path)
         if owner.signature and f"X-Amz-Signature={owner.signature}" not in url.query.split("&"):
             self.send_error(403)

@@ -320,6 +320,22 @@ def _without_sync_samples(clip: Path, out: Path) -> Path:
 
 
 @pytest.mark.timeout(900)
+def test_the_gops_a_pass_decodes_are_fetched_at_once(tmp_path: Path) -> None:
+    """Once the index says which GOPs the wanted frames need, they are requested together rather than
+    one per seek as the decoder reaches them: a slow server that answers in parallel sees every GET
+    after the first read in flight at once (one round trip), and the frames are the local copy's."""
+    big = _noise_clip(tmp_path / "big.mp4", 400)
+    wanted = [FrameRequest(points=(0.1, 0.5, 0.9))]
+    with FileServer(tmp_path, delay_s=0.3) as server:
+        (remote,) = read_frame_sets(f"{server.url}/big.mp4", wanted, timeout_s=None)
+    (local,) = read_frame_sets(str(big), wanted, timeout_s=None)
+    assert len(remote.frames) == 3 and remote.indices == local.indices
+    assert all(np.array_equal(a, b) for a, b in zip(remote.frames, local.frames, strict=True))
+    assert remote.fetch_requests == server.requests >= 3  # the first read, then GOPs beyond it
+    assert server.most_in_flight == server.requests - 1
+    assert remote.fetched_bytes < big.stat().st_size / 3
+
+
 def test_an_aesthetic_pass_over_a_large_s3_clip_fetches_a_fraction_of_it(fixtures: Path, s3, tmp_path: Path) -> None:
     """`vidscore score aesthetic` on a 40 MB clip in the bucket scores as its local copy, and the bucket
     serves a fraction of it: the index and the GOPs up to the three frames, no other payload. The same

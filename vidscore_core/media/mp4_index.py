@@ -22,6 +22,7 @@ the caller demuxes every packet as before:
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from vidscore_core.media.seekable import SeekableReader
@@ -101,9 +102,35 @@ def hollow_file(path: str) -> HollowFile:
     return HollowFile(base, file_size(path))
 
 
-def index_packets(container, stream, hollow: HollowFile) -> list[tuple[int, bool]] | None:
-    """(pts, is a sync sample) of each video packet with data, in file order, from the MP4/MOV index
-    of `container` (opened on `hollow`, nothing demuxed yet), without reading a sample payload.
+# Samples past a target, in decode order, fetched with its GOP: a B-frame's picture comes out of the
+# decoder a few packets after its own (more is read on demand, as ever).
+REORDER_SAMPLES = 4
+
+
+@dataclass
+class IndexedPackets:
+    """The video packets of a clip counted from its index, in file order."""
+
+    packets: list[tuple[int, bool]]  # (pts, is a sync sample)
+    spans: list[tuple[int, int]]  # each packet's sample bytes [start, end) in the file
+
+    def byte_ranges(self, targets: list[int], keyframes: list[int]) -> list[tuple[int, int]]:
+        """The bytes a sparse decode of the frames at pts `targets` reads: for each, the samples from
+        the keyframe it is decoded from (the last at or before it, as the decoder seeks) to a few past it."""
+        place = {pts: k for k, (pts, _) in enumerate(self.packets)}
+        ranges = []
+        for pts in targets:
+            j = bisect.bisect_right(keyframes, pts) - 1
+            first = place[keyframes[j]] if j >= 0 else 0
+            last = min(max(place[pts], first) + REORDER_SAMPLES, len(self.spans) - 1)
+            gop = self.spans[first : last + 1]
+            ranges.append((min(start for start, _ in gop), max(end for _, end in gop)))
+        return ranges
+
+
+def index_packets(container, stream, hollow: HollowFile) -> IndexedPackets | None:
+    """Each video packet with data (its pts, whether it is a sync sample, its bytes), in file order,
+    from the MP4/MOV index of `container` (opened on `hollow`, nothing demuxed yet), without reading a sample payload.
 
     None where the index is not to be trusted (module doc), before anything is demuxed: the caller
     demuxes `container` as usual. IndexMismatch where the demuxed packets are not the index's.
@@ -111,17 +138,20 @@ def index_packets(container, stream, hollow: HollowFile) -> list[tuple[int, bool
     if not is_mov(container.format.name):
         return None
     # Plain tuples: an IndexEntry points into FFmpeg's stream and must not outlive the container.
-    entries = [(e.timestamp, e.size, e.is_keyframe, e.is_discard) for e in stream.index_entries]
+    entries = [(e.timestamp, e.pos, e.size, e.is_keyframe, e.is_discard) for e in stream.index_entries]
     if not entries or len(entries) != stream.frames or any(discard for *_, discard in entries):
         return None
     samples = [(e.pos, e.pos + e.size) for s in container.streams for e in s.index_entries]
     if any(end > hollow.size for _, end in samples):
         return None
-    if len(entries) > 1 and all(key for _, _, key, _ in entries):
+    if len(entries) > 1 and all(key for _, _, _, key, _ in entries):
         return None
     hollow.hollow(samples)
     packets = [(packet.pts, packet.dts) for packet in container.demux(stream) if packet.size]
-    with_data = [(dts, key) for dts, size, key, _ in entries if size]
+    with_data = [(dts, key, pos, pos + size) for dts, pos, size, key, _ in entries if size]
     if len(packets) != len(with_data) or any(p[1] != e[0] for p, e in zip(packets, with_data, strict=False)):
         raise IndexMismatch("the demuxed packets are not the index's samples")
-    return [(pts, key) for (pts, _), (_, key) in zip(packets, with_data, strict=True)]
+    return IndexedPackets(
+        packets=[(pts, key) for (pts, _), (_, key, _, _) in zip(packets, with_data, strict=True)],
+        spans=[(start, end) for _, _, start, end in with_data],
+    )

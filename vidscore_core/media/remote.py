@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vidscore_core.media.errors import DecodeError
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 BLOCK_SIZE = 1024 * 1024
 FIRST_READ_BLOCKS = 4
 MAX_READ_AHEAD_BLOCKS = 16
+PREFETCH_GETS = 8  # GETs in flight at once when a decode's GOPs are fetched ahead
 RETRY_ATTEMPTS = 5
 RETRY_BASE_S = 0.2  # backoff: 0.2, 0.4, 0.8, 1.6 s between the attempts
 
@@ -85,6 +87,7 @@ class RemoteClip:
         self._next_block: int | None = None  # where a forward read continues
         self._ahead = FIRST_READ_BLOCKS
         self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()  # prefetch GETs run in threads
 
     @property
     def size(self) -> int:
@@ -115,6 +118,33 @@ class RemoteClip:
     def open(self) -> RemoteFile:
         return RemoteFile(self)
 
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Fetch the blocks of byte `ranges` not held yet, one GET per run of adjacent blocks, all at
+        once: a decode that will jump between known GOPs pays one round trip, not one per jump."""
+        bs = self.block_size
+        with self._lock:
+            size = self.stats.size
+            if size is None or self.stats.whole_object:
+                return
+            wanted = sorted(
+                {b for start, end in ranges if end > start for b in range(start // bs, (min(end, size) - 1) // bs + 1)}
+                - self._blocks.keys()
+            )
+        runs: list[list[int]] = []
+        for block in wanted:
+            if runs and block == runs[-1][-1] + 1 and len(runs[-1]) < MAX_READ_AHEAD_BLOCKS:
+                runs[-1].append(block)
+            else:
+                runs.append([block])
+        if not runs:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(runs), PREFETCH_GETS)) as pool:
+            fetched = list(pool.map(lambda run: self._get(run[0] * bs, (run[-1] + 1) * bs), runs))
+        with self._lock:
+            for got in fetched:
+                for k in range(0, len(got.data), bs):
+                    self._blocks.setdefault((got.start + k) // bs, got.data[k : k + bs])
+
     def _fetch_blocks(self, first: int) -> None:
         # The first read is a large one; forward reads double the read-ahead, a jump (a seek) starts it over.
         if self._next_block is None:
@@ -143,7 +173,8 @@ class RemoteClip:
         store = store_for(self.url)
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
-                self.stats.requests += 1
+                with self._stats_lock:
+                    self.stats.requests += 1
                 fetched = store.get(self.url, start, end)
             except Unreadable as exc:
                 raise self._fail(str(exc), retryable=False) from None
@@ -153,10 +184,12 @@ class RemoteClip:
                         f"storage unavailable (retryable): {exc} after {attempt} attempts reading {self.name}",
                         retryable=True,
                     ) from None
-                self.stats.retries += 1
+                with self._stats_lock:
+                    self.stats.retries += 1
                 time.sleep(RETRY_BASE_S * 2 ** (attempt - 1))
                 continue
-            self.stats.bytes_fetched += len(fetched.data)
+            with self._stats_lock:
+                self.stats.bytes_fetched += len(fetched.data)
             return fetched
         raise AssertionError("unreachable")
 

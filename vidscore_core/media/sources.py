@@ -26,6 +26,12 @@ def media_input(path: str) -> str | BinaryIO:
     return remote.clip_for(path).open() if is_remote(path) else path
 
 
+def prefetch(path: str, ranges: list[tuple[int, int]]) -> None:
+    """Fetch the byte `ranges` of a remote clip into its cache, concurrently (nothing for a local one)."""
+    if is_remote(path):
+        remote.clip_for(path).prefetch(ranges)
+
+
 def file_size(path: str) -> int:
     return remote.clip_for(path).size if is_remote(path) else os.path.getsize(path)
 

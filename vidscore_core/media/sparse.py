@@ -19,7 +19,7 @@ from vidscore_core.media.errors import DecodeError, DecoderDeclined
 from vidscore_core.media.frames import Want, in_request_order
 from vidscore_core.media.integrity import check_declared, check_duration, frames_to_decode
 from vidscore_core.media.mp4_index import IndexMismatch, hollow_file, index_packets, is_mov
-from vidscore_core.media.sources import media_input
+from vidscore_core.media.sources import media_input, prefetch
 
 # The sparse decoder converts to RGB like decord does (same pixels, tested) for 8-bit 4:2:0 video in
 # limited range, which is nearly all web video; anything else goes to decord.
@@ -66,7 +66,7 @@ def _decode_sparse(
                     f"sparse decoding does not take {ctx.pix_fmt} (range {ctx.color_range})"
                 )
             indexed = index_packets(container, stream, source) if from_index else None
-            packets = indexed if indexed is not None else _demux_packets(container, stream, header)
+            packets = indexed.packets if indexed is not None else _demux_packets(container, stream, header)
             order = sorted(pts for pts, _ in packets if pts is not None)
             if len(order) != len(packets) or len(set(order)) != len(order):
                 raise DecodeError("packets without distinct timestamps")
@@ -77,6 +77,8 @@ def _decode_sparse(
             wanted = want(n)
             targets = {order[i]: i for i in frames_to_decode(header, n, wanted, verify_last)}
             keyframes = sorted(pts for pts, key in packets if key)
+        if indexed is not None:  # a remote clip fetches every GOP the decode will read at once
+            prefetch(path, indexed.byte_ranges(sorted(targets), keyframes))
         # Keyframes from the index are checked against the parser where the decoder lands on one.
         checked = indexed is not None
         try:
