@@ -87,7 +87,7 @@ class RemoteClip:
         self._next_block: int | None = None  # where a forward read continues
         self._ahead = FIRST_READ_BLOCKS
         self._lock = threading.Lock()
-        self._stats_lock = threading.Lock()  # prefetch GETs run in threads
+        self._stats_lock = threading.Lock()  # stats and failure: prefetch GETs run in threads
 
     @property
     def size(self) -> int:
@@ -195,8 +195,9 @@ class RemoteClip:
 
     def _fail(self, reason: str, *, retryable: bool) -> RemoteError:
         error = RemoteError(reason, retryable=retryable)
-        if self.failure is None:
-            self.failure = error
+        with self._stats_lock:  # prefetch GETs fail in threads: the first failure stays the clip's
+            if self.failure is None:
+                self.failure = error
         return error
 
 

@@ -88,7 +88,7 @@ def _decode_sparse(
                 raise
             # Seeking by timestamp is approximate in some containers (MPEG-TS): read straight through.
             got = _decode_targets(path, targets, [], False)
-    except (DecodeError, IndexMismatch):
+    except DecodeError:
         raise
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise DecodeError(f"cannot decode: {ffmpeg_reason(exc)}") from None
