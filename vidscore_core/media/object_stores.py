@@ -68,17 +68,22 @@ def redact(text: str) -> str:
     return _URL_IN_TEXT.sub(lambda m: safe_url(m.group(0)), text)
 
 
+# The variables an S3 client is made from: a change of any of them (a test, a bench) gets a new client.
+_S3_CLIENT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REGION", "AWS_ACCESS_KEY_ID")
+
+
 def store_for(url: str) -> ObjectStore:
-    """The store that reads `url`: one per scheme and process (clients are not shared across forks)."""
+    """The store that reads `url`: one per scheme, process (clients are not shared across forks) and,
+    for S3, endpoint and identity."""
     kind = "s3" if url.startswith(S3_PREFIX) else "http"
-    key = (kind, os.getpid())
+    key = (kind, os.getpid(), *(os.environ.get(name) for name in _S3_CLIENT_ENV if kind == "s3"))
     with _stores_lock:
         if key not in _stores:
             _stores[key] = S3Store() if kind == "s3" else HttpStore()
         return _stores[key]
 
 
-_stores: dict[tuple[str, int], ObjectStore] = {}
+_stores: dict[tuple, ObjectStore] = {}
 _stores_lock = threading.Lock()
 
 
@@ -118,6 +123,9 @@ class S3Store:
             read_timeout=READ_TIMEOUT_S,
             retries={"total_max_attempts": 1},  # `media.remote` retries, with one policy for S3 and HTTP
             s3={"addressing_style": "path"} if endpoint else None,  # a compatible server: path style, as the tables
+            # Some compatible servers (rclone's) send the whole object's checksum with a range; checking
+            # it against the range would fail every read past the first. A read asks for no checksum.
+            response_checksum_validation="when_required",
         )
         self.client = boto3.session.Session().client("s3", endpoint_url=endpoint or None, config=config)
 

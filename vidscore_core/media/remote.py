@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vidscore_core.media.errors import DecodeError
@@ -84,6 +84,7 @@ class RemoteClip:
         self.stats = FetchStats()
         self.failure: RemoteError | None = None  # the first fetch failure; it decides the clip's error
         self._blocks: dict[int, bytes] = {}
+        self._coming: dict[int, Future] = {}  # blocks a prefetch GET is bringing
         self._next_block: int | None = None  # where a forward read continues
         self._ahead = FIRST_READ_BLOCKS
         self._lock = threading.Lock()
@@ -107,6 +108,8 @@ class RemoteClip:
         out = []
         with self._lock:
             for block in range(offset // bs, (end - 1) // bs + 1):
+                if block in self._coming:
+                    self._arrive(self._coming[block])
                 if block not in self._blocks:
                     self._fetch_blocks(block)
                 data = self._blocks[block]
@@ -119,8 +122,9 @@ class RemoteClip:
         return RemoteFile(self)
 
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
-        """Fetch the blocks of byte `ranges` not held yet, one GET per run of adjacent blocks, all at
-        once: a decode that will jump between known GOPs pays one round trip, not one per jump."""
+        """Start fetching the blocks of byte `ranges` not held yet, one GET per run of adjacent blocks, all
+        at once: a decode that will jump between known GOPs pays one round trip, not one per jump, and
+        decodes the first GOP while the later ones are still arriving (a read waits for its block)."""
         bs = self.block_size
         with self._lock:
             size = self.stats.size
@@ -128,22 +132,32 @@ class RemoteClip:
                 return
             wanted = sorted(
                 {b for start, end in ranges if end > start for b in range(start // bs, (min(end, size) - 1) // bs + 1)}
-                - self._blocks.keys()
+                - self._blocks.keys() - self._coming.keys()
             )
-        runs: list[list[int]] = []
-        for block in wanted:
-            if runs and block == runs[-1][-1] + 1 and len(runs[-1]) < MAX_READ_AHEAD_BLOCKS:
-                runs[-1].append(block)
-            else:
-                runs.append([block])
-        if not runs:
-            return
-        with ThreadPoolExecutor(max_workers=min(len(runs), PREFETCH_GETS)) as pool:
-            fetched = list(pool.map(lambda run: self._get(run[0] * bs, (run[-1] + 1) * bs), runs))
-        with self._lock:
-            for got in fetched:
-                for k in range(0, len(got.data), bs):
-                    self._blocks.setdefault((got.start + k) // bs, got.data[k : k + bs])
+            runs: list[list[int]] = []
+            for block in wanted:
+                if runs and block == runs[-1][-1] + 1 and len(runs[-1]) < MAX_READ_AHEAD_BLOCKS:
+                    runs[-1].append(block)
+                else:
+                    runs.append([block])
+            if not runs:
+                return
+            pool = ThreadPoolExecutor(max_workers=min(len(runs), PREFETCH_GETS))
+            for run in runs:
+                future = pool.submit(self._get, run[0] * bs, (run[-1] + 1) * bs)
+                self._coming.update(dict.fromkeys(run, future))
+            pool.shutdown(wait=False)  # its threads end with their GETs
+
+    def _arrive(self, future: Future) -> None:
+        """Wait for a prefetch GET (under `_lock`) and keep its blocks; its failure is the read's."""
+        try:
+            got = future.result()
+        finally:
+            for block in [b for b, f in self._coming.items() if f is future]:
+                del self._coming[block]
+        bs = self.block_size
+        for k in range(0, len(got.data), bs):
+            self._blocks.setdefault((got.start + k) // bs, got.data[k : k + bs])
 
     def _fetch_blocks(self, first: int) -> None:
         # The first read is a large one; forward reads double the read-ahead, a jump (a seek) starts it over.
@@ -156,7 +170,8 @@ class RemoteClip:
         count = self._ahead
         if self.stats.size is not None:
             last = (self.stats.size - 1) // self.block_size
-            count = next((k for k in range(1, count) if first + k > last or first + k in self._blocks), count)
+            count = next((k for k in range(1, count)
+                          if first + k > last or first + k in self._blocks or first + k in self._coming), count)  # fmt: skip
         start = first * self.block_size
         fetched = self._get(start, start + count * self.block_size)
         self.stats.size = fetched.size
