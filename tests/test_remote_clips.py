@@ -226,10 +226,11 @@ def _holds(path: Path, secret: str) -> bool:
 def test_a_presigned_urls_query_string_is_stored_and_printed_nowhere_yet_its_clips_are_scored(
     media: Path, fixtures: Path, tmp_path: Path
 ) -> None:
-    """Presigned-style URLs (the server refuses any request without the signature) through `vidscore
-    ingest --materialize --preset`, `vidscore report`, `vidscore sql` and the export: every readable
-    clip is scored and shown, and the query string is in no public table, export, report, log or CLI
-    output; only the internal manifests keep it, which is where the score steps read it from."""
+    """Presigned-style URLs (the server refuses any request without the signature), for the meta file
+    and its clips, through `vidscore ingest --materialize --preset`, `vidscore report`, `vidscore sql`
+    and the export: every readable clip is scored and shown, and the query string is in no public
+    table, export, report, log, CLI output or Dagster run (its config names the meta file without it);
+    only the internal manifests keep it, which is where the score steps read it from."""
     signature, key_id = "5ec12e7516a7c0ffee", "AKIDPRESIGNEDTEST"
     query = f"?X-Amz-Credential={quote(f'{key_id}/20260101/us-east-1/s3/aws4_request', safe='')}" \
             f"&X-Amz-Signature={signature}"  # fmt: skip
@@ -239,12 +240,16 @@ def test_a_presigned_urls_query_string_is_stored_and_printed_nowhere_yet_its_cli
     env.update(fixture_model_env(fixtures), VIDSCORE_HOME=str(home), VIDSCORE_FLOW_BACKEND="dis")
     sql = ("SELECT v.path, v.path_original, v.meta_file, v.error, a.aes, f.flow FROM videos v "
            "JOIN aesthetic_scores a USING (video_id) JOIN flow_scores f USING (video_id) ORDER BY v.meta_row")  # fmt: skip
-    with FileServer(media, signature=signature) as server:
+    served = tmp_path / "served"
+    served.mkdir()
+    for clip in media.iterdir():
+        (served / clip.name).symlink_to(clip)
+    with FileServer(served, signature=signature) as server:
         public = [f"{server.url}/{Path(p).name}" for p in source["path"]]
-        meta = tmp_path / "presigned.csv"
-        source.assign(path=[url + query for url in public]).to_csv(meta, index=False)
+        source.assign(path=[url + query for url in public]).to_csv(served / "presigned.csv", index=False)
+        meta = f"{server.url}/presigned.csv{query}"
         printed, answer = [], ""
-        for command in (["ingest", str(meta), "--materialize", "--preset", "anything", "--flowmin", "0"],
+        for command in (["ingest", meta, "--materialize", "--preset", "anything", "--flowmin", "0"],
                         ["report"], ["sql", sql, "--format", "json"]):  # fmt: skip
             proc = subprocess.run([str(VIDSCORE), *command], env=env, capture_output=True, text=True, timeout=900)
             assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -12,6 +12,7 @@ import dagster as dg
 from vidscore_core.ingest.meta import meta_location
 from vidscore_core.settings import Settings
 from vidscore_dagster.defs.automation.jobs import SCORED_BY_CALLER_TAG
+from vidscore_dagster.defs.ingest.signed_meta import config_path
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
 
@@ -109,7 +110,7 @@ def ingest_meta_file(
     """
     result = _materialize(
         instance, ["meta_files"], resources=resources,
-        op_config={"meta_files": {"config": {"path": meta_location(meta), "batch_size": batch_size}}},
+        op_config={"meta_files": {"config": {"path": config_path(meta_location(meta)), "batch_size": batch_size}}},
         tags={SCORED_BY_CALLER_TAG: "true"} if scored_by_caller else None,
     )  # fmt: skip
     if not result.success:

@@ -19,6 +19,7 @@ from vidscore_core.scoring import lineage
 from vidscore_core.tables.schema import PARTITIONED_TABLES
 from vidscore_core.tables.store import TableStore
 from vidscore_dagster.defs.automation.policies import batch_backfill_policy
+from vidscore_dagster.defs.ingest.signed_meta import readable_path
 from vidscore_dagster.defs.partitions import BATCHES, batches
 from vidscore_dagster.defs.publishing import BatchContext, publish_batches
 from vidscore_dagster.defs.resources import ScoringOptions, VidscoreSettings
@@ -42,7 +43,7 @@ class MetaFileConfig(dg.Config):
 def meta_files(context: dg.AssetExecutionContext, config: MetaFileConfig, vidscore: VidscoreSettings) -> dg.MaterializeResult:
     settings = vidscore.settings()
     store = TableStore.from_settings(settings)
-    path = meta_location(config.path)
+    path = meta_location(readable_path(config.path))
     summary = write_manifests(path, store, batch_size=config.batch_size)
     rows = summary.clips
     new = [k for k in rows if not context.instance.has_dynamic_partition(BATCHES, k)]
