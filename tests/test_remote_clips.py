@@ -93,6 +93,34 @@ def test_clips_on_a_second_s3_implementation_read_as_their_local_copies(media: P
     assert big.stat().st_size > 8e6 and big_read.fetch_requests > 1
 
 
+def test_the_csv_commands_read_a_meta_file_in_the_bucket(fixtures: Path, s3, tmp_path: Path) -> None:
+    """`vidscore filter` of a meta file on S3 (its relative paths resolve against the bucket's folder,
+    its clips probed there for their duration) keeps the rows the local copy keeps, and writes its
+    output in the current folder; a presigned meta file the server refuses is one error line without
+    the signature."""
+    upload(s3, BUCKET, {"meta.csv": fixtures / "media/meta.csv"})  # lists media/…, beside the clips
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIDSCORE_", "AWS_"))}
+    env.update(s3_env(s3), VIDSCORE_HOME=str(tmp_path / "home"))
+    bound = ["--duration-min", "1.5"]  # the meta gives no duration: every clip is probed
+    runs = {"local": [str(fixtures / "media/meta.csv"), "--output", str(tmp_path / "local.csv")],
+            "s3": [f"s3://{BUCKET}/meta.csv"]}  # fmt: skip
+    for args in runs.values():
+        proc = subprocess.run([str(VIDSCORE), "filter", *args, *bound], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "probed" in proc.stdout
+    (written,) = set(tmp_path.glob("*.csv")) - {tmp_path / "local.csv"}
+    assert written.name.startswith("meta_")
+    kept = pd.read_csv(written)
+    assert 0 < len(kept) < len(pd.read_csv(fixtures / "media/meta.csv"))
+    assert kept.equals(pd.read_csv(tmp_path / "local.csv"))
+    with FileServer(fixtures / "media", signature="s1gnature") as server:
+        proc = subprocess.run([str(VIDSCORE), "score", "aesthetic", f"{server.url}/meta.csv?X-Amz-Signature=wrong"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode != 0 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+    assert "denied" in proc.stderr and f"{server.url}/meta.csv" in proc.stderr and "wrong" not in proc.stderr
+
+
 def test_https_clips_with_and_without_range_support(media: Path, caplog) -> None:
     """A presigned-style URL reads by ranges; a server without ranges still works, by a full read,
     and says so once; the query string (the signature) is never in an error."""

@@ -39,8 +39,11 @@ def _one_line(message: str) -> str:
 
 
 def _fail(message: str, code: int = 1) -> None:
-    """Report a user-facing error as one `error: …` line on stderr and exit non-zero."""
-    click.secho(f"error: {_one_line(message)}", fg="red", err=True)
+    """Report a user-facing error as one `error: …` line on stderr and exit non-zero (URLs in it
+    without their query string or user:password@: a presigned URL's signature is never printed)."""
+    from vidscore_core.media.object_stores import redact
+
+    click.secho(f"error: {redact(_one_line(message))}", fg="red", err=True)
     sys.exit(code)
 
 
@@ -125,7 +128,7 @@ def score_option_flags(command):
 
 @main.command()
 @click.argument("task", metavar="SCORE", type=click.Choice(["all", *scores.BY_NAME]))
-@click.argument("meta", type=click.Path(path_type=Path))
+@click.argument("meta")
 @click.option("--output", type=click.Path(path_type=Path),
               help="Output file (default META_<score>.csv; META_scores.csv for `all`).")  # fmt: skip
 @click.option("--bs", "batch_size", type=BATCH_SIZE, default=16, show_default=True, help="Clips per model batch.")
@@ -196,7 +199,7 @@ def score_bound_options(command):
 
 
 @main.command(name="filter")
-@click.argument("meta", type=click.Path(path_type=Path))
+@click.argument("meta")
 @score_bound_options
 @click.option("--fmin", type=COUNT, help="Keep clips with at least this many frames.")
 @click.option("--fmax", type=COUNT, help="Keep clips with at most this many frames.")
@@ -246,7 +249,7 @@ def filter_cmd(meta, fmin, fmax, fpsmax, hwmax, aspect_min, aspect_max, duration
 
 
 @main.command()
-@click.argument("meta", type=click.Path(path_type=Path))
+@click.argument("meta")
 @click.option("--threshold", type=FiniteFloat(-1, 1), default=0.98, show_default=True,
               help="Cosine of the 50% frame CLIP embeddings at or above which two clips are near-duplicates.")  # fmt: skip
 @click.option("--any-resolution", is_flag=True,

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from vidscore_core.curation.dedup import DEFAULT_THRESHOLD, choose_keep, near_duplicate_groups
-from vidscore_core.ingest.meta import check_output, file_columns, numeric_column, read_meta
+from vidscore_core.ingest.meta import check_output, default_output, file_columns, numeric_column, read_meta
 from vidscore_core.settings import Settings
 
 DEDUP_POINT = 0.5  # the middle frame
@@ -66,12 +66,6 @@ class DedupSummary:
         )
 
 
-def default_output(meta: Path) -> Path:
-    """META.csv -> META_dedup.csv; Parquet input keeps its format."""
-    suffix = meta.suffix if meta.suffix.lower() in (".parquet", ".pq") else ".csv"
-    return meta.with_name(f"{meta.stem}_dedup{suffix}")
-
-
 def check_threshold(threshold: float) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
         raise ValueError(f"--threshold must be a finite cosine in [-1, 1], got {threshold!r}")
@@ -99,8 +93,7 @@ def dedup_meta_file(
     checked before any work (`check_output`; `overwrite` allows it to be the meta file).
     """
     threshold = check_threshold(threshold)
-    meta_path = Path(meta_path)
-    target = check_output(Path(output) if output else default_output(meta_path), meta_path, overwrite=overwrite)
+    target = check_output(Path(output) if output else default_output(meta_path, "dedup"), meta_path, overwrite=overwrite)
     read = read_meta(meta_path, drop_duplicates=False)
     clips = read.drop_duplicates(subset="video_id", keep="first").reset_index(drop=True)
     ids = [str(v) for v in clips["video_id"]]

@@ -20,7 +20,14 @@ from pathlib import Path
 import pandas as pd
 
 from vidscore_core import scores, weights
-from vidscore_core.ingest.meta import MetaError, check_output, file_columns, read_meta, write_table
+from vidscore_core.ingest.meta import (
+    MetaError,
+    check_output,
+    default_output,
+    file_columns,
+    read_meta,
+    write_table,
+)
 from vidscore_core.scores import Score, Skipped
 from vidscore_core.scoring.clip_frames import AESTHETIC_POINTS
 from vidscore_core.scoring.options import JobOptions
@@ -40,12 +47,6 @@ class Result:
     rows: int
     scored: dict[str, str]  # score name → "N scored, M with errors"
     skipped: list[Skipped]
-
-
-def default_output(meta: Path, suffix: str) -> Path:
-    """META.csv → META_<suffix>.csv (Open-Sora's naming); Parquet input keeps its format."""
-    extension = meta.suffix if meta.suffix.lower() in (".parquet", ".pq") else ".csv"
-    return meta.with_name(f"{meta.stem}_{suffix}{extension}")
 
 
 def input_rows(meta_path: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -143,7 +144,6 @@ def score_file(
     The output path is checked before any work (`check_output`; `overwrite` allows it to be the meta file).
     Raises WeightsMissingError (listing every missing file), MetaError or ValueError when nothing can run.
     """
-    meta_path = Path(meta_path)
     column = "scores" if name == ALL else scores.get(name).column
     target = check_output(Path(output) if output else default_output(meta_path, column), meta_path,
                           overwrite=overwrite)  # fmt: skip

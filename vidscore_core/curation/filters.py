@@ -195,13 +195,14 @@ def filter_meta_file(
     first (`check_output`; `overwrite` allows it to be the meta file). Only the meta reader is
     imported, not the scoring stack, so filtering a file with its metadata takes a fraction of a second.
     """
-    from vidscore_core.ingest.meta import check_output, file_columns, read_meta, write_table
+    from vidscore_core.ingest.meta import check_output, file_columns, local_name, read_meta, write_table
+    from vidscore_core.media.sources import safe_url
 
-    meta = Path(meta)
     if not spec.any_active():
         flags = ", ".join(f"--{flag}" for flag, _, _ in BOUNDS)
         raise ValueError(f"give at least one of {flags}, a technical limit or --dedup")
-    target = Path(output) if output else meta.with_name(f"{meta.stem}{spec.suffix()}{meta.suffix or '.csv'}")
+    named, shown = local_name(meta), safe_url(str(meta))
+    target = Path(output) if output else named.with_name(f"{named.stem}{spec.suffix()}{named.suffix or '.csv'}")
     check_output(target, meta, overwrite=overwrite)
     read = read_meta(meta, drop_duplicates=False)
     df = file_columns(read)
@@ -210,13 +211,13 @@ def filter_meta_file(
         columns = list(dict.fromkeys(column for _, column in absent))
         bounds = ", ".join(f"--{name}" for name, _ in absent)
         raise ValueError(
-            f"{meta} has no {' or '.join(repr(c) for c in columns)} column (needed by {bounds}): run "
-            f"`vidscore score all {meta}` first and filter its output, {meta.stem}_scores.csv"
+            f"{shown} has no {' or '.join(repr(c) for c in columns)} column (needed by {bounds}): run "
+            f"`vidscore score all {shown}` first and filter its output, {named.stem}_scores.csv"
         )
     if spec.dedup and "dup_keep" not in df.columns:
         raise ValueError(
-            f"{meta} has no 'dup_keep' column (needed by --dedup): run `vidscore dedup {meta}` first "
-            f"and filter its output, {meta.stem}_dedup{meta.suffix or '.csv'}"
+            f"{shown} has no 'dup_keep' column (needed by --dedup): run `vidscore dedup {shown}` first "
+            f"and filter its output, {named.stem}_dedup{named.suffix or '.csv'}"
         )
     view = df
     if spec.active_limits():

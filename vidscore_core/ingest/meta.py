@@ -173,6 +173,23 @@ def meta_location(path: str | os.PathLike[str]) -> str:
     return path if is_remote(path) else os.path.abspath(os.path.expanduser(path))
 
 
+def local_name(meta_path: str | os.PathLike[str]) -> Path:
+    """What a CSV command names its default output after: a local meta file itself; for one at a URL,
+    a file of its name in the current folder (the URL's query string never names anything)."""
+    path = os.fspath(meta_path)
+    if not is_remote(path):
+        return Path(path)
+    return Path.cwd() / (posixpath.basename(safe_url(path).rstrip("/")) or "meta.csv")
+
+
+def default_output(meta_path: str | os.PathLike[str], suffix: str) -> Path:
+    """META.csv → META_<suffix>.csv (Open-Sora's naming), beside a local meta file and in the current
+    folder for one at a URL (`local_name`); Parquet input keeps its format."""
+    meta = local_name(meta_path)
+    extension = meta.suffix if meta.suffix.lower() in (".parquet", ".pq") else ".csv"
+    return meta.with_name(f"{meta.stem}_{suffix}{extension}")
+
+
 def _absolute(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
