@@ -75,6 +75,22 @@ def test_s3_clips_decode_and_probe_as_their_local_copies_fetching_each_byte_once
         assert probe(url) == probe(media / name)
 
 
+def test_s3_keys_with_url_characters_are_kept_whole(media: Path, s3, aws, tmp_path: Path) -> None:
+    """An S3 key may hold `?`, `#`, `%`, spaces and any letter: the clip is read by its whole key, its
+    `path` keeps it, and keys that differ only after a `?` are different clips (not one, cut there)."""
+    first, second = [media / name for name in _clips(media) if name.startswith("pan_") and name.endswith(".mp4")][:2]
+    keys = {"odd/a?b.mp4": first, "odd/a?c.mp4": second, "odd/my clip #1 100%.mp4": first,
+            "odd/ünï cødé.mp4": second}  # fmt: skip
+    upload(s3, BUCKET, keys)
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"path": [f"s3://{BUCKET}/{key}" for key in keys]}).to_csv(meta, index=False)
+    rows = read_meta(meta, drop_duplicates=False)
+    assert list(rows["path"]) == [f"s3://{BUCKET}/{key}" for key in keys]
+    assert rows["video_id"].nunique() == len(keys)
+    for key, local in keys.items():
+        _same(read_frame_sets(f"s3://{BUCKET}/{key}", REQUESTS), read_frame_sets(local, REQUESTS))
+
+
 def test_clips_on_a_second_s3_implementation_read_as_their_local_copies(media: Path, aws, tmp_path: Path) -> None:
     """rclone's S3 server keeps objects as files and, unlike S3, answers a range GET with the whole
     object's checksum when the upload sent one (boto3's default): a clip larger than the first read,

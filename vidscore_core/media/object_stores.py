@@ -50,7 +50,13 @@ def is_remote(path: str) -> bool:
 
 def safe_url(url: str) -> str:
     """The URL as it may be stored or printed: no user:password@, no query string (a presigned URL's
-    signature and credential), no fragment. Anything that is not a URL comes back unchanged."""
+    signature and credential), no fragment. Anything that is not a URL comes back unchanged.
+
+    An s3:// URL names a bucket and a key, and a key may hold any character (`?`, `#`, `%`, spaces):
+    it comes back whole, only a `user:password@` before the bucket (which no bucket name holds) dropped."""
+    if url.startswith(S3_PREFIX):
+        bucket, slash, key = url[len(S3_PREFIX) :].partition("/")
+        return f"{S3_PREFIX}{bucket.rpartition('@')[2]}{slash}{key}"
     if not is_remote(url):
         return url
     parts = urlsplit(url)
