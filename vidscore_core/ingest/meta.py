@@ -205,7 +205,7 @@ def _open_remote(meta_path: str) -> remote.RemoteFile:
         if clip.size == 0:
             raise MetaError(f"meta file is empty (0 bytes): {safe_url(meta_path)}")
     except remote.RemoteError as exc:
-        raise MetaError(f"meta file {exc.reason}") from None
+        raise MetaError(f"cannot read the meta file: {exc.reason}") from None
     return clip.open()
 
 
