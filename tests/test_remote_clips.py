@@ -155,8 +155,15 @@ def test_https_clips_with_and_without_range_support(media: Path, caplog) -> None
         assert missing["exists"] is False
 
 
-def test_missing_denied_and_bad_urls_are_row_errors_with_the_reason(s3, aws) -> None:
-    assert probe(f"s3://{BUCKET}/media/nope.mp4")["error"] == f"file not found: s3://{BUCKET}/media/nope.mp4 (no such key)"
+def test_missing_denied_and_bad_urls_are_row_errors_with_the_reason(s3, aws, tmp_path: Path) -> None:
+    missing = probe(f"s3://{BUCKET}/media/nope.mp4")
+    assert missing["error"] == f"file not found: s3://{BUCKET}/media/nope.mp4 (no such key)"
+    assert missing["exists"] is False
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    upload(s3, BUCKET, {"empty/empty.mp4": tmp_path / "empty.mp4"})
+    empty, local = probe(f"s3://{BUCKET}/empty/empty.mp4"), probe(tmp_path / "empty.mp4")
+    assert empty["error"] == f"empty file (0 bytes): s3://{BUCKET}/empty/empty.mp4"
+    assert {**empty, "error": None} == {**local, "error": None}  # exists, 0 bytes, nothing else
     assert probe("s3://no-such-bucket/a.mp4")["error"] == "file not found: s3://no-such-bucket/a.mp4 (no such bucket)"
     assert probe(f"s3://{BUCKET}/")["error"].startswith("bad URL: ")
     with S3Proxy(s3, denied=("pan_hubble_right_5px.mp4",)) as proxy:

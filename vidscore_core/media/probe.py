@@ -42,6 +42,8 @@ def probe(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> di
     except DecodeError as exc:
         if is_remote(path) and exc.reason.startswith("file not found"):
             info["exists"] = False
+        elif is_remote(path) and exc.reason.startswith("empty file"):  # as a local empty file is told
+            info["exists"], info["size_bytes"] = True, 0
         info["error"] = exc.reason
         info["num_frames"] = None  # an unverified count must not be used for sampling
     except Exception as exc:  # probing a corpus must not stop at one odd file: record it instead
